@@ -1,0 +1,33 @@
+"""A real task goes through every watched queue and its result comes back."""
+
+import pytest
+
+
+@pytest.mark.probe(severity="critical", code="celery_roundtrip_failed")
+def test_task_roundtrip(probe_run, record, note, known):
+    """``celery.accumulate`` sent through each queue returns its argument within the deadline."""
+    if not probe_run.has_backend():
+        note(
+            "celery_roundtrip_unconfirmed",
+            "no result backend is configured, so the task round trip cannot be confirmed",
+        )
+        pytest.skip("no result backend: round trip cannot be confirmed")
+    with known:
+        trips = probe_run.trips()
+    record["roundtrip"] = {t.queue: {"latency_ms": t.latency_ms, "error": t.error} for t in trips}
+    failed = [f"{t.queue}: {t.error}" for t in trips if not t.ok]
+    if failed:
+        pytest.fail("round trip failed for " + "; ".join(failed[:10]), pytrace=False)
+
+
+@pytest.mark.probe(severity="degraded", code="celery_roundtrip_slow")
+def test_roundtrip_fast(probe_run, probe_settings, known):
+    """Every round trip completes within ``--roundtrip-slow`` seconds."""
+    if not probe_run.has_backend():
+        pytest.skip("no result backend")
+    with known:
+        trips = probe_run.trips()
+    limit_ms = probe_settings.roundtrip_slow * 1000
+    slow = [f"{t.queue}={t.latency_ms:.0f} ms" for t in trips if t.ok and t.latency_ms > limit_ms]
+    if slow:
+        pytest.fail(f"round trip slower than {limit_ms:.0f} ms: {', '.join(slow[:10])}", pytrace=False)

@@ -1,0 +1,3 @@
+from celery_probe.cli import main
+
+main()

@@ -1,0 +1,321 @@
+"""The pytest plugin: options, the ``probe`` marker, fixtures, the deadline and the report.
+
+It is inert in an ordinary test session. It turns a session into a probe run when
+``celery-probe run`` hands it a :class:`RunContext`, or when a target is given on the
+pytest command line (``pytest probes/ --celery-app proj``). In a probe run it:
+
+* arms the run's single deadline around every setup, call and teardown;
+* records each probe's severity and code, and what it measured, in the JSON report;
+* scrubs credentials from the report, maps it to a verdict, and writes
+  ``latest.json``, ``verdict.json`` and ``history.jsonl`` atomically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from celery_probe.deadline import Deadline, ProbeTimeout, alarm
+from celery_probe.errors import ProbeUsageError
+from celery_probe.markers import MARKER_HELP, ProbeMark, probe_mark
+from celery_probe.session import KnownFailure, ProbeRun
+from celery_probe.settings import Settings, resolve_settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+TEARDOWN_GRACE = 0.5  # seconds past the deadline that cleanup may take (inside the +1 s slack)
+
+_PYTEST_LABELS = {
+    "app": "--celery-app",
+    "broker": "--celery-broker",
+    "backend": "--celery-backend",
+    "queues": "--celery-queue",
+    "expect_workers": "--expect-workers",
+    "endpoints": "--celery-endpoint",
+    "deadline": "--probe-deadline",
+    "queue_threshold": "--queue-threshold",
+    "roundtrip_slow": "--roundtrip-slow",
+    "roundtrip_task": "--roundtrip-task",
+    "ping_window": "--ping-window",
+    "report_dir": "--probe-report-dir",
+}
+
+
+@dataclass(eq=False)
+class RunContext:
+    """What ``celery-probe run`` hands to the plugin, and what it gets back."""
+
+    settings: Settings
+    app: Celery
+    deadline: Deadline
+    write_reports: bool = True
+    from_cli: bool = False
+    verdict: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
+    write_error: str | None = None
+    written: list[Path] = field(default_factory=list)
+    run: ProbeRun | None = None
+
+
+_CONTEXT = pytest.StashKey[RunContext]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("celery-probe", "celery-probe health probes")
+    group.addoption("--celery-app", help="Celery app to probe, MODULE[:ATTR] as for celery -A")
+    group.addoption("--celery-broker", help="broker URL to probe (instead of, or overriding, the app's)")
+    group.addoption("--celery-backend", help="result backend URL for the round trip")
+    group.addoption("--celery-queue", action="append", default=[], help="queue to watch (repeatable)")
+    group.addoption("--expect-workers", help="number of workers that should answer ping")
+    group.addoption("--celery-endpoint", action="append", default=[], help="HTTP health URL to query (repeatable)")
+    group.addoption("--probe-deadline", help="seconds the whole probe run may take (default 5)")
+    group.addoption("--queue-threshold", action="append", default=[], help="backlog at which a queue is high: N or QUEUE=N")
+    group.addoption("--roundtrip-slow", help="seconds above which a round trip counts as slow (default 1)")
+    group.addoption("--roundtrip-task", help="task sent for the round trip (default celery.accumulate)")
+    group.addoption("--ping-window", help="seconds to wait for further ping replies (default 0.3)")
+    group.addoption("--probe-report-dir", help="where latest.json, verdict.json and history.jsonl go")
+
+
+def _probe_mode_requested(config: pytest.Config) -> bool:
+    opt = config.option
+    return bool(getattr(opt, "celery_app", None) or getattr(opt, "celery_broker", None))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    context = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, RunContext)), None)
+    if context is None and _probe_mode_requested(config):
+        context = _context_from_options(config)
+    if context is None:
+        return
+    config.stash[_CONTEXT] = context
+    # The report is produced in memory and written by us, atomically (pytest-json-report
+    # writes with a plain open(), which a concurrent reader can catch half-written).
+    config.option.json_report = True
+    config.option.json_report_file = None
+
+
+def _context_from_options(config: pytest.Config) -> RunContext:
+    from celery_probe.target import build_app
+
+    deadline_started = Deadline(5.0)
+    opt = config.option
+    cli = {
+        "app": opt.celery_app,
+        "broker": opt.celery_broker,
+        "backend": opt.celery_backend,
+        "queues": tuple(opt.celery_queue),
+        "expect_workers": opt.expect_workers,
+        "endpoints": tuple(opt.celery_endpoint),
+        "deadline": opt.probe_deadline,
+        "queue_threshold": tuple(opt.queue_threshold),
+        "roundtrip_slow": opt.roundtrip_slow,
+        "roundtrip_task": opt.roundtrip_task,
+        "ping_window": opt.ping_window,
+        "report_dir": opt.probe_report_dir,
+    }
+    try:
+        settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
+        app = build_app(settings)
+    except ProbeUsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    deadline = Deadline(settings.deadline)
+    deadline.started = deadline_started.started
+    return RunContext(settings=settings, app=app, deadline=deadline)
+
+
+def _context(config: pytest.Config) -> RunContext | None:
+    return config.stash.get(_CONTEXT, None)
+
+
+# ------------------------------------------------------------------------- fixtures
+
+
+def _require_context(request: pytest.FixtureRequest) -> RunContext:
+    context = _context(request.config)
+    if context is None:
+        pytest.skip("not a celery-probe run: give --celery-app or --celery-broker")
+    return context
+
+
+@pytest.fixture(scope="session")
+def probe_run(request: pytest.FixtureRequest) -> Iterator[ProbeRun]:
+    """The run's shared, lazily measured state (broker, workers, queues, round trips)."""
+    context = _require_context(request)
+    run = ProbeRun(context.settings, context.app, context.deadline)
+    context.run = run
+    yield run
+    try:
+        with alarm(TEARDOWN_GRACE, "cleanup"):
+            run.close()
+    except ProbeTimeout:
+        pass
+
+
+@pytest.fixture(scope="session")
+def probe_settings(request: pytest.FixtureRequest) -> Settings:
+    """The resolved :class:`~celery_probe.settings.Settings` of this run."""
+    return _require_context(request).settings
+
+
+@pytest.fixture(scope="session")
+def probe_deadline(request: pytest.FixtureRequest) -> Deadline:
+    """The run's deadline: ``probe_deadline.remaining()`` seconds are left for everything."""
+    return _require_context(request).deadline
+
+
+@pytest.fixture(scope="session")
+def celery_app(probe_run: ProbeRun) -> Celery:
+    """The Celery app under test, with every connection bounded by the deadline."""
+    return probe_run.app
+
+
+@pytest.fixture
+def record(json_metadata: dict[str, Any]) -> dict[str, Any]:
+    """A dict whose contents land in this probe's ``metadata.measured`` in the report."""
+    measured: dict[str, Any] = json_metadata.setdefault("measured", {})
+    return measured
+
+
+@pytest.fixture
+def note(json_metadata: dict[str, Any]) -> Any:
+    """``note(code, message)`` adds an informational reason to the verdict."""
+
+    def add(code: str, message: str) -> None:
+        json_metadata.setdefault("notes", []).append({"code": code, "message": message})
+
+    return add
+
+
+@pytest.fixture
+def known() -> Any:
+    """Turn a :class:`KnownFailure` into an immediate failure with its reason."""
+
+    class _Known:
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+            if isinstance(exc, KnownFailure):
+                pytest.fail(f"not attempted: {exc}", pytrace=False)
+            return False
+
+    return _Known()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "endpoint_url" not in metafunc.fixturenames:
+        return
+    context = _context(metafunc.config)
+    endpoints = list(context.settings.endpoints) if context else []
+    from celery_probe.urls import redact_url
+
+    metafunc.parametrize(
+        "endpoint_url", endpoints or [None], ids=[redact_url(u) for u in endpoints] or ["none"]
+    )
+
+
+# ------------------------------------------------------------------ deadline and marks
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if _context(config) is None:
+        return
+    for item in items:
+        marker = item.get_closest_marker("probe")
+        try:
+            mark = probe_mark(marker.args if marker else (), dict(marker.kwargs) if marker else {}, item.nodeid)
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        item.stash[_MARK] = mark
+
+
+_MARK = pytest.StashKey[ProbeMark]()
+
+
+def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
+    context = _context(item.config)
+    if context is None:
+        return (yield)
+    budget = context.deadline.remaining()
+    if when == "teardown":
+        budget += TEARDOWN_GRACE
+    elif budget <= 0:
+        pytest.fail(
+            f"not attempted: the {context.settings.deadline:g}s deadline was used up by earlier probes",
+            pytrace=False,
+        )
+    with alarm(budget, f"{when} of {item.nodeid}"):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _phase(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _phase(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _phase(item, "teardown"))
+
+
+# ------------------------------------------------------------------------- report
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[Any]) -> dict[str, Any]:
+    mark = item.stash.get(_MARK, None)
+    if mark is None or call.when != "setup":
+        return {}
+    doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines() if hasattr(item, "obj") else []
+    return {"probe": {**mark.as_dict(), "title": doc[0] if doc else item.name}}
+
+
+@pytest.hookimpl(optionalhook=True, trylast=True)
+def pytest_json_modifyreport(json_report: dict[str, Any]) -> None:
+    # pytest-json-report calls this hook without a config; the context travels on the
+    # module-level registry below.
+    context = _ACTIVE.get("context")
+    if context is None:
+        return
+    from celery_probe.reports import finish_report
+
+    finish_report(context, json_report)
+
+
+_ACTIVE: dict[str, RunContext] = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    context = _context(session.config)
+    if context is not None:
+        _ACTIVE["context"] = context
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    context = _context(config)
+    if context is None or context.from_cli:
+        return  # celery-probe run prints its own summary
+    status = (context.verdict or {}).get("status", "unknown")
+    where = ", ".join(str(p) for p in context.written) or "not written"
+    terminalreporter.write_sep("-", f"celery-probe verdict: {status} ({where})")
+    if context.write_error:
+        terminalreporter.write_line(f"celery-probe: {context.write_error}", red=True)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    context = _context(config)
+    if context is not None and _ACTIVE.get("context") is context:
+        _ACTIVE.pop("context", None)

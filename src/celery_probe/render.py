@@ -1,0 +1,105 @@
+"""Printing a verdict: colour-coded text, JSON, or one Nagios plugin line. Pure functions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+STATUS_COLOURS = {"healthy": "green", "degraded": "yellow", "down": "red", "unknown": "magenta"}
+NAGIOS_STATES = {"healthy": (0, "OK"), "degraded": (1, "WARNING"), "down": (2, "CRITICAL"), "unknown": (3, "UNKNOWN")}
+
+
+def use_colour(environ: Mapping[str, str], is_tty: bool) -> bool:
+    """``NO_COLOR`` (any non-empty value) wins, then ``FORCE_COLOR``, then "is a terminal"."""
+    if environ.get("NO_COLOR"):
+        return False
+    if environ.get("FORCE_COLOR"):
+        return True
+    return is_tty
+
+
+def render_json(verdict: Mapping[str, Any]) -> str:
+    return json.dumps(verdict, indent=2, default=str)
+
+
+def _ms(value: Any) -> str:
+    return f"{value:.1f} ms" if isinstance(value, (int, float)) else "n/a"
+
+
+def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
+    status = str(verdict.get("status", "unknown"))
+
+    def paint(text: str, fg: str | None = None, bold: bool = False) -> str:
+        return click.style(text, fg=fg, bold=bold) if colour else text
+
+    head = paint(status.upper(), STATUS_COLOURS.get(status), bold=True)
+    target = verdict.get("target") or ""
+    duration = verdict.get("duration_s")
+    took = f" in {duration:.2f}s" if isinstance(duration, (int, float)) else ""
+    lines = [f"celery-probe: {head}  {target}{took}".rstrip()]
+
+    workers = verdict.get("workers") or {}
+    alive = [n for n, w in workers.items() if w.get("last_heartbeat")]
+    if workers:
+        detail = ", ".join(f"{name} {_ms(workers[name].get('latency_ms'))}" for name in alive[:5])
+        more = f" (+{len(alive) - 5})" if len(alive) > 5 else ""
+        lines.append(f"  workers    {len(alive)} answered: {detail}{more}")
+    else:
+        lines.append("  workers    none answered")
+    counts = [
+        f"{label} {verdict.get(key)}"
+        for label, key in (("active", "active_tasks"), ("reserved", "reserved_tasks"), ("scheduled", "scheduled_tasks"))
+        if verdict.get(key) is not None
+    ]
+    if counts:
+        lines.append(f"  tasks      {'  '.join(counts)}")
+    queues = verdict.get("queues") or {}
+    if queues:
+        shown = [
+            f"{name}={q.get('length') if q.get('length') is not None else '?'}"
+            + (f" ({q.get('consumers')} consumers)" if q.get("consumers") is not None else "")
+            for name, q in list(queues.items())[:8]
+        ]
+        more = f" (+{len(queues) - 8} more)" if len(queues) > 8 else ""
+        lines.append(f"  queues     {', '.join(shown)}{more}  total {verdict.get('queue_length')}")
+    if verdict.get("roundtrip_ms") is not None:
+        lines.append(f"  roundtrip  {_ms(verdict.get('roundtrip_ms'))} (slowest queue)")
+    for reason in verdict.get("reasons") or []:
+        severity = str(reason.get("severity"))
+        mark = {"critical": "✗", "degraded": "!", "error": "?", "info": "i"}.get(severity, "-")
+        fg = {"critical": "red", "degraded": "yellow", "error": "magenta"}.get(severity)
+        lines.append(paint(f"  {mark} {reason.get('code')} [{severity}]: {reason.get('message')}", fg))
+    return "\n".join(lines)
+
+
+def nagios_exit_code(status: str) -> int:
+    return NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])[0]
+
+
+def render_nagios(verdict: Mapping[str, Any]) -> str:
+    """``CELERY OK - text | perfdata`` as the Nagios plugin guidelines describe."""
+    status = str(verdict.get("status", "unknown"))
+    _code, word = NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])
+    workers = len([w for w in (verdict.get("workers") or {}).values() if w.get("last_heartbeat")])
+    problems = [r for r in verdict.get("reasons") or [] if r.get("severity") != "info"]
+    if problems:
+        summary = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in problems[:3])
+    else:
+        summary = f"{workers} worker(s), queue {verdict.get('queue_length')}, roundtrip {_ms(verdict.get('roundtrip_ms'))}"
+    summary = summary.replace("|", "/").replace("\n", " ")
+    thresholds = [q.get("threshold") for q in (verdict.get("queues") or {}).values() if q.get("threshold")]
+    warn = str(min(thresholds)) if thresholds else ""
+    perf = [f"workers={workers};;;0"]
+    if verdict.get("queue_length") is not None:
+        perf.append(f"queue_length={verdict['queue_length']};{warn};;0")
+    if verdict.get("roundtrip_ms") is not None:
+        perf.append(f"roundtrip={verdict['roundtrip_ms'] / 1000:.4f}s;;;0")
+    for key in ("active_tasks", "scheduled_tasks"):
+        if verdict.get(key) is not None:
+            perf.append(f"{key}={verdict[key]};;;0")
+    if verdict.get("duration_s") is not None:
+        perf.append(f"duration={verdict['duration_s']:.3f}s;;;0")
+    return f"CELERY {word} - {status}: {summary} | {' '.join(perf)}"

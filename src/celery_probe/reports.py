@@ -1,0 +1,159 @@
+"""Writing and reading report files, so that no reader ever sees half of one.
+
+``latest.json`` and ``verdict.json`` are written to a temporary file in the same folder
+and renamed over the old one (the node_exporter textfile pattern). ``history.jsonl``
+grows by one line per run, written with a single ``write`` on an ``O_APPEND`` descriptor
+under an advisory lock, so overlapping runs never interleave lines.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery_probe.errors import ReportWriteError
+from celery_probe.urls import scrub
+from celery_probe.verdict import unknown_verdict, verdict_from_report
+
+if TYPE_CHECKING:
+    from celery_probe.plugin import RunContext
+
+LATEST = "latest.json"
+VERDICT = "verdict.json"
+HISTORY = "history.jsonl"
+MAX_REPORT_BYTES = 50_000_000  # a report this large is not ours; refuse to parse it
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by temp file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path: Path, document: Any) -> None:
+    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def append_line(path: Path, document: Any) -> None:
+    """Append one JSON line in a single write, under an exclusive lock."""
+    line = (json.dumps(document, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def check_report_dir(folder: Path) -> None:
+    """Fail early, in one line, when ``folder`` cannot hold reports."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write reports to {folder}: {exc.strerror or exc}") from None
+
+
+def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
+    """The compact line kept per run: enough to draw a trend, small enough to keep many."""
+    return {
+        "checked_at": verdict.get("checked_at"),
+        "status": verdict.get("status"),
+        "worker_alive": verdict.get("worker_alive"),
+        "workers": len(verdict.get("workers") or {}),
+        "queue_length": verdict.get("queue_length"),
+        "roundtrip_ms": verdict.get("roundtrip_ms"),
+        "duration_s": verdict.get("duration_s"),
+        "codes": sorted({r.get("code") for r in verdict.get("reasons") or [] if r.get("severity") != "info"}),
+    }
+
+
+def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: dict[str, Any]) -> list[Path]:
+    """Write ``latest.json`` (when there is a report), ``verdict.json`` and a history line."""
+    written = []
+    try:
+        if report is not None:
+            atomic_write_json(folder / LATEST, report)
+            written.append(folder / LATEST)
+        atomic_write_json(folder / VERDICT, verdict)
+        written.append(folder / VERDICT)
+        append_line(folder / HISTORY, history_entry(verdict))
+        written.append(folder / HISTORY)
+    except OSError as exc:
+        raise ReportWriteError(f"cannot write reports to {folder}: {exc.strerror or exc}") from None
+    return written
+
+
+def finish_report(context: RunContext, report: dict[str, Any]) -> None:
+    """Scrub, annotate and map the finished report; write the files unless told not to."""
+    settings = context.settings
+    run = context.run
+    secrets = run.secrets if run is not None else set()
+    report["celery_probe"] = {
+        "target": settings.describe_target(),
+        "broker": run.broker_url if run is not None else None,
+        "queues": run.queues if run is not None else list(settings.queues),
+        "deadline_s": settings.deadline,
+        "expect_workers": settings.expect_workers,
+        "queue_threshold": settings.queue_threshold,
+        "queue_thresholds": dict(settings.queue_thresholds),
+    }
+    report.pop("environment", None)  # always {} with pytest-metadata 3; may carry env vars
+    clean = scrub(report, secrets)
+    report.clear()
+    report.update(clean)
+    context.report = report
+    context.verdict = verdict_from_report(report)
+    if context.write_reports:
+        try:
+            context.written = write_run_files(settings.report_dir, report, context.verdict)
+        except ReportWriteError as exc:
+            context.write_error = str(exc)
+
+
+def load_report(path: Path) -> tuple[Any, str | None]:
+    """Read a report file; on any problem return ``(None, one-line reason)``."""
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        return None, f"cannot read report {path}: {exc.strerror or exc}"
+    if size == 0:
+        return None, f"report {path} is empty"
+    if size > MAX_REPORT_BYTES:
+        return None, f"report {path} is {size} bytes, over the {MAX_REPORT_BYTES}-byte limit"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"cannot read report {path}: {exc}"
+    try:
+        return json.loads(text), None
+    except ValueError as exc:
+        return None, f"report {path} is not valid JSON ({exc.msg} at line {exc.lineno}): truncated or corrupt"
+
+
+def verdict_for_file(path: Path) -> tuple[dict[str, Any], Any]:
+    """The verdict for a report file, ``unknown`` with the reason when it cannot be read."""
+    report, problem = load_report(path)
+    if problem is not None:
+        return unknown_verdict(problem), None
+    return verdict_from_report(report), report

@@ -1,0 +1,97 @@
+"""A real task through each queue, with nothing installed on the workers.
+
+Every Celery worker registers the built-in ``celery.accumulate``, which returns its
+arguments. Sending it through a queue and reading the result back proves that a worker
+consumes that queue, runs tasks and stores results: ping alone cannot (a prefork parent
+answers ping while every child is busy). Each result is forgotten afterwards so a probe
+run every minute leaves no ``celery-task-meta-*`` keys behind.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from celery_probe.broker import describe_error
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from celery.result import AsyncResult
+
+from celery_probe.deadline import Deadline
+
+
+@dataclass
+class Trip:
+    """One task on its way through one queue."""
+
+    queue: str
+    token: str
+    sent_at: float
+    result: AsyncResult | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.latency_ms is not None and self.error is None
+
+
+def has_result_backend(app: Celery) -> bool:
+    from celery.backends.base import DisabledBackend
+
+    return not isinstance(app.backend, DisabledBackend)
+
+
+def send_trips(app: Celery, task_name: str, queues: list[str], *, expires: float) -> list[Trip]:
+    """Publish one probe task per queue at once, so waiting for them overlaps."""
+    trips = []
+    for queue in queues:
+        token = f"celery-probe-{uuid.uuid4().hex}"
+        trip = Trip(queue=queue, token=token, sent_at=time.perf_counter())
+        try:
+            trip.result = app.send_task(
+                task_name, args=(token,), queue=queue, expires=expires, retry=False
+            )
+        except Exception as exc:
+            trip.error = f"could not publish: {describe_error(exc)}"
+        trips.append(trip)
+    return trips
+
+
+def collect_trips(trips: list[Trip], deadline: Deadline, *, wait: float) -> None:
+    """Wait for each result within ``wait`` seconds of the run's remaining budget."""
+    for trip in trips:
+        if trip.result is None or trip.error:
+            continue
+        try:
+            value: Any = trip.result.get(
+                timeout=max(0.01, deadline.within(wait)), propagate=False, interval=0.005
+            )
+        except Exception as exc:
+            name = type(exc).__name__
+            if name == "TimeoutError":
+                trip.error = f"no result within {wait:.2f}s"
+            else:
+                trip.error = f"could not read the result: {describe_error(exc)}"
+            continue
+        state = trip.result.state
+        if state != "SUCCESS":
+            trip.error = f"task ended in state {state}: {value!r}"
+        elif value != [trip.token] and value != (trip.token,):
+            trip.error = f"unexpected result {value!r}"
+        else:
+            trip.latency_ms = round((time.perf_counter() - trip.sent_at) * 1000, 3)
+
+
+def forget_trips(trips: list[Trip]) -> None:
+    """Delete the stored results so repeated runs leave no litter in the backend."""
+    for trip in trips:
+        if trip.result is None:
+            continue
+        try:
+            trip.result.forget()
+        except Exception:
+            pass

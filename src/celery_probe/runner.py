@@ -1,0 +1,120 @@
+"""Running the probe suite in-process and guaranteeing an answer within the deadline.
+
+pytest runs in this interpreter (a second interpreter would double the start-up cost of a
+healthy run). Every probe phase is bounded by the run's deadline (see
+:mod:`celery_probe.deadline`); as a last resort a watchdog thread writes an ``unknown``
+verdict and ends the process if anything unbounded still holds on past deadline + 0.8 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery_probe.deadline import Deadline
+from celery_probe.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from celery_probe import plugin
+    from celery_probe.plugin import RunContext
+
+WATCHDOG_SLACK = 0.8  # seconds past the deadline before the watchdog gives up on pytest
+
+
+def builtin_probes_dir() -> Path:
+    """The built-in probes: packaged in the wheel, or ``probes/`` of a checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_probes", here.parents[1] / "probes"):
+        if (candidate / "test_workers.py").is_file():
+            return candidate
+    raise FileNotFoundError("the built-in probes are missing from this installation")
+
+
+def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool) -> list[str]:
+    args = [
+        str(probes_dir),
+        *(str(path) for path in settings.probes),
+        "-p", "pytest_jsonreport.plugin",
+        "-p", "no:cacheprovider",  # a health check must not litter .pytest_cache around
+        "-p", "no:faulthandler",
+        "-c", str(Path(__file__).with_name("probe-session.ini")),
+        "--rootdir", str(probes_dir),
+        "--confcutdir", str(probes_dir),
+        "--tb=short",
+        "-rN",
+    ]
+    args.append("-v" if verbose else "-q")
+    return args
+
+
+@contextlib.contextmanager
+def _plugin_autoload_disabled() -> Iterator[None]:
+    """Load only the plugins a probe run needs: faster, and immune to a broken plugin."""
+    previous = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
+        else:
+            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous
+
+
+class Watchdog:
+    """Calls ``on_expiry`` from a daemon thread unless cancelled within ``seconds``."""
+
+    def __init__(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(seconds, on_expiry), daemon=True)
+
+    def _watch(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        if not self._cancelled.wait(seconds):
+            on_expiry()
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cancelled.set()
+
+
+def run_probes(
+    settings: Settings,
+    app: Celery,
+    deadline: Deadline,
+    *,
+    verbose: bool = False,
+    write_reports: bool = True,
+) -> RunContext:
+    """Run the probe suite against ``app``; the returned context carries the verdict."""
+    import pytest
+
+    from celery_probe import plugin
+    from celery_probe.plugin import RunContext
+
+    context = RunContext(
+        settings=settings, app=app, deadline=deadline, write_reports=write_reports, from_cli=True
+    )
+    args = pytest_args(settings, builtin_probes_dir(), verbose=verbose)
+    sink: Any = sys.stderr if verbose else io.StringIO()
+    with _plugin_autoload_disabled(), contextlib.redirect_stdout(sink):
+        code = pytest.main(args, plugins=[context, plugin])
+    if context.verdict is None:
+        from celery_probe.verdict import unknown_verdict
+
+        context.verdict = unknown_verdict(
+            f"the probe session ended without a report (pytest exit code {int(code)})"
+            + ("" if verbose else "; rerun with --verbose to see pytest's output"),
+            code="celery_probe_error",
+        )
+    return context

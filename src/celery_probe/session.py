@@ -1,0 +1,188 @@
+"""The state of one probe run, shared by every probe through session fixtures.
+
+Each measurement is taken once, on first use, and remembered together with its failure.
+That is how a probe that cannot succeed because of something already known (the broker
+did not answer, no worker answered ping) fails at once with that reason instead of
+waiting out the deadline a second time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from celery_probe.broker import (
+    BackendCheck,
+    BrokerCheck,
+    QueueDepth,
+    check_backend,
+    check_broker,
+    describe_error,
+    measure_queues,
+    open_connection,
+)
+from celery_probe.deadline import Deadline, ProbeTimeout
+from celery_probe.roundtrip import Trip, collect_trips, forget_trips, has_result_backend, send_trips
+from celery_probe.settings import Settings
+from celery_probe.urls import redact_url, secrets_in
+from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, ping_workers
+
+if TYPE_CHECKING:
+    from celery import Celery
+    from kombu import Connection
+
+T = TypeVar("T")
+
+
+class KnownFailure(Exception):
+    """A measurement this probe depends on already failed; the message says why."""
+
+
+def watched_queues(settings: Settings, app: Celery) -> list[str]:
+    """``-Q`` queues, else the app's ``task_queues``, else its default queue."""
+    if settings.queues:
+        return list(settings.queues)
+    configured = app.conf.task_queues
+    if configured:
+        names = [getattr(q, "name", None) or str(q) for q in configured]
+        return list(dict.fromkeys(n for n in names if n))
+    return [app.conf.task_default_queue or "celery"]
+
+
+class ProbeRun:
+    """Lazily measured facts about one target, each with the reason it could not be had."""
+
+    def __init__(self, settings: Settings, app: Celery, deadline: Deadline) -> None:
+        self.settings = settings
+        self.app = app
+        self.deadline = deadline
+        self.queues = watched_queues(settings, app)
+        self.secrets = secrets_in(
+            [settings.broker, settings.backend, app.conf.broker_url, _backend_url(app)]
+        )
+        self.broker_url = redact_url(str(app.conf.broker_url or settings.broker or ""))
+        self._conn: Connection | None = None
+        self._cache: dict[str, Any] = {}
+        self._errors: dict[str, str] = {}
+
+    # -- memoisation with remembered failures ------------------------------------------
+
+    def _once(self, key: str, compute: Callable[[], T]) -> T:
+        if key in self._errors:
+            raise KnownFailure(self._errors[key])
+        if key not in self._cache:
+            try:
+                self._cache[key] = compute()
+            except KnownFailure as exc:
+                self._errors[key] = str(exc)
+                raise
+            except ProbeTimeout as exc:
+                self._errors[key] = f"timed out: {exc}"
+                raise
+            except Exception as exc:
+                self._errors[key] = describe_error(exc)
+                raise KnownFailure(self._errors[key]) from None
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    # -- broker and backend --------------------------------------------------------------
+
+    def broker(self) -> BrokerCheck:
+        def compute() -> BrokerCheck:
+            self._conn = open_connection(self.app)
+            return check_broker(self._conn)
+
+        return self._once("broker", compute)
+
+    def require_broker(self) -> Connection:
+        check = self.broker()
+        if not check.reachable:
+            raise KnownFailure(f"broker {self.broker_url} did not answer: {check.error}")
+        assert self._conn is not None
+        return self._conn
+
+    def backend(self) -> BackendCheck:
+        return self._once("backend", lambda: check_backend(self.app))
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def ping(self) -> PingResult:
+        def compute() -> PingResult:
+            self.require_broker()
+            return ping_workers(
+                self.app,
+                window=self.settings.ping_window,
+                expect=self.settings.expect_workers,
+                budget=self.deadline.remaining(),
+            )
+
+        return self._once("ping", compute)
+
+    def require_workers(self) -> list[str]:
+        names = self.ping().names
+        if not names:
+            raise KnownFailure(
+                f"no worker answered ping within {self.settings.ping_window:.2f}s idle window"
+            )
+        return names
+
+    def activity(self) -> WorkerActivity:
+        def compute() -> WorkerActivity:
+            names = self.require_workers()
+            timeout = max(0.01, self.deadline.within(max(self.settings.ping_window, 1.0)))
+            return inspect_activity(self.app, names, timeout=timeout)
+
+        return self._once("activity", compute)
+
+    # -- queues ------------------------------------------------------------------------------
+
+    def queue_depths(self) -> dict[str, QueueDepth]:
+        return self._once("queues", lambda: measure_queues(self.require_broker(), self.queues))
+
+    def consumers(self) -> dict[str, list[str]]:
+        """Workers consuming each watched queue (empty lists when no worker answered)."""
+        try:
+            activity = self.activity()
+        except KnownFailure:
+            return {queue: [] for queue in self.queues}
+        return {queue: activity.consumers_of(queue) for queue in self.queues}
+
+    # -- round trip ------------------------------------------------------------------------
+
+    def has_backend(self) -> bool:
+        return has_result_backend(self.app)
+
+    def trips(self) -> list[Trip]:
+        def compute() -> list[Trip]:
+            self.require_workers()
+            consumers = self.consumers()
+            reachable = [q for q in self.queues if consumers.get(q)]
+            trips = send_trips(
+                self.app,
+                self.settings.roundtrip_task,
+                reachable,
+                expires=max(1.0, self.settings.deadline),
+            )
+            self._cache["sent"] = trips
+            collect_trips(trips, self.deadline, wait=self.deadline.remaining())
+            for queue in self.queues:
+                if queue not in reachable:
+                    trips.append(Trip(queue, "", 0.0, error="no worker consumes this queue; nothing sent"))
+            return sorted(trips, key=lambda t: self.queues.index(t.queue))
+
+        return self._once("trips", compute)
+
+    # -- cleanup -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Forget stored results and close the connection; never raise, never block long."""
+        forget_trips(self._cache.get("sent", []))
+        if self._conn is not None:
+            try:
+                self._conn.release()
+            except Exception:
+                pass
+
+
+def _backend_url(app: Celery) -> str | None:
+    value = app.conf.result_backend
+    return value if isinstance(value, str) else None

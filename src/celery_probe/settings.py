@@ -1,0 +1,398 @@
+"""Settings: one typed object built once from flags, environment and ``pyproject.toml``.
+
+Precedence, highest first (the same order pytest-timeout documents):
+
+1. command-line options (``celery-probe run`` flags or ``pytest --celery-*`` options);
+2. environment variables ``CELERY_PROBE_*``;
+3. the ``[tool.celery-probe]`` table of the nearest ``pyproject.toml`` (from the working
+   directory upwards);
+4. built-in defaults (and, for the broker only, Celery's own ``CELERY_BROKER_URL``).
+
+Every value is validated where it is read, and a bad one raises
+:class:`~celery_probe.errors.ProbeUsageError` naming the value and its source.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from celery_probe.errors import ProbeUsageError
+from celery_probe.urls import redact_url, url_problem
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "CELERY_PROBE_"
+FORMATS = ("text", "json", "nagios")
+
+# Transport names kombu knows; checked lazily against kombu itself when importable.
+_FALLBACK_BROKER_SCHEMES = (
+    "amqp", "amqps", "pyamqp", "librabbitmq", "redis", "rediss", "sentinel", "memory",
+    "filesystem", "sqs", "sqla", "sqlalchemy", "mongodb", "zookeeper", "consul", "etcd",
+    "qpid", "confluentkafka", "azurestoragequeues", "azureservicebus", "gcpubsub", "pyro",
+)
+_FALLBACK_BACKEND_SCHEMES = (
+    "rpc", "redis", "rediss", "sentinel", "db", "database", "cache", "mongodb", "file",
+    "elasticsearch", "cassandra", "couchbase", "couchdb", "dynamodb", "s3", "gs", "azureblockblob",
+    "arangodb", "consul", "cosmosdbsql", "disabled", "filesystem",
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one probe run needs to know. Built by :func:`resolve_settings`."""
+
+    app: str | None = None
+    broker: str | None = None
+    backend: str | None = None
+    queues: tuple[str, ...] = ()
+    expect_workers: int | None = None
+    endpoints: tuple[str, ...] = ()
+    deadline: float = 5.0
+    queue_threshold: int = 100
+    queue_thresholds: Mapping[str, int] = field(default_factory=dict)
+    roundtrip_slow: float = 1.0
+    roundtrip_task: str = "celery.accumulate"
+    ping_window: float = 0.3
+    report_dir: Path = Path("reports")
+    format: str = "text"
+    probes: tuple[Path, ...] = ()
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def threshold_for(self, queue: str) -> int:
+        """The backlog at which ``queue`` counts as high."""
+        return self.queue_thresholds.get(queue, self.queue_threshold)
+
+    def describe_target(self) -> str:
+        """A printable name for the target, with credentials masked."""
+        if self.app:
+            return f"app {self.app}"
+        return redact_url(self.broker or "")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------- parsers, each one line of error
+
+
+def _fail(name: str, raw: Any, why: str, source: str) -> ProbeUsageError:
+    shown = redact_url(raw) if isinstance(raw, str) else raw
+    return ProbeUsageError(f"invalid {name} {shown!r}: {why} (from {source})")
+
+
+def _as_list(raw: Any) -> list[str]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        items: list[Any] = [raw]
+    elif isinstance(raw, (list, tuple)):
+        items = list(raw)
+    else:
+        items = [raw]
+    out: list[str] = []
+    for item in items:
+        out.extend(part.strip() for part in str(item).split(",") if part.strip())
+    return out
+
+
+def _parse_str(name: str, raw: Any, source: str) -> str | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        raise _fail(name, raw, "must be a string", source)
+    value = raw.strip()
+    return value or None
+
+
+def _parse_float(lo: float, hi: float) -> Callable[[str, Any, str], float]:
+    def parse(name: str, raw: Any, source: str) -> float:
+        try:
+            value = float(raw) if not isinstance(raw, bool) else math.nan
+        except (TypeError, ValueError):
+            raise _fail(name, raw, "is not a number", source) from None
+        if not math.isfinite(value) or not lo <= value <= hi:
+            raise _fail(name, raw, f"must be between {lo:g} and {hi:g} seconds", source)
+        return value
+
+    return parse
+
+
+def _parse_int(name: str, raw: Any, source: str, *, lo: int = 1, hi: int = 10**9) -> int:
+    try:
+        if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+            raise ValueError
+        value = int(str(raw).strip()) if not isinstance(raw, (int, float)) else int(raw)
+    except (TypeError, ValueError):
+        raise _fail(name, raw, "is not a whole number", source) from None
+    if not lo <= value <= hi:
+        raise _fail(name, raw, f"must be between {lo} and {hi}", source)
+    return value
+
+
+def _parse_expect_workers(name: str, raw: Any, source: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    return _parse_int(name, raw, source, lo=1, hi=100_000)
+
+
+def _broker_schemes() -> tuple[str, ...]:
+    try:
+        from kombu.transport import TRANSPORT_ALIASES
+    except ImportError:  # pragma: no cover
+        return _FALLBACK_BROKER_SCHEMES
+    return tuple({*TRANSPORT_ALIASES, *_FALLBACK_BROKER_SCHEMES})
+
+
+def _backend_schemes() -> tuple[str, ...]:
+    try:
+        from celery.app.backends import BACKEND_ALIASES
+    except ImportError:  # pragma: no cover
+        return _FALLBACK_BACKEND_SCHEMES
+    return tuple({*BACKEND_ALIASES, *_FALLBACK_BACKEND_SCHEMES})
+
+
+def _parse_url(kind: str) -> Callable[[str, Any, str], str | None]:
+    def parse(name: str, raw: Any, source: str) -> str | None:
+        value = _parse_str(name, raw, source)
+        if value is None:
+            return None
+        schemes = _broker_schemes() if kind == "broker" else _backend_schemes()
+        problem = url_problem(value, schemes)
+        if problem:
+            raise _fail(name, value, problem, source)
+        return value
+
+    return parse
+
+
+def _parse_app(name: str, raw: Any, source: str) -> str | None:
+    value = _parse_str(name, raw, source)
+    if value is None:
+        return None
+    module, _, attr = value.partition(":")
+    ident_ok = all(part.isidentifier() for part in module.split(".")) and (
+        not attr or all(part.isidentifier() for part in attr.split("."))
+    )
+    if not ident_ok:
+        raise _fail(name, value, "is not a MODULE[:ATTRIBUTE] path", source)
+    return value
+
+
+def _parse_queues(name: str, raw: Any, source: str) -> tuple[str, ...]:
+    queues = _as_list(raw)
+    for queue in queues:
+        if any(ord(ch) < 32 for ch in queue):
+            raise _fail(name, queue, "contains a control character", source)
+    return tuple(dict.fromkeys(queues))
+
+
+def _parse_endpoints(name: str, raw: Any, source: str) -> tuple[str, ...]:
+    urls = tuple(dict.fromkeys(_as_list(raw)))
+    for url in urls:
+        problem = url_problem(url, ("http", "https"))
+        if problem:
+            raise _fail(name, url, problem, source)
+    return urls
+
+
+def _parse_format(name: str, raw: Any, source: str) -> str:
+    value = str(raw).strip().lower()
+    if value not in FORMATS:
+        raise _fail(name, raw, f"must be one of {', '.join(FORMATS)}", source)
+    return value
+
+
+def _parse_path(name: str, raw: Any, source: str) -> Path:
+    value = _parse_str(name, raw, source)
+    if value is None:
+        raise _fail(name, raw, "is empty", source)
+    return Path(value).expanduser()
+
+
+def _parse_paths(name: str, raw: Any, source: str) -> tuple[Path, ...]:
+    paths = tuple(Path(p).expanduser() for p in _as_list(raw))
+    for path in paths:
+        if not path.exists():
+            raise _fail(name, str(path), "does not exist", source)
+    return paths
+
+
+def _parse_thresholds(name: str, raw: Any, source: str) -> tuple[int | None, dict[str, int]]:
+    """``100``, ``high=500`` or a mix (``100,high=500``); a TOML table maps queue to number."""
+    default: int | None = None
+    per_queue: dict[str, int] = {}
+    items: list[Any]
+    if isinstance(raw, Mapping):
+        items = [f"{k}={v}" for k, v in raw.items()]
+    elif isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        items = [raw]
+    else:
+        items = _as_list(raw)
+    for item in items:
+        if isinstance(item, str) and "=" in item:
+            queue, _, number = item.partition("=")
+            if not queue.strip():
+                raise _fail(name, item, "has no queue name before '='", source)
+            per_queue[queue.strip()] = _parse_int(name, number, source)
+        else:
+            default = _parse_int(name, item, source)
+    return default, per_queue
+
+
+@dataclass(frozen=True)
+class _Spec:
+    name: str
+    env: str
+    flag: str
+    parse: Callable[[str, Any, str], Any]
+
+
+SPECS: tuple[_Spec, ...] = (
+    _Spec("app", "APP", "-A/--app", _parse_app),
+    _Spec("broker", "BROKER", "-b/--broker", _parse_url("broker")),
+    _Spec("backend", "BACKEND", "--backend", _parse_url("backend")),
+    _Spec("queues", "QUEUES", "-Q/--queue", _parse_queues),
+    _Spec("expect_workers", "EXPECT_WORKERS", "--expect-workers", _parse_expect_workers),
+    _Spec("endpoints", "ENDPOINTS", "--endpoint", _parse_endpoints),
+    _Spec("deadline", "DEADLINE", "--deadline", _parse_float(0.1, 3600)),
+    _Spec("queue_threshold", "QUEUE_THRESHOLD", "--queue-threshold", _parse_thresholds),
+    _Spec("roundtrip_slow", "ROUNDTRIP_SLOW", "--roundtrip-slow", _parse_float(0.001, 3600)),
+    _Spec("roundtrip_task", "ROUNDTRIP_TASK", "--roundtrip-task", _parse_str),
+    _Spec("ping_window", "PING_WINDOW", "--ping-window", _parse_float(0.01, 60)),
+    _Spec("report_dir", "REPORT_DIR", "--report-dir", _parse_path),
+    _Spec("format", "FORMAT", "--format", _parse_format),
+    _Spec("probes", "PROBES", "--probes", _parse_paths),
+)
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+# In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.
+_PYPROJECT_ALIASES = {"queue_thresholds": "queue_threshold", "queue": "queues", "endpoint": "endpoints"}
+
+
+def find_pyproject(start: Path | None = None) -> Path | None:
+    """The nearest ``pyproject.toml`` at or above ``start`` (default: the working directory)."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / "pyproject.toml"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_pyproject_table(path: Path | None) -> tuple[dict[str, Any], str]:
+    """The ``[tool.celery-probe]`` table of ``path`` and its source label."""
+    if path is None:
+        return {}, ""
+    label = f"[tool.celery-probe] in {path}"
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ProbeUsageError(f"cannot read {path}: {exc}") from None
+    table = data.get("tool", {}).get("celery-probe", {})
+    if not isinstance(table, dict):
+        raise ProbeUsageError(f"[tool.celery-probe] in {path} is not a table")
+    merged: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        name = _PYPROJECT_ALIASES.get(name, name)
+        if name not in SPEC_BY_NAME:
+            raise ProbeUsageError(f"unknown setting {key!r} ({label})")
+        if name == "queue_threshold" and name in merged:
+            merged[name] = _merge_threshold_items(merged[name], value)
+        else:
+            merged[name] = value
+    return merged, label
+
+
+def _merge_threshold_items(a: Any, b: Any) -> list[str]:
+    def items(raw: Any) -> list[str]:
+        if isinstance(raw, Mapping):
+            return [f"{k}={v}" for k, v in raw.items()]
+        return [str(x) for x in (raw if isinstance(raw, (list, tuple)) else [raw])]
+
+    return items(a) + items(b)
+
+
+def resolve_settings(
+    cli: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    pyproject: Path | None | bool = True,
+    cli_labels: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build :class:`Settings` from CLI values, the environment and ``pyproject.toml``.
+
+    ``cli`` maps setting names to raw values (None or an empty tuple means "not given").
+    ``pyproject=True`` looks for the nearest file; a path uses that file; False skips it.
+    ``cli_labels`` lets the pytest plugin name its own option spelling in error messages.
+    """
+    cli = cli or {}
+    environ = os.environ if environ is None else environ
+    if pyproject is True:
+        table, table_label = read_pyproject_table(find_pyproject())
+    elif pyproject:
+        table, table_label = read_pyproject_table(Path(pyproject))  # type: ignore[arg-type]
+    else:
+        table, table_label = {}, ""
+    labels = cli_labels or {}
+
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for spec in SPECS:
+        layers: list[tuple[Any, str]] = [
+            (cli.get(spec.name), labels.get(spec.name, spec.flag)),
+            (environ.get(ENV_PREFIX + spec.env), f"environment variable {ENV_PREFIX}{spec.env}"),
+            (table.get(spec.name), table_label),
+        ]
+        if spec.name == "broker":
+            layers.append((environ.get("CELERY_BROKER_URL"), "environment variable CELERY_BROKER_URL"))
+        for raw, source in layers:
+            if raw is None or raw == () or raw == [] or (isinstance(raw, str) and not raw.strip()):
+                continue
+            values[spec.name] = spec.parse(spec.name.replace("_", "-"), raw, source)
+            sources[spec.name] = source
+            break
+
+    threshold = values.pop("queue_threshold", (None, {}))
+    default_threshold, per_queue = threshold
+    if default_threshold is not None:
+        values["queue_threshold"] = default_threshold
+    values["queue_thresholds"] = per_queue
+    known = {f.name for f in fields(Settings)}
+    return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)
+
+
+def require_target(settings: Settings) -> None:
+    """Refuse to run without something to probe."""
+    if not settings.app and not settings.broker:
+        raise ProbeUsageError(
+            "no target: give -A/--app MODULE[:ATTR] or -b/--broker URL "
+            f"(or {ENV_PREFIX}APP / {ENV_PREFIX}BROKER, or [tool.celery-probe] in pyproject.toml)"
+        )
+
+
+def as_cli_overrides(**values: Any) -> dict[str, Any]:
+    """Drop unset values so they do not shadow lower layers."""
+    return {k: v for k, v in values.items() if v not in (None, (), [])}
+
+
+__all__ = [
+    "ENV_PREFIX",
+    "FORMATS",
+    "SPECS",
+    "Settings",
+    "as_cli_overrides",
+    "find_pyproject",
+    "require_target",
+    "resolve_settings",
+]
+
+

@@ -1,0 +1,233 @@
+"""Real processes for tests, demos and benchmarks: a private ``redis-server`` and a Celery worker.
+
+Shipped with the package (like structlog's ``testing`` module) so operators can test their
+own probes against real brokers the same way celery-probe tests itself. Every wait here is
+a poll with a deadline; nothing sleeps blindly, and everything started can be stopped,
+frozen (SIGSTOP) and thawed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; raise TimeoutError after ``timeout``."""
+    end = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except Exception as exc:  # keep polling; report the last error if time runs out
+            last_error = exc
+        if time.monotonic() >= end:
+            detail = f" (last error: {last_error!r})" if last_error else ""
+            raise TimeoutError(f"{what} not reached within {timeout:.1f}s{detail}")
+        time.sleep(interval)
+
+
+class _Process:
+    """Signals for a child started in its own session (so its children go with it)."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def _signal(self, signum: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def freeze(self) -> None:
+        """SIGSTOP: the process keeps its sockets open and never answers."""
+        self._signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, no goodbye."""
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGKILL)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it has not gone within ``timeout``."""
+        if self.proc is None:
+            return
+        self._signal(signal.SIGCONT)
+        self._signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class RedisServer(_Process):
+    """A private ``redis-server`` on a free loopback port, persisting nothing."""
+
+    def __init__(self, port: int | None = None, *, password: str | None = None, extra: Sequence[str] = ()) -> None:
+        self.port = port or free_port()
+        self.password = password
+        self.extra = list(extra)
+        self.workdir = Path(tempfile.mkdtemp(prefix="celery-probe-redis-"))
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None
+
+    def url(self, db: int = 0, *, with_password: bool = True) -> str:
+        auth = f":{self.password}@" if self.password and with_password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        command = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
+            "--logfile", str(self.workdir / "redis.log"), *self.extra,
+        ]
+        if self.password:
+            command += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_until(self.ping, timeout=timeout, what=f"redis-server on port {self.port}")
+        return self
+
+    def client(self, db: int = 0, timeout: float = 2.0) -> Any:
+        import redis
+
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, db=db, password=self.password,
+            socket_timeout=timeout, socket_connect_timeout=timeout,
+        )
+
+    def ping(self) -> bool:
+        with self.client(timeout=0.5) as client:
+            return bool(client.ping())
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop and start again on the same port (all data is gone: it persists nothing)."""
+        self.stop()
+        self.start(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class CeleryWorker(_Process):
+    """A real ``celery worker`` process for the app at ``app_path``."""
+
+    def __init__(
+        self,
+        app_path: str,
+        *,
+        name: str = "probe-worker@%h",
+        queues: Sequence[str] = ("celery",),
+        pool: str = "solo",
+        concurrency: int = 1,
+        env: Mapping[str, str] | None = None,
+        pythonpath: Sequence[str | Path] = (),
+        extra: Sequence[str] = (),
+    ) -> None:
+        self.app_path = app_path
+        self.name = name.replace("%h", socket.gethostname())
+        self.queues = list(queues)
+        self.pool = pool
+        self.concurrency = concurrency
+        self.env = dict(env or {})
+        self.pythonpath = [str(p) for p in pythonpath]
+        self.extra = list(extra)
+        self.logfile = Path(tempfile.mkstemp(prefix="celery-probe-worker-", suffix=".log")[1])
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "celery", "-A", self.app_path, "worker",
+            "-P", self.pool, "-c", str(self.concurrency), "-n", self.name,
+            "-Q", ",".join(self.queues), "--without-gossip", "--without-mingle",
+            "--without-heartbeat", "-l", "INFO", "--logfile", str(self.logfile), *self.extra,
+        ]
+
+    def start(self, *, broker_url: str | None = None, timeout: float = 30.0) -> CeleryWorker:
+        env = {**os.environ, **self.env}
+        if self.pythonpath:
+            env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        self.proc = subprocess.Popen(
+            self.command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.wait_ready(timeout=timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until the worker logs that it is ready (it then consumes and answers ping)."""
+
+        def ready() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
+            return " ready." in self.logfile.read_text(errors="replace")
+
+        try:
+            wait_until(ready, timeout=timeout, interval=0.05, what=f"worker {self.name} ready")
+        except RuntimeError as exc:
+            raise TimeoutError(str(exc)) from None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        self.stop()
+        try:
+            self.logfile.unlink()
+        except OSError:
+            pass
+
+    def __enter__(self) -> CeleryWorker:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

@@ -1,0 +1,110 @@
+"""Worker ping and activity, through Celery's remote-control broadcast.
+
+``app.control.ping(timeout=1)`` waits its whole timeout because it does not know how many
+replies to expect. Here the wait ends as soon as the expected number of workers replied
+(``limit``), and without an expectation after a short idle window: kombu's reply
+collector treats the timeout as the longest gap between two replies, so the window only
+has to cover one reply's latency, not a guess at the slowest worker.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+
+@dataclass
+class WorkerReply:
+    """One worker's answer to ping."""
+
+    name: str
+    latency_ms: float
+    answered_at: str
+
+
+@dataclass
+class PingResult:
+    """Who answered, how fast, and how long we listened."""
+
+    replies: list[WorkerReply] = field(default_factory=list)
+    waited_ms: float = 0.0
+    expected: int | None = None
+    error: str | None = None
+
+    @property
+    def names(self) -> list[str]:
+        return [reply.name for reply in self.replies]
+
+
+def ping_workers(app: Celery, *, window: float, expect: int | None, budget: float) -> PingResult:
+    """Broadcast ``ping`` and collect replies until ``expect`` arrive or ``window`` passes idle.
+
+    With an expectation the call returns on the N-th reply; with fewer workers alive it
+    returns one idle window after the last reply, leaving the rest of the deadline to the
+    other probes. ``budget`` caps the window so a short remaining deadline is honoured.
+    """
+    replies: list[WorkerReply] = []
+    started = time.perf_counter()
+
+    def on_reply(body: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        for name in body:
+            replies.append(WorkerReply(str(name), round((now - started) * 1000, 3), stamp))
+
+    idle = max(0.01, min(window, budget))
+    app.control.broadcast(
+        "ping", reply=True, timeout=idle, limit=expect, callback=on_reply
+    )
+    waited = (time.perf_counter() - started) * 1000
+    unique = {reply.name: reply for reply in replies}
+    return PingResult(sorted(unique.values(), key=lambda r: r.name), round(waited, 3), expect)
+
+
+@dataclass
+class WorkerActivity:
+    """What each worker is doing, as its remote-control answers say."""
+
+    active: dict[str, int] = field(default_factory=dict)
+    reserved: dict[str, int] = field(default_factory=dict)
+    scheduled: dict[str, int] = field(default_factory=dict)
+    queues: dict[str, list[str]] = field(default_factory=dict)
+    concurrency: dict[str, int] = field(default_factory=dict)
+    busy_by_queue: dict[str, int] = field(default_factory=dict)
+    answered: list[str] = field(default_factory=list)
+
+    def consumers_of(self, queue: str) -> list[str]:
+        return sorted(worker for worker, names in self.queues.items() if queue in names)
+
+
+def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> WorkerActivity:
+    """Ask exactly the workers that answered ping, so each call returns on the last reply."""
+    activity = WorkerActivity()
+    if not workers:
+        return activity
+    inspect = app.control.inspect(destination=workers, timeout=timeout, limit=len(workers))
+    active = inspect.active() or {}
+    reserved = inspect.reserved() or {}
+    scheduled = inspect.scheduled() or {}
+    queues = inspect.active_queues() or {}
+    stats = inspect.stats() or {}
+    activity.answered = sorted(set(active) | set(queues))
+    for name in workers:
+        activity.active[name] = len(active.get(name) or [])
+        activity.reserved[name] = len(reserved.get(name) or [])
+        activity.scheduled[name] = len(scheduled.get(name) or [])
+        activity.queues[name] = sorted(str(q.get("name")) for q in (queues.get(name) or []))
+        pool = (stats.get(name) or {}).get("pool") or {}
+        concurrency = pool.get("max-concurrency")
+        if isinstance(concurrency, int):
+            activity.concurrency[name] = concurrency
+        for request in active.get(name) or []:
+            key = ((request or {}).get("delivery_info") or {}).get("routing_key")
+            if key:
+                activity.busy_by_queue[str(key)] = activity.busy_by_queue.get(str(key), 0) + 1
+    return activity
