@@ -14,10 +14,24 @@ def test_task_roundtrip(probe_run, record, note, known):
         pytest.skip("no result backend: round trip cannot be confirmed")
     with known:
         trips = probe_run.trips()
-    record["roundtrip"] = {t.queue: {"latency_ms": t.latency_ms, "error": t.error} for t in trips}
-    failed = [f"{t.queue}: {t.error}" for t in trips if not t.ok]
+    record["roundtrip"] = {
+        t.queue: {"latency_ms": t.latency_ms, "error": t.error, "saturated": t.saturated} for t in trips
+    }
+    failed = [f"{t.queue}: {t.error}" for t in trips if not t.ok and not t.saturated]
     if failed:
         pytest.fail("round trip failed for " + "; ".join(failed[:10]), pytrace=False)
+
+
+@pytest.mark.probe(severity="degraded", code="celery_workers_saturated")
+def test_busy_queues_still_drain(probe_run, known):
+    """A round trip that failed only because every consumer was busy, or a backlog stood ahead."""
+    if not probe_run.has_backend():
+        pytest.skip("no result backend")
+    with known:
+        trips = probe_run.trips()
+    behind = [f"{t.queue}: {t.error} ({t.saturated})" for t in trips if not t.ok and t.saturated]
+    if behind:
+        pytest.fail("work waits behind busy workers: " + "; ".join(behind[:10]), pytrace=False)
 
 
 @pytest.mark.probe(severity="degraded", code="celery_roundtrip_slow")

@@ -88,7 +88,10 @@ def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | No
         out(render_nagios(verdict))
         return nagios_exit_code(status)
     else:
-        out(render_text(verdict, colour=use_colour(os.environ, sys.stdout.isatty())))
+        colour = use_colour(os.environ, sys.stdout.isatty())
+        text = render_text(verdict, colour=colour)
+        # click strips ANSI codes off non-terminals unless told otherwise (FORCE_COLOR).
+        out(text) if write else click.echo(text, color=colour)
     return exit_code(status)
 
 

@@ -224,9 +224,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # ------------------------------------------------------------------ deadline and marks
 
 
+# Built-in probes run in causal order (the broker before the workers before the round
+# trip), so a failure upstream is known before anything downstream waits for it.
+BUILTIN_ORDER = ("test_broker.py", "test_workers.py", "test_queues.py", "test_endpoint.py", "test_roundtrip.py")
+
+
+def _order_key(item: pytest.Item) -> int:
+    name = item.path.name
+    return BUILTIN_ORDER.index(name) if name in BUILTIN_ORDER else len(BUILTIN_ORDER)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if _context(config) is None:
         return
+    items.sort(key=_order_key)
     for item in items:
         marker = item.get_closest_marker("probe")
         try:

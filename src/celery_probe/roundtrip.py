@@ -33,6 +33,7 @@ class Trip:
     result: AsyncResult | None = None
     latency_ms: float | None = None
     error: str | None = None
+    saturated: str | None = None  # why the queue could not take the task: every consumer busy
 
     @property
     def ok(self) -> bool:
@@ -62,28 +63,46 @@ def send_trips(app: Celery, task_name: str, queues: list[str], *, expires: float
 
 
 def collect_trips(trips: list[Trip], deadline: Deadline, *, wait: float) -> None:
-    """Wait for each result within ``wait`` seconds of the run's remaining budget."""
-    for trip in trips:
-        if trip.result is None or trip.error:
-            continue
-        try:
-            value: Any = trip.result.get(
-                timeout=max(0.01, deadline.within(wait)), propagate=False, interval=0.005
-            )
-        except Exception as exc:
-            name = type(exc).__name__
-            if name == "TimeoutError":
-                trip.error = f"no result within {wait:.2f}s"
-            else:
+    """Poll every pending result until all are in or ``wait`` seconds have passed.
+
+    ``AsyncResult.get(timeout=t)`` can overshoot ``t`` by up to a second (the Redis
+    result consumer drains in one-second steps), so results are polled with ``ready()``,
+    one cheap key read each, in short growing steps.
+    """
+    pending = [t for t in trips if t.result is not None and t.error is None]
+    end = time.monotonic() + max(0.0, deadline.within(wait))
+    step = 0.002
+    while pending:
+        for trip in list(pending):
+            try:
+                done = trip.result.ready()  # type: ignore[union-attr]
+            except Exception as exc:
                 trip.error = f"could not read the result: {describe_error(exc)}"
-            continue
-        state = trip.result.state
-        if state != "SUCCESS":
-            trip.error = f"task ended in state {state}: {value!r}"
-        elif value != [trip.token] and value != (trip.token,):
-            trip.error = f"unexpected result {value!r}"
-        else:
-            trip.latency_ms = round((time.perf_counter() - trip.sent_at) * 1000, 3)
+                pending.remove(trip)
+                continue
+            if done:
+                _judge(trip)
+                pending.remove(trip)
+        now = time.monotonic()
+        if not pending or now >= end:
+            break
+        time.sleep(min(step, end - now))
+        step = min(step * 1.5, 0.025)
+    for trip in pending:
+        trip.error = f"no result within {wait:.2f}s"
+
+
+def _judge(trip: Trip) -> None:
+    assert trip.result is not None
+    elapsed = round((time.perf_counter() - trip.sent_at) * 1000, 3)
+    state = trip.result.state
+    value: Any = trip.result.result
+    if state != "SUCCESS":
+        trip.error = f"task ended in state {state}: {value!r}"[:300]
+    elif value != [trip.token] and value != (trip.token,):
+        trip.error = f"unexpected result {value!r}"[:300]
+    else:
+        trip.latency_ms = elapsed
 
 
 def forget_trips(trips: list[Trip]) -> None:

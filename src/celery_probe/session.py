@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from kombu import Connection
 
 T = TypeVar("T")
+EVALUATION_RESERVE = 0.25  # seconds kept back from the round-trip wait for the probes after it
 
 
 class KnownFailure(Exception):
@@ -154,6 +155,9 @@ class ProbeRun:
     def trips(self) -> list[Trip]:
         def compute() -> list[Trip]:
             self.require_workers()
+            backend = self.backend()
+            if backend.reachable is False:
+                raise KnownFailure(f"result backend {backend.backend} did not answer: {backend.error}")
             consumers = self.consumers()
             reachable = [q for q in self.queues if consumers.get(q)]
             trips = send_trips(
@@ -163,13 +167,44 @@ class ProbeRun:
                 expires=max(1.0, self.settings.deadline),
             )
             self._cache["sent"] = trips
-            collect_trips(trips, self.deadline, wait=self.deadline.remaining())
+            # Stop waiting a little before the deadline: the probes that judge these
+            # trips (failed, saturated, slow) still need a moment to run.
+            wait = max(0.05, self.deadline.remaining() - EVALUATION_RESERVE)
+            collect_trips(trips, self.deadline, wait=wait)
+            for trip in trips:
+                if not trip.ok:
+                    trip.saturated = self._saturation(trip.queue)
             for queue in self.queues:
                 if queue not in reachable:
                     trips.append(Trip(queue, "", 0.0, error="no worker consumes this queue; nothing sent"))
             return sorted(trips, key=lambda t: self.queues.index(t.queue))
 
         return self._once("trips", compute)
+
+    def _saturation(self, queue: str) -> str | None:
+        """Why ``queue`` could not take a new task in time, if its consumers were all busy.
+
+        A failed round trip behind a full pool or a backlog means work flows, slowly
+        (degraded); a failed round trip with a free consumer means work does not flow
+        (down).
+        """
+        try:
+            activity = self.activity()
+        except KnownFailure:
+            return None
+        consumers = activity.consumers_of(queue)
+        busy = [
+            f"{name} {activity.active.get(name, 0)}/{activity.concurrency[name]} busy"
+            for name in consumers
+            if name in activity.concurrency and activity.active.get(name, 0) >= activity.concurrency[name]
+        ]
+        depth = self._cache.get("queues", {}).get(queue)
+        backlog = depth is not None and depth.length >= self.settings.threshold_for(queue)
+        if consumers and len(busy) == len(consumers):
+            return "every consumer is busy: " + ", ".join(busy)
+        if backlog:
+            return f"{depth.length} messages wait ahead of it"
+        return None
 
     # -- cleanup -------------------------------------------------------------------------------
 

@@ -57,6 +57,13 @@ def build_app(settings: Settings) -> Celery:
     return app
 
 
+REDIS_POLL_STEP = 0.05
+
+
+def _is_redis(url: str) -> bool:
+    return url.split("://", 1)[0].lower() in {"redis", "rediss", "sentinel", "redis+socket", "socket"}
+
+
 def _capped(options: Any, seconds: float, keys: tuple[str, ...]) -> dict[str, Any]:
     opts = dict(options or {})
     for key in keys:
@@ -68,11 +75,17 @@ def _capped(options: Any, seconds: float, keys: tuple[str, ...]) -> dict[str, An
 def bound_app(app: Celery, deadline: float) -> None:
     """Give every connection of ``app`` a timeout within ``deadline`` and no retries."""
     conf = app.conf
-    conf.broker_transport_options = {
+    transport_options = {
         **_capped(conf.broker_transport_options, deadline, ("socket_timeout", "socket_connect_timeout")),
         "max_retries": 0,
         "retry_on_timeout": False,
     }
+    if _is_redis(str(conf.broker_url or "")):
+        # kombu's Redis transport waits for replies with BRPOP in steps of polling_interval
+        # (default 1 s) and must finish a step before it can close the connection or listen
+        # to a new reply queue: short steps keep a probe run from idling a second per wait.
+        transport_options["polling_interval"] = REDIS_POLL_STEP
+    conf.broker_transport_options = transport_options
     conf.result_backend_transport_options = _capped(
         conf.result_backend_transport_options, deadline, ("socket_timeout", "socket_connect_timeout")
     )

@@ -1,0 +1,140 @@
+"""A healthy deployment: one real Redis, one real worker, the full probe run."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from celery_probe.testing import CeleryWorker
+
+from conftest import APPS, ROOT, app_env, run_cli
+
+
+@pytest.fixture(scope="module")
+def env(module_redis):
+    return app_env(module_redis.url(0), module_redis.url(1))
+
+
+@pytest.fixture(scope="module")
+def worker(env):
+    with CeleryWorker("probe_test_app", name="healthy@%h", env=env, pythonpath=[APPS]) as w:
+        yield w
+
+
+class TestHealthyRun:
+    """`celery-probe run` against a live worker answers healthy with the full verdict."""
+
+    def test_exit_zero_and_full_verdict(self, worker, env, cli, tmp_path):
+        result = cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--format", "json", env=env)
+        assert result.code == 0, result.stdout + result.stderr
+        verdict = result.verdict()
+        assert verdict["status"] == "healthy"
+        assert verdict["worker_alive"] is True
+        assert list(verdict["workers"]) == [worker.name]
+        assert verdict["active_tasks"] == 0 and verdict["scheduled_tasks"] == 0
+        assert verdict["queue_length"] == 0
+        assert verdict["queues"]["celery"]["consumers"] == 1
+        assert verdict["queues"]["celery"]["roundtrip_ms"] > 0
+        assert verdict["roundtrip_ms"] == verdict["queues"]["celery"]["roundtrip_ms"]
+        assert re.match(r"\d{4}-\d\d-\d\dT", verdict["last_heartbeat"])
+        assert verdict["reasons"] == []
+        for key in ("checked_at", "duration_s", "target"):
+            assert verdict[key]
+
+    def test_writes_report_verdict_and_history(self, worker, env, cli, tmp_path):
+        for _ in range(2):
+            assert cli("run", "-A", "probe_test_app", "--expect-workers", "1", env=env).code == 0
+        reports = tmp_path / "reports"
+        report = json.loads((reports / "latest.json").read_text())
+        assert {"created", "duration", "exitcode", "summary", "tests"} <= set(report)
+        probes = {t["nodeid"].split("::")[-1]: t for t in report["tests"]}
+        assert probes["test_workers_answer_ping"]["metadata"]["probe"] == {
+            "severity": "critical", "code": "celery_worker_down",
+            "title": "At least one worker answers a remote-control ping.",
+        }
+        ping = probes["test_workers_answer_ping"]["metadata"]["measured"]["ping"]
+        assert ping["workers"][0]["name"] == worker.name and ping["workers"][0]["latency_ms"] > 0
+        verdict = json.loads((reports / "verdict.json").read_text())
+        assert verdict["status"] == "healthy"
+        history = (reports / "history.jsonl").read_text().splitlines()
+        assert len(history) == 2 and all(json.loads(line)["status"] == "healthy" for line in history)
+        assert not list(reports.glob(".*.tmp")), "temporary files left behind"
+
+    def test_expect_workers_returns_without_waiting_the_window(self, worker, env, cli):
+        result = cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--ping-window", "3",
+                     "--format", "json", env=env)
+        assert result.code == 0
+        # The window is 3 s; with the one expected reply in, ping must not wait it out.
+        assert result.elapsed < 3, result.elapsed
+
+    def test_broker_url_without_app(self, worker, module_redis, cli):
+        result = cli("run", "-b", module_redis.url(0), "--backend", module_redis.url(1), "--format", "json")
+        assert result.code == 0, result.stdout + result.stderr
+        assert result.verdict()["status"] == "healthy"
+
+    def test_nagios_line_and_codes(self, worker, env, cli):
+        result = cli("run", "-A", "probe_test_app", "--format", "nagios", env=env)
+        assert result.code == 0
+        line = result.stdout.strip()
+        assert "\n" not in line
+        assert line.startswith("CELERY OK - healthy")
+        text, perf = line.split(" | ")
+        assert re.search(r"\bworkers=1;;;0\b", perf) and re.search(r"queue_length=0;100;;0", perf)
+
+    def test_text_is_plain_without_a_terminal_and_with_no_color(self, worker, env, cli):
+        plain = cli("run", "-A", "probe_test_app", env=env)
+        assert plain.code == 0 and "HEALTHY" in plain.stdout and "\x1b[" not in plain.stdout
+        forced = cli("run", "-A", "probe_test_app", env={**env, "FORCE_COLOR": "1"})
+        assert "\x1b[32m" in forced.stdout  # green
+        both = cli("run", "-A", "probe_test_app", env={**env, "FORCE_COLOR": "1", "NO_COLOR": "1"})
+        assert "\x1b[" not in both.stdout
+
+    def test_verdict_command_reads_the_report(self, worker, env, cli, tmp_path):
+        assert cli("run", "-A", "probe_test_app", env=env).code == 0
+        again = cli("verdict", str(tmp_path / "reports" / "latest.json"), "--format", "json")
+        assert again.code == 0
+        written = json.loads((tmp_path / "reports" / "verdict.json").read_text())
+        assert again.verdict() == written
+
+
+class TestPytestEntry:
+    """`pytest probes/ --celery-app …` from a checkout produces the same report."""
+
+    def test_pytest_probes_directory(self, worker, env, tmp_path):
+        reports = tmp_path / "r"
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "probes/", "--celery-app", "probe_test_app",
+             "--expect-workers", "1", "--probe-report-dir", str(reports), "-p", "no:cacheprovider", "-q"],
+            cwd=ROOT, env={**__import__("os").environ, **env, "PYTHONPATH": str(APPS)},
+            capture_output=True, text=True, timeout=60,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "celery-probe verdict: healthy" in proc.stdout
+        report = json.loads((reports / "latest.json").read_text())
+        names = {t["nodeid"].split("::")[-1] for t in report["tests"]}
+        assert {"test_workers_answer_ping", "test_task_roundtrip", "test_queues_below_threshold"} <= names
+        assert json.loads((reports / "verdict.json").read_text())["status"] == "healthy"
+
+
+class TestPythonApi:
+    """`celery_probe.get_celery_health()` returns the classic six-key shape."""
+
+    def test_seed_shape(self, worker, env, monkeypatch, tmp_path):
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("PYTHONPATH", str(APPS))
+        monkeypatch.chdir(tmp_path)
+        import celery_probe
+
+        health = celery_probe.get_celery_health(timeout=5, app="probe_test_app")
+        assert set(health) == {"worker_alive", "active_tasks", "scheduled_tasks", "queue_length",
+                               "last_heartbeat", "status"}
+        assert health["status"] == "healthy" and health["worker_alive"] is True
+        assert health["queue_length"] == 0
+        assert health["last_heartbeat"] is not None
+        assert not (tmp_path / "reports").exists(), "the API must not write into the caller's folder"
