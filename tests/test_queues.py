@@ -1,0 +1,178 @@
+"""Queue depth the way kombu really stores it, thresholds, consumers and unacked messages."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from celery import Celery
+
+from celery_probe.testing import wait_until
+
+from conftest import app_env
+
+DEADLINE = "2"
+
+
+def client_for(redis_server, transport_options: dict | None = None) -> Celery:
+    app = Celery(broker=redis_server.url(0), backend=redis_server.url(1), set_as_current=False)
+    app.conf.broker_transport_options = transport_options or {}
+    return app
+
+
+def occupy(client: Celery, queue: str = "bulk") -> None:
+    """Make the only pool process run a long task, and wait until it does."""
+    client.send_task("probe_test.sleep", args=(30,), queue=queue)
+
+    def running() -> bool:
+        active = client.control.inspect(timeout=0.5).active() or {}
+        return sum(len(v) for v in active.values()) == 1
+
+    wait_until(running, timeout=20, what="long task running")
+
+
+def fill(client: Celery, queue: str, count: int, priority: int | None = None) -> None:
+    for _ in range(count):
+        client.send_task("probe_test.sleep", args=(0,), queue=queue, priority=priority)
+
+
+class TestThresholds:
+    """A backlog at or above the threshold is degraded (celery_queue_high), not down."""
+
+    def test_backlog_at_threshold_is_degraded(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
+        client = client_for(redis_server)
+        occupy(client)
+        fill(client, "bulk", 105)  # one may sit prefetched (unacked), not in the list
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,bulk", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        verdict = result.verdict()
+        assert result.code == 3, json.dumps(verdict["reasons"], indent=1)
+        assert verdict["status"] == "degraded"
+        assert "celery_queue_high" in result.codes()
+        assert verdict["queues"]["bulk"]["length"] >= 100
+        assert verdict["queue_length"] >= 100
+        high = next(r for r in verdict["reasons"] if r["code"] == "celery_queue_high")
+        assert "bulk=" in high["message"] and "threshold 100" in high["message"]
+
+    def test_backlog_only_in_priority_lists(self, redis_server, start_worker, cli):
+        """Messages at priority 9 live in `bulk\\x06\\x169`; LLEN bulk alone says 0."""
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
+        client = client_for(redis_server)
+        occupy(client)
+        fill(client, "bulk", 120, priority=9)
+        with redis_server.client() as raw:
+            assert raw.llen("bulk") == 0
+            assert raw.llen("bulk\x06\x169") >= 119
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,bulk", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        verdict = result.verdict()
+        assert result.code == 3, json.dumps(verdict["reasons"], indent=1)
+        assert verdict["queues"]["bulk"]["by_priority"]["9"] >= 119
+        assert verdict["queues"]["bulk"]["length"] >= 119
+        assert "celery_queue_high" in result.codes()
+
+    def test_per_queue_threshold(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
+        client = client_for(redis_server)
+        occupy(client)
+        fill(client, "bulk", 6)
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery", "-Q", "bulk", "--deadline", DEADLINE,
+                     "--queue-threshold", "1000", "--queue-threshold", "bulk=5", "--format", "json", env=env)
+        verdict = result.verdict()
+        assert verdict["queues"]["bulk"]["threshold"] == 5
+        assert verdict["queues"]["celery"]["threshold"] == 1000
+        assert "celery_queue_high" in result.codes()
+
+    def test_unacked_and_reserved_are_counted(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1), PROBE_TEST_PREFETCH="4")
+        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
+        client = client_for(redis_server)
+        occupy(client)
+        fill(client, "bulk", 3)
+
+        def reserved() -> bool:
+            return sum(len(v) for v in (client.control.inspect(timeout=0.5).reserved() or {}).values()) >= 1
+
+        wait_until(reserved, timeout=15, what="a message reserved")
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,bulk", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        verdict = result.verdict()
+        assert verdict["reserved_tasks"] >= 1
+        assert verdict["queues"]["bulk"]["unacked"] >= 1
+
+
+class TestKeyLayout:
+    """global_keyprefix, sep and priority_steps come from the app's transport options."""
+
+    def test_prefix_separator_and_steps(self, redis_server, start_worker, cli):
+        options = {"global_keyprefix": "pfx:", "priority_steps": list(range(10)), "sep": ":"}
+        env = app_env(redis_server.url(0), redis_server.url(1),
+                      PROBE_TEST_TRANSPORT_OPTIONS=json.dumps(options))
+        start_worker(env, queues=("celery",))
+        client = client_for(redis_server, options)
+        fill(client, "side", 7, priority=5)
+        fill(client, "side", 2)
+        with redis_server.client() as raw:
+            assert raw.llen("pfx:side:5") == 7 and raw.llen("pfx:side") == 2
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,side", "--deadline", DEADLINE,
+                     "--queue-threshold", "5", "--format", "json", env=env)
+        verdict = result.verdict()
+        side = verdict["queues"]["side"]
+        assert side["length"] == 9 and side["by_priority"] == {"0": 2, "5": 7}
+        assert verdict["worker_alive"] is True  # the prefix applies to the pidbox too
+
+
+class TestConsumers:
+    """A queue holding messages that no worker consumes is critical on its own."""
+
+    def test_queue_without_consumer(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        start_worker(env, queues=("celery",))
+        client = client_for(redis_server)
+        fill(client, "orphan", 4)
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,orphan", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        verdict = result.verdict()
+        assert result.code == 2
+        assert "celery_queue_unconsumed" in result.codes()
+        unconsumed = next(r for r in verdict["reasons"] if r["code"] == "celery_queue_unconsumed")
+        assert "orphan=4" in unconsumed["message"]
+        assert verdict["queues"]["orphan"]["consumers"] == 0
+        assert verdict["queues"]["celery"]["consumers"] == 1
+        # The probe sent nothing into the queue nobody reads: no litter.
+        with redis_server.client() as raw:
+            assert raw.llen("orphan") == 4
+
+    def test_empty_queue_without_consumer_fails_the_round_trip_only(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        start_worker(env, queues=("celery",))
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,nobody", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        assert result.code == 2
+        assert result.codes() == {"celery_roundtrip_failed"}
+        message = result.verdict()["reasons"][0]["message"]
+        assert "nobody" in message and "no worker consumes" in message
+
+
+class TestSeveralWorkers:
+    """Several workers are aggregated: names, counts and expectations."""
+
+    def test_three_workers_aggregated(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        for name in ("a@%h", "b@%h", "c@%h"):
+            start_worker(env, name=name)
+        result = cli("run", "-A", "probe_test_app", "--expect-workers", "3", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        verdict = result.verdict()
+        assert result.code == 0, verdict["reasons"]
+        assert len(verdict["workers"]) == 3
+        assert verdict["queues"]["celery"]["consumers"] == 3
+        assert verdict["active_tasks"] == 0
+        missing = cli("run", "-A", "probe_test_app", "--expect-workers", "4", "--deadline", DEADLINE,
+                      "--format", "json", env=env)
+        assert missing.code == 3 and missing.codes() == {"celery_workers_missing"}
+        assert "3 of 4" in missing.verdict()["reasons"][0]["message"]
