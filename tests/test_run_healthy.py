@@ -138,3 +138,47 @@ class TestPythonApi:
         assert health["queue_length"] == 0
         assert health["last_heartbeat"] is not None
         assert not (tmp_path / "reports").exists(), "the API must not write into the caller's folder"
+
+
+class TestEndpointProbe:
+    """`--endpoint URL` fails on connection errors, non-2xx, non-JSON or status down."""
+
+    def run(self, cli, env, *urls, deadline="2"):
+        args = ["run", "-A", "probe_test_app", "--deadline", deadline, "--format", "json"]
+        for url in urls:
+            args += ["--endpoint", url]
+        return cli(*args, env=env)
+
+    def test_healthy_endpoint_passes_and_is_recorded(self, worker, env, cli, http_server):
+        result = self.run(cli, env, http_server.url("/healthy"))
+        assert result.code == 0, result.stdout
+        recorded = result.verdict()["endpoints"][0]
+        assert recorded["status"] == "healthy" and recorded["http_status"] == 200
+        assert http_server.hits == ["/healthy"]
+
+    @pytest.mark.parametrize("path, words", [
+        ("/down", "status down"),
+        ("/500", "HTTP 500"),
+        ("/html", "not JSON"),
+        ("/big", "larger than"),
+        ("/nowhere", "HTTP 404"),
+    ])
+    def test_bad_endpoint_is_degraded(self, worker, env, cli, http_server, path, words):
+        result = self.run(cli, env, http_server.url(path))
+        assert result.code == 3, result.stdout
+        reason = result.verdict()["reasons"][0]
+        assert reason["code"] == "celery_endpoint_down" and words in reason["message"]
+
+    def test_refused_endpoint(self, worker, env, cli):
+        from celery_probe.testing import free_port
+
+        result = self.run(cli, env, f"http://127.0.0.1:{free_port()}/health")
+        assert result.code == 3 and "connection failed" in result.verdict()["reasons"][0]["message"]
+
+    def test_hanging_endpoint_keeps_the_deadline_and_the_round_trip(self, worker, env, cli, http_server):
+        result = self.run(cli, env, http_server.url("/hang"))
+        verdict = result.verdict()
+        assert result.code == 3, verdict["reasons"]
+        assert result.codes() == {"celery_endpoint_down"}
+        assert verdict["roundtrip_ms"] is not None  # the round trip still had its time
+        assert result.elapsed < 2 + 1 + 0.6

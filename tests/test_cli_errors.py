@@ -1,0 +1,90 @@
+"""Operator mistakes: one line on stderr, the documented exit code, never a traceback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+def assert_one_line_error(result, code: int, *words: str) -> None:
+    assert result.code == code, (result.code, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("celery-probe: error: ")
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+class TestUsageErrors:
+    """Usage and configuration errors exit 64 (EX_USAGE), never 2 (down)."""
+
+    @pytest.mark.parametrize("args, words", [
+        (["-A", "no_such_module_xyz"], ["no_such_module_xyz", "-A/--app", "ModuleNotFoundError"]),
+        (["-A", "probe_test_app:nothing_here"], ["nothing_here", "-A/--app"]),
+        (["-A", "json:loads"], ["not a Celery app"]),
+        (["-b", "redis://localhost:notaport/0"], ["--broker", "cannot be parsed"]),
+        (["-b", "bogus://x"], ["unknown scheme 'bogus'"]),
+        (["-b", "redis://localhost/0", "--deadline", "abc"], ["--deadline", "'abc'", "not a number"]),
+        (["-b", "redis://localhost/0", "--expect-workers", "-1"], ["--expect-workers"]),
+        (["-b", "redis://localhost/0", "--format", "yaml"], ["--format", "yaml"]),
+        (["-b", "redis://localhost/0", "--probes", "/no/such/probes.py"], ["--probes", "does not exist"]),
+        (["--no-such-option"], ["No such option"]),
+        ([], ["no target"]),
+    ])
+    def test_run(self, args, words, tmp_path):
+        assert_one_line_error(run_cli("run", *args, cwd=tmp_path), 64, *words)
+
+    def test_env_source_is_named(self, tmp_path):
+        result = run_cli("run", "-b", "redis://localhost/0", env={"CELERY_PROBE_DEADLINE": "later"}, cwd=tmp_path)
+        assert_one_line_error(result, 64, "environment variable CELERY_PROBE_DEADLINE")
+
+    def test_pyproject_source_is_named(self, tmp_path):
+        (tmp_path / "pyproject.toml").write_text('[tool.celery-probe]\nbroker = "redis://x/0"\nping-window = "x"\n')
+        assert_one_line_error(run_cli("run", cwd=tmp_path), 64, "pyproject.toml", "ping-window")
+
+    def test_app_that_raises_at_import(self, tmp_path):
+        (tmp_path / "exploding.py").write_text("raise RuntimeError('config missing: SECRET_KEY')\n")
+        result = run_cli("run", "-A", "exploding", cwd=tmp_path)
+        assert_one_line_error(result, 64, "RuntimeError: config missing", "exploding")
+
+    def test_app_that_exits_at_import(self, tmp_path):
+        (tmp_path / "quitter.py").write_text("import sys\nsys.exit(3)\n")
+        assert_one_line_error(run_cli("run", "-A", "quitter", cwd=tmp_path), 64, "SystemExit")
+
+    def test_unwritable_report_dir_exits_73(self, tmp_path):
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        result = run_cli("run", "-b", "redis://localhost/0", "--report-dir", str(blocker / "sub"), cwd=tmp_path)
+        assert_one_line_error(result, 73, "cannot write reports to", str(blocker / "sub"))
+
+
+class TestVerdictCommand:
+    """`celery-probe verdict` on a missing, empty, truncated or foreign report: unknown, exit 4."""
+
+    @pytest.mark.parametrize("content, words", [
+        (None, "cannot read report"),
+        ("", "is empty"),
+        ('{"created": 1, "tests": [', "not valid JSON"),
+        ("[1, 2, 3]", "not a JSON object"),
+        ('{"hello": "world"}', "no list of tests"),
+        ('{"tests": []}', "no probe ran"),
+        ("\x00\xff garbage", "not valid JSON"),
+    ])
+    def test_unusable_report(self, tmp_path, content, words):
+        path = tmp_path / "report.json"
+        if content is not None:
+            path.write_text(content, errors="surrogateescape")
+        result = run_cli("verdict", str(path), "--format", "json", cwd=tmp_path)
+        assert result.code == 4, result.stderr
+        verdict = json.loads(result.stdout)
+        assert verdict["status"] == "unknown"
+        assert any(words in r["message"] for r in verdict["reasons"]), verdict["reasons"]
+        assert "Traceback" not in result.stderr
+
+    def test_nagios_unknown_is_3(self, tmp_path):
+        result = run_cli("verdict", str(tmp_path / "missing.json"), "--format", "nagios", cwd=tmp_path)
+        assert result.code == 3 and result.stdout.startswith("CELERY UNKNOWN - unknown:")
