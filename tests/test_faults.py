@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
 from celery_probe.testing import RedisServer, free_port, wait_until
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from celery import Celery
 
 from celery_probe.testing import wait_until

@@ -6,13 +6,12 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from celery_probe.testing import CeleryWorker
 
-from conftest import APPS, ROOT, app_env, run_cli
+from conftest import APPS, ROOT, app_env
 
 
 @pytest.fixture(scope="module")

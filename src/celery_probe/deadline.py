@@ -53,13 +53,18 @@ def _can_use_signals() -> bool:
 def alarm(seconds: float, what: str) -> Iterator[None]:
     """Raise :class:`ProbeTimeout` in this thread if the block outlives ``seconds``.
 
-    Off the main thread (where signals cannot be delivered) it does nothing; socket
-    timeouts and the run's watchdog remain.
+    Alarms nest: an inner one never outlasts the outer, and leaving it re-arms the outer
+    with whatever the outer has left. Off the main thread (where signals cannot be
+    delivered) it does nothing; socket timeouts and the run's watchdog remain.
     """
     if not _can_use_signals():
         yield
         return
+    outer_left, _interval = signal.getitimer(signal.ITIMER_REAL)
     seconds = max(seconds, 0.001)
+    if outer_left > 0:
+        seconds = min(seconds, outer_left)
+    started = time.monotonic()
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
         raise ProbeTimeout(f"deadline reached after {seconds:.2f}s during {what}")
@@ -71,3 +76,5 @@ def alarm(seconds: float, what: str) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+        if outer_left > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(0.001, outer_left - (time.monotonic() - started)))

@@ -30,7 +30,7 @@ from typing import Any
 import click
 
 from celery_probe.render import use_colour
-from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+from celery_probe.testing import CeleryWorker, GaveUp, RedisServer
 
 DEMO_APP = "celery_probe.demo_app"
 WORKER_NAME = "demo-worker@%h"
@@ -201,48 +201,24 @@ def _start_broker(workdir: Path, cleanup: ExitStack) -> Broker:
 # -- worker -------------------------------------------------------------------------------
 
 
-class _DemoWorker(CeleryWorker):
-    """A CeleryWorker that keeps its stderr and gives up as soon as the process exits.
-
-    The base class sends stderr to /dev/null (where celery prints "Unable to load celery
-    application") and keeps polling a worker that already died until the timeout, because
-    ``wait_until`` retries on errors. An operator should get the reason at once.
-    """
-
-    def start(self, *, broker_url: str | None = None, timeout: float = WORKER_READY_TIMEOUT) -> _DemoWorker:
-        with self.logfile.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.command(), env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=log, start_new_session=True,
-            )
-        self.wait_ready(timeout=timeout)
-        return self
-
-    def wait_ready(self, timeout: float = WORKER_READY_TIMEOUT) -> None:
-        def settled() -> str | None:
-            if self.proc is not None and self.proc.poll() is not None:
-                return "exited"
-            return "ready" if " ready." in self.logfile.read_text(errors="replace") else None
-
-        try:
-            state = wait_until(settled, timeout=timeout, interval=0.05, what="worker ready")
-        except TimeoutError:
-            raise DemoError(
-                f"the demo worker did not become ready within {timeout:g}s: {_last_line(self.log_tail())}"
-            ) from None
-        if state == "exited":
-            code = self.proc.returncode if self.proc is not None else "?"
-            raise DemoError(f"the demo worker exited (code {code}) before it was ready: {_last_line(self.log_tail())}")
-
-
 def _start_worker(env: Mapping[str, str], cleanup: ExitStack) -> CeleryWorker:
     """One real solo-pool worker; ready once its log says so (bounded wait)."""
-    worker = _DemoWorker(DEMO_APP, name=WORKER_NAME, pool="solo", env=env)
+    worker = CeleryWorker(DEMO_APP, name=WORKER_NAME, pool="solo", env=env)
     cleanup.callback(worker.close)  # registered before start() so an interrupt still stops it
     try:
         worker.start(timeout=WORKER_READY_TIMEOUT)
     except OSError as exc:
         raise DemoError(f"could not start the demo worker: {exc}") from None
+    except GaveUp:
+        code = worker.proc.returncode if worker.proc is not None else "?"
+        raise DemoError(
+            f"the demo worker exited (code {code}) before it was ready: {_last_line(worker.log_tail())}"
+        ) from None
+    except TimeoutError:
+        raise DemoError(
+            f"the demo worker did not become ready within {WORKER_READY_TIMEOUT:g}s: "
+            f"{_last_line(worker.log_tail())}"
+        ) from None
     return worker
 
 

@@ -67,11 +67,18 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
         lines.append(f"  queues     {', '.join(shown)}{more}  total {verdict.get('queue_length')}")
     if verdict.get("roundtrip_ms") is not None:
         lines.append(f"  roundtrip  {_ms(verdict.get('roundtrip_ms'))} (slowest queue)")
-    for reason in verdict.get("reasons") or []:
+    reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
+    consequences = [r for r in reasons if str(r.get("message", "")).startswith("not attempted")]
+    for reason in reasons:
+        if reason in consequences:
+            continue
         severity = str(reason.get("severity"))
         mark = {"critical": "✗", "degraded": "!", "error": "?", "info": "i"}.get(severity, "-")
         fg = {"critical": "red", "degraded": "yellow", "error": "magenta"}.get(severity)
         lines.append(paint(f"  {mark} {reason.get('code')} [{severity}]: {reason.get('message')}", fg))
+    if consequences:
+        codes = ", ".join(sorted({str(r.get("code")) for r in consequences}))
+        lines.append(f"  … not attempted because of the above: {codes}")
     return "\n".join(lines)
 
 

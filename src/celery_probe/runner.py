@@ -23,7 +23,6 @@ from celery_probe.settings import Settings
 if TYPE_CHECKING:
     from celery import Celery
 
-    from celery_probe import plugin
     from celery_probe.plugin import RunContext
 
 WATCHDOG_SLACK = 0.8  # seconds past the deadline before the watchdog gives up on pytest

@@ -21,7 +21,7 @@ from celery_probe.broker import (
     measure_queues,
     open_connection,
 )
-from celery_probe.deadline import Deadline, ProbeTimeout
+from celery_probe.deadline import Deadline, ProbeTimeout, alarm
 from celery_probe.roundtrip import Trip, collect_trips, forget_trips, has_result_backend, send_trips
 from celery_probe.settings import Settings
 from celery_probe.urls import redact_url, secrets_in
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from kombu import Connection
 
 T = TypeVar("T")
+CONNECT_SHARE = 0.4  # of the deadline, for the broker or the backend to answer a connection
 EVALUATION_RESERVE = 0.25  # seconds kept back from the round-trip wait for the probes after it
 
 
@@ -90,9 +91,22 @@ class ProbeRun:
     def broker(self) -> BrokerCheck:
         def compute() -> BrokerCheck:
             self._conn = open_connection(self.app)
-            return check_broker(self._conn)
+            budget = self._connect_budget()
+            try:
+                with alarm(budget, "the broker connection"):
+                    return check_broker(self._conn)
+            except ProbeTimeout:
+                return BrokerCheck(False, "unknown", error=f"no answer within {budget:.2f}s")
 
         return self._once("broker", compute)
+
+    def _connect_budget(self) -> float:
+        """How long a connection may take before the service counts as not answering.
+
+        A share of the deadline, not all of it: the probes that depend on the answer then
+        fail at once with that reason, instead of every one saying "deadline used up".
+        """
+        return self.deadline.within(max(0.5, self.deadline.total * CONNECT_SHARE))
 
     def require_broker(self) -> Connection:
         check = self.broker()
@@ -102,7 +116,16 @@ class ProbeRun:
         return self._conn
 
     def backend(self) -> BackendCheck:
-        return self._once("backend", lambda: check_backend(self.app))
+        def compute() -> BackendCheck:
+            budget = self._connect_budget()
+            try:
+                with alarm(budget, "the result backend connection"):
+                    return check_backend(self.app)
+            except ProbeTimeout:
+                name = type(self.app.backend).__name__
+                return BackendCheck(True, name, reachable=False, error=f"no answer within {budget:.2f}s")
+
+        return self._once("backend", compute)
 
     # -- workers ---------------------------------------------------------------------------
 

@@ -30,8 +30,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class GaveUp(Exception):
+    """Raised by a :func:`wait_until` check to stop polling at once (the thing died)."""
+
+
 def wait_until(check: Callable[[], T], *, timeout: float, interval: float = 0.02, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; raise TimeoutError after ``timeout``."""
+    """Poll ``check`` until it returns something truthy; raise TimeoutError after ``timeout``.
+
+    Errors raised by ``check`` are retried (the service may still be starting), except
+    :class:`GaveUp`, which ends the wait at once.
+    """
     end = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -39,6 +47,8 @@ def wait_until(check: Callable[[], T], *, timeout: float, interval: float = 0.02
             value = check()
             if value:
                 return value
+        except GaveUp:
+            raise
         except Exception as exc:  # keep polling; report the last error if time runs out
             last_error = exc
         if time.monotonic() >= end:
@@ -193,10 +203,13 @@ class CeleryWorker(_Process):
         env = {**os.environ, **self.env}
         if self.pythonpath:
             env["PYTHONPATH"] = os.pathsep.join([*self.pythonpath, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-        self.proc = subprocess.Popen(
-            self.command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True,
-        )
+        # stderr goes to the log too: "Unable to load celery application" is printed there.
+        # A fresh log per start: wait_ready looks for " ready." and must not find the last one.
+        with open(self.logfile, "wb") as log:
+            self.proc = subprocess.Popen(
+                self.command(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True,
+            )
         self.wait_ready(timeout=timeout)
         return self
 
@@ -205,13 +218,10 @@ class CeleryWorker(_Process):
 
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}: {self.log_tail()}")
+                raise GaveUp(f"worker exited with {self.proc.returncode}: {self.log_tail(5)}")
             return " ready." in self.logfile.read_text(errors="replace")
 
-        try:
-            wait_until(ready, timeout=timeout, interval=0.05, what=f"worker {self.name} ready")
-        except RuntimeError as exc:
-            raise TimeoutError(str(exc)) from None
+        wait_until(ready, timeout=timeout, interval=0.05, what=f"worker {self.name} ready")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
