@@ -243,17 +243,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         try:
             mark = probe_mark(marker.args if marker else (), dict(marker.kwargs) if marker else {}, item.nodeid)
         except ValueError as exc:
-            raise pytest.UsageError(str(exc)) from None
+            # The probe cannot be judged: it fails at setup and makes the verdict unknown.
+            mark = ProbeMark("error", "celery_probe_error")
+            item.stash[_MARK_ERROR] = str(exc)
         item.stash[_MARK] = mark
 
 
 _MARK = pytest.StashKey[ProbeMark]()
+_MARK_ERROR = pytest.StashKey[str]()
 
 
 def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
     context = _context(item.config)
     if context is None:
         return (yield)
+    if when == "setup" and _MARK_ERROR in item.stash:
+        pytest.fail(f"invalid probe marker: {item.stash[_MARK_ERROR]}", pytrace=False)
     budget = context.deadline.remaining()
     if when == "teardown":
         budget += TEARDOWN_GRACE
@@ -290,7 +295,7 @@ def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[Any]) 
     if mark is None or call.when != "setup":
         return {}
     doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines() if hasattr(item, "obj") else []
-    return {"probe": {**mark.as_dict(), "title": doc[0] if doc else item.name}}
+    return {"probe": {**mark.as_dict(), "title": doc[0] if doc else item.name, "file": item.path.name}}
 
 
 @pytest.hookimpl(optionalhook=True, trylast=True)

@@ -97,9 +97,12 @@ def _map(report: Any) -> dict[str, Any]:
                 reasons.append(_reason(item.get("code"), "info", test, item.get("message")))
         if outcome in FAILED_OUTCOMES:
             severity = _text(probe.get("severity")) or DEFAULT_SEVERITY
-            if severity not in ("critical", "degraded"):
+            if severity not in ("critical", "degraded", "error"):
                 severity = DEFAULT_SEVERITY
-            reasons.append(_reason(probe.get("code") or DEFAULT_CODE, severity, test, _failure_message(test)))
+            reason = _reason(probe.get("code") or DEFAULT_CODE, severity, test, _failure_message(test))
+            if str(reason["probe"] or "").startswith("::") and _text(probe.get("file")):
+                reason["probe"] = f"{probe['file']}{reason['probe']}"  # a probe file outside the rootdir
+            reasons.append(reason)
 
     for collector in report.get("collectors") or []:
         if isinstance(collector, Mapping) and collector.get("outcome") == "failed":
@@ -147,6 +150,7 @@ def _failure_message(test: Mapping[str, Any]) -> str:
         crash = stage.get("crash")
         text = _text(crash.get("message")) if isinstance(crash, Mapping) else None
         text = text or _last_line(stage.get("longrepr")) or "failed"
+        text = text.strip().splitlines()[0] if text.strip() else "failed"  # pytest's explanation follows
         if "ProbeTimeout" in text:
             detail = text.split("ProbeTimeout:", 1)[-1].strip()
             return f"timed out: {detail}" if detail else "timed out"
