@@ -109,8 +109,11 @@ def finish_report(context: RunContext, report: dict[str, Any]) -> None:
     settings = context.settings
     run = context.run
     secrets = run.secrets if run is not None else set()
+    target = settings.describe_target()
+    if run is not None and settings.app and run.broker_url:
+        target = f"{target} on {run.broker_url}"
     report["celery_probe"] = {
-        "target": settings.describe_target(),
+        "target": target,
         "broker": run.broker_url if run is not None else None,
         "queues": run.queues if run is not None else list(settings.queues),
         "deadline_s": settings.deadline,
