@@ -54,7 +54,7 @@ class TestHealthyRun:
         probes = {t["nodeid"].split("::")[-1]: t for t in report["tests"]}
         assert probes["test_workers_answer_ping"]["metadata"]["probe"] == {
             "severity": "critical", "code": "celery_worker_down",
-            "title": "At least one worker answers a remote-control ping.",
+            "title": "At least one worker answers a remote-control ping.", "file": "test_workers.py",
         }
         ping = probes["test_workers_answer_ping"]["metadata"]["measured"]["ping"]
         assert ping["workers"][0]["name"] == worker.name and ping["workers"][0]["latency_ms"] > 0
