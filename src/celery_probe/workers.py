@@ -109,19 +109,17 @@ def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> Work
     activity = WorkerActivity()
     if not workers:
         return activity
-
-    def ask(method: str) -> dict[str, Any]:
-        with fresh_connection(app) as conn:
-            inspect = app.control.inspect(
-                destination=workers, timeout=timeout, limit=len(workers), connection=conn
-            )
-            return getattr(inspect, method)() or {}
-
-    active = ask("active")
-    reserved = ask("reserved")
-    scheduled = ask("scheduled")
-    queues = ask("active_queues")
-    stats = ask("stats")
+    # One connection for the five questions: each ends on the last expected reply, so no
+    # BRPOP is left in flight between them (only a silent worker makes one wait the timeout).
+    with fresh_connection(app) as conn:
+        inspect = app.control.inspect(
+            destination=workers, timeout=timeout, limit=len(workers), connection=conn
+        )
+        active = inspect.active() or {}
+        reserved = inspect.reserved() or {}
+        scheduled = inspect.scheduled() or {}
+        queues = inspect.active_queues() or {}
+        stats = inspect.stats() or {}
     activity.answered = sorted(set(active) | set(queues))
     for name in workers:
         activity.active[name] = len(active.get(name) or [])
