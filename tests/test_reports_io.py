@@ -95,3 +95,18 @@ class TestRedaction:
         for result in (up, verbose, down, bad):
             assert SECRET not in self.everything_written(result, tmp_path)
         assert SECRET not in json.dumps(json.loads((tmp_path / "reports" / "latest.json").read_text()))
+
+
+class TestHistoryRotation:
+    """history.jsonl rotates at its size cap, keeping a bounded number of old files."""
+
+    def test_rotates_and_keeps_three(self, tmp_path):
+        history = tmp_path / "history.jsonl"
+        for i in range(100):
+            append_line(history, {"i": i, "pad": "z" * 90}, max_bytes=1000, keep=3)
+        files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+        assert files == ["history.jsonl", "history.jsonl.1", "history.jsonl.2", "history.jsonl.3"]
+        assert all(p.stat().st_size <= 1000 for p in tmp_path.glob("history.jsonl*"))
+        newest = [json.loads(line)["i"] for line in history.read_text().splitlines()]
+        older = [json.loads(line)["i"] for line in (tmp_path / "history.jsonl.1").read_text().splitlines()]
+        assert newest[-1] == 99 and older[-1] == newest[0] - 1

@@ -3,7 +3,8 @@
 ``latest.json`` and ``verdict.json`` are written to a temporary file in the same folder
 and renamed over the old one (the node_exporter textfile pattern). ``history.jsonl``
 grows by one line per run, written with a single ``write`` on an ``O_APPEND`` descriptor
-under an advisory lock, so overlapping runs never interleave lines.
+under an advisory lock, so overlapping runs never interleave lines; it rotates past 5 MB
+(three old files kept).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 LATEST = "latest.json"
 VERDICT = "verdict.json"
 HISTORY = "history.jsonl"
-MAX_REPORT_BYTES = 50_000_000  # a report this large is not ours; refuse to parse it
+MAX_REPORT_BYTES = 50_000_000
+HISTORY_MAX_BYTES = 5_000_000  # about 20,000 runs, two weeks at one run a minute
+HISTORY_KEEP = 3  # rotated files kept: history.jsonl.1 … .3  # a report this large is not ours; refuse to parse it
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -51,16 +54,39 @@ def atomic_write_json(path: Path, document: Any) -> None:
     atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def append_line(path: Path, document: Any) -> None:
-    """Append one JSON line in a single write, under an exclusive lock."""
+def append_line(path: Path, document: Any, *, max_bytes: int = HISTORY_MAX_BYTES, keep: int = HISTORY_KEEP) -> None:
+    """Append one JSON line in a single write, under an exclusive lock; rotate past ``max_bytes``.
+
+    Rotation renames ``history.jsonl`` to ``history.jsonl.1`` (and ``.1`` to ``.2``…,
+    keeping ``keep`` old files) under the same lock, so a run every minute never fills the
+    disk and no line is split between two files.
+    """
     line = (json.dumps(document, separators=(",", ":"), default=str) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, line)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size and size + len(line) > max_bytes:
+            _rotate(path, keep)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
     finally:
-        os.close(fd)
+        os.close(lock_fd)
+
+
+def _rotate(path: Path, keep: int) -> None:
+    for generation in range(keep - 1, 0, -1):
+        older = path.with_name(f"{path.name}.{generation}")
+        if older.exists():
+            os.replace(older, path.with_name(f"{path.name}.{generation + 1}"))
+    os.replace(path, path.with_name(f"{path.name}.1"))
 
 
 def check_report_dir(folder: Path) -> None:
