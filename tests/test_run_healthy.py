@@ -181,3 +181,27 @@ class TestEndpointProbe:
         assert result.codes() == {"celery_endpoint_down"}
         assert verdict["roundtrip_ms"] is not None  # the round trip still had its time
         assert result.elapsed < 2 + 1 + 0.6
+
+
+class TestNoLitter:
+    """Repeated runs leave the broker and the result backend as they found them."""
+
+    def snapshot(self, redis):
+        state = {}
+        for db in (0, 1):
+            with redis.client(db) as client:
+                for key in client.keys("*"):
+                    kind = client.type(key).decode()
+                    size = {"set": client.scard, "zset": client.zcard, "list": client.llen,
+                            "hash": client.hlen}.get(kind, lambda k: 1)(key)
+                    state[(db, key.decode(errors="replace"))] = (kind, size)
+        return state
+
+    def test_ten_runs_leave_no_keys(self, worker, env, module_redis, cli):
+        assert cli("run", "-A", "probe_test_app", "--expect-workers", "1", env=env).code == 0
+        before = self.snapshot(module_redis)
+        for _ in range(10):
+            assert cli("run", "-A", "probe_test_app", env=env).code == 0
+        after = self.snapshot(module_redis)
+        assert after == before
+        assert not [key for db, key in after if key.startswith("celery-task-meta-")]
