@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,111 @@ from celery_probe.testing import CeleryWorker, RedisServer
 TESTS = Path(__file__).resolve().parent
 APPS = TESTS / "apps"
 ROOT = TESTS.parent
+
+
+RABBITMQ_URL = os.environ.get("CELERY_PROBE_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker", choices=("redis", "rabbitmq"),
+        default=os.environ.get("CELERY_PROBE_TEST_BROKER", "redis"),
+        help="broker the broker-agnostic tests run against (redis: private redis-servers; "
+             "rabbitmq: the local RabbitMQ, with queue and exchange names of their own)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redis_only: needs a private redis-server as the broker")
+    config.addinivalue_line("markers", "rabbitmq_only: needs RabbitMQ as the broker")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    kind = item.config.getoption("--broker")
+    if kind != "redis" and item.get_closest_marker("redis_only"):
+        pytest.skip("redis only (run with --broker redis)")
+    if kind != "rabbitmq" and item.get_closest_marker("rabbitmq_only"):
+        pytest.skip("rabbitmq only (run with --broker rabbitmq)")
+
+
+@dataclass
+class Target:
+    """A broker (and result backend) for one test, isolated from everything else on it."""
+
+    kind: str
+    broker_url: str
+    backend_url: str | None
+    default_queue: str
+    control_exchange: str
+    redis: RedisServer | None = None
+    suffix: str = ""
+    created_queues: list[str] = field(default_factory=list)
+
+    def queue(self, name: str) -> str:
+        """A queue name of this test's own (suffixed on a shared RabbitMQ)."""
+        unique = f"{name}-{self.suffix}" if self.suffix else name
+        self.created_queues.append(unique)
+        return unique
+
+    def env(self, backend: str | None | bool = True, **extra: str) -> dict[str, str]:
+        chosen = self.backend_url if backend is True else (backend or None)
+        return app_env(self.broker_url, chosen or None, PROBE_TEST_DEFAULT_QUEUE=self.default_queue,
+                       PROBE_TEST_CONTROL_EXCHANGE=self.control_exchange, **extra)
+
+    def client(self, backend: bool = True) -> Any:
+        """A Celery client of the same broker, to send tasks and inspect workers."""
+        from celery import Celery
+
+        app = Celery(broker=self.broker_url, backend=self.backend_url if backend else None,
+                     set_as_current=False)
+        app.conf.control_exchange = self.control_exchange
+        app.conf.task_default_queue = self.default_queue
+        return app
+
+
+def _delete_rabbitmq_names(target: Target) -> None:
+    from kombu import Connection
+
+    with Connection(target.broker_url, connect_timeout=5) as conn:
+        channel = conn.channel()
+        for queue in {target.default_queue, *target.created_queues}:
+            try:
+                channel.queue_delete(queue)
+            except Exception:
+                channel = conn.channel()
+        for exchange in (f"{target.control_exchange}.pidbox", f"reply.{target.control_exchange}.pidbox",
+                         target.default_queue, *target.created_queues):
+            try:
+                channel.exchange_delete(exchange)
+            except Exception:
+                channel = conn.channel()
+
+
+@pytest.fixture
+def target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """The broker of the `--broker` option, private to this test."""
+    yield from _target(request.config.getoption("--broker"))
+
+
+@pytest.fixture(scope="module")
+def module_target(request: pytest.FixtureRequest) -> Iterator[Target]:
+    """Like `target`, shared by the tests of one module (they must not break it)."""
+    yield from _target(request.config.getoption("--broker"))
+
+
+def _target(kind: str) -> Iterator[Target]:
+    import uuid
+
+    if kind == "redis":
+        with RedisServer() as server:
+            yield Target("redis", server.url(0), server.url(1), "celery", "celery", redis=server)
+        return
+    suffix = uuid.uuid4().hex[:10]
+    found = Target("rabbitmq", RABBITMQ_URL, "rpc://", f"probe-{suffix}", f"probe-{suffix}", suffix=suffix)
+    try:
+        yield found
+    finally:
+        _delete_rabbitmq_names(found)
 
 
 @pytest.fixture
@@ -47,8 +152,9 @@ def start_worker() -> Iterator[Callable[..., CeleryWorker]]:
     """Start real `celery worker` processes of tests/apps/probe_test_app; all stopped at teardown."""
     started: list[CeleryWorker] = []
 
-    def start(env: dict[str, str], *, name: str = "w1@%h", queues: tuple[str, ...] = ("celery",),
+    def start(env: dict[str, str], *, name: str = "w1@%h", queues: tuple[str, ...] | None = None,
               pool: str = "solo", concurrency: int = 1) -> CeleryWorker:
+        queues = queues or (env.get("PROBE_TEST_DEFAULT_QUEUE") or "celery",)
         worker = CeleryWorker(
             "probe_test_app", name=name, queues=queues, pool=pool, concurrency=concurrency,
             env=env, pythonpath=[APPS],

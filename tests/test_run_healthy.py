@@ -11,24 +11,29 @@ import pytest
 
 from celery_probe.testing import CeleryWorker
 
-from conftest import APPS, ROOT, app_env
+from conftest import APPS, ROOT
 
 
 @pytest.fixture(scope="module")
-def env(module_redis):
-    return app_env(module_redis.url(0), module_redis.url(1))
+def env(module_target):
+    return module_target.env()
 
 
 @pytest.fixture(scope="module")
-def worker(env):
-    with CeleryWorker("probe_test_app", name="healthy@%h", env=env, pythonpath=[APPS]) as w:
+def queue(module_target):
+    return module_target.default_queue
+
+
+@pytest.fixture(scope="module")
+def worker(env, queue):
+    with CeleryWorker("probe_test_app", name="healthy@%h", env=env, pythonpath=[APPS], queues=[queue]) as w:
         yield w
 
 
 class TestHealthyRun:
     """`celery-probe run` against a live worker answers healthy with the full verdict."""
 
-    def test_exit_zero_and_full_verdict(self, worker, env, cli, tmp_path):
+    def test_exit_zero_and_full_verdict(self, worker, env, cli, tmp_path, queue):
         result = cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--format", "json", env=env)
         assert result.code == 0, result.stdout + result.stderr
         verdict = result.verdict()
@@ -37,9 +42,9 @@ class TestHealthyRun:
         assert list(verdict["workers"]) == [worker.name]
         assert verdict["active_tasks"] == 0 and verdict["scheduled_tasks"] == 0
         assert verdict["queue_length"] == 0
-        assert verdict["queues"]["celery"]["consumers"] == 1
-        assert verdict["queues"]["celery"]["roundtrip_ms"] > 0
-        assert verdict["roundtrip_ms"] == verdict["queues"]["celery"]["roundtrip_ms"]
+        assert verdict["queues"][queue]["consumers"] == 1
+        assert verdict["queues"][queue]["roundtrip_ms"] > 0
+        assert verdict["roundtrip_ms"] == verdict["queues"][queue]["roundtrip_ms"]
         assert re.match(r"\d{4}-\d\d-\d\dT", verdict["last_heartbeat"])
         assert verdict["reasons"] == []
         for key in ("checked_at", "duration_s", "target"):
@@ -71,8 +76,10 @@ class TestHealthyRun:
         # The window is 3 s; with the one expected reply in, ping must not wait it out.
         assert result.elapsed < 3, result.elapsed
 
-    def test_broker_url_without_app(self, worker, module_redis, cli):
-        result = cli("run", "-b", module_redis.url(0), "--backend", module_redis.url(1), "--format", "json")
+    @pytest.mark.redis_only  # without the app, the default control exchange is shared
+    def test_broker_url_without_app(self, worker, module_target, cli):
+        result = cli("run", "-b", module_target.broker_url, "--backend", module_target.backend_url,
+                     "--format", "json")
         assert result.code == 0, result.stdout + result.stderr
         assert result.verdict()["status"] == "healthy"
 
@@ -183,6 +190,7 @@ class TestEndpointProbe:
         assert result.elapsed < 2 + 1 + 0.6
 
 
+@pytest.mark.redis_only
 class TestNoLitter:
     """Repeated runs leave the broker and the result backend as they found them."""
 
@@ -197,11 +205,11 @@ class TestNoLitter:
                     state[(db, key.decode(errors="replace"))] = (kind, size)
         return state
 
-    def test_ten_runs_leave_no_keys(self, worker, env, module_redis, cli):
+    def test_ten_runs_leave_no_keys(self, worker, env, module_target, cli):
         assert cli("run", "-A", "probe_test_app", "--expect-workers", "1", env=env).code == 0
-        before = self.snapshot(module_redis)
+        before = self.snapshot(module_target.redis)
         for _ in range(10):
             assert cli("run", "-A", "probe_test_app", env=env).code == 0
-        after = self.snapshot(module_redis)
+        after = self.snapshot(module_target.redis)
         assert after == before
         assert not [key for db, key in after if key.startswith("celery-task-meta-")]

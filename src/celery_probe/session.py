@@ -234,11 +234,28 @@ class ProbeRun:
     def close(self) -> None:
         """Forget stored results and close the connection; never raise, never block long."""
         forget_trips(self._cache.get("sent", []))
+        self._delete_rpc_reply_queue()
         if self._conn is not None:
             try:
                 self._conn.release()
             except Exception:
                 pass
+
+
+    def _delete_rpc_reply_queue(self) -> None:
+        """The rpc:// backend's reply queue outlives the process for a day: remove it.
+
+        RabbitMQ auto-deletes it only after a consumer has cancelled, and results are read
+        here by polling, so every run would otherwise leave one queue behind.
+        """
+        if "sent" not in self._cache or type(self.app.backend).__name__ != "RPCBackend":
+            return
+        try:
+            name = self.app.backend.binding.name
+            with self.app.connection_for_write() as conn:
+                conn.default_channel.queue_delete(name)
+        except Exception:
+            pass
 
 
 def _backend_url(app: Celery) -> str | None:

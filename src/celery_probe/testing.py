@@ -241,3 +241,129 @@ class CeleryWorker(_Process):
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can forward, blackhole or refuse, to fake a frozen service.
+
+    ``blackhole()`` keeps accepting connections and reading what clients send, but nothing
+    reaches the service and nothing comes back: from the client's side exactly a frozen
+    broker (TCP accepted, never answered), without stopping the real, shared service.
+    ``refuse()`` closes the listening socket so connections are refused.
+    """
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        import threading
+
+        self.upstream = (upstream_host, upstream_port)
+        self.port = free_port()
+        self._mode = "forward"
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._stopped = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> TcpProxy:
+        import threading
+
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._listener.settimeout(0.2)
+        thread = threading.Thread(target=self._accept_loop, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return self
+
+    def _accept_loop(self) -> None:
+        import threading
+
+        while not self._stopped.is_set():
+            listener = self._listener
+            if listener is None:
+                return
+            try:
+                client, _ = listener.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self._lock:
+                self._sockets.append(client)
+                mode = self._mode
+            if mode == "blackhole":
+                upstream = None
+            else:
+                try:
+                    upstream = socket.create_connection(self.upstream, timeout=2)
+                except OSError:
+                    client.close()
+                    continue
+                with self._lock:
+                    self._sockets.append(upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                if src is None:
+                    continue
+                pump = threading.Thread(target=self._pump, args=(src, dst), daemon=True)
+                pump.start()
+                self._threads.append(pump)
+
+    def _pump(self, src: socket.socket, dst: socket.socket | None) -> None:
+        src.settimeout(0.2)
+        while not self._stopped.is_set():
+            try:
+                data = src.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not data:
+                break
+            with self._lock:
+                forwarding = self._mode == "forward"
+            if dst is not None and forwarding:
+                try:
+                    dst.sendall(data)
+                except OSError:
+                    return
+        for sock in (src, dst):
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def blackhole(self) -> None:
+        """From now on accept and swallow: no byte passes in either direction."""
+        with self._lock:
+            self._mode = "blackhole"
+
+    def forward(self) -> None:
+        with self._lock:
+            self._mode = "forward"
+
+    def refuse(self) -> None:
+        """Close the listening socket: new connections are refused."""
+        with self._lock:
+            self._mode = "refuse"
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
+
+    def close(self) -> None:
+        self._stopped.set()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.close()
+            except OSError:
+                pass
+        for thread in self._threads:
+            thread.join(timeout=1)
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()

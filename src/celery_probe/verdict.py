@@ -197,6 +197,8 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
                     unacked=_int(info.get("unacked")),
                     threshold=_int(info.get("threshold")),
                 )
+                if info.get("exists") is False:
+                    queues[str(name)]["exists"] = False  # the broker does not know this queue
                 if info.get("broker_consumers") is not None:
                     queues[str(name)]["consumers"] = _int(info.get("broker_consumers"))
     for table in _maps(measured.get("consumers")):

@@ -14,6 +14,10 @@ app = Celery(
 app.conf.broker_transport_options = json.loads(os.environ.get("PROBE_TEST_TRANSPORT_OPTIONS") or "{}")
 app.conf.worker_prefetch_multiplier = int(os.environ.get("PROBE_TEST_PREFETCH", "1"))
 app.conf.worker_hijack_root_logger = False
+# Tests on a shared RabbitMQ use queue and control-exchange names of their own, so they
+# neither see nor disturb anybody else's workers.
+app.conf.task_default_queue = os.environ.get("PROBE_TEST_DEFAULT_QUEUE") or "celery"
+app.conf.control_exchange = os.environ.get("PROBE_TEST_CONTROL_EXCHANGE") or "celery"
 app.conf.broker_connection_retry_on_startup = True
 if os.environ.get("PROBE_TEST_QUEUES"):
     from kombu import Queue
