@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 
 
-from celery_probe.testing import RedisServer, free_port, wait_until
+import pytest
+
+from celery_probe.testing import RedisServer, TcpProxy, free_port, wait_until
 
 from conftest import app_env
 
@@ -26,8 +28,8 @@ def probe(cli, env, *extra):
 class TestWorkerFaults:
     """A worker that is gone or frozen makes the verdict down: celery_worker_down."""
 
-    def test_no_worker_at_all(self, redis_server, cli):
-        result = probe(cli, app_env(redis_server.url(0), redis_server.url(1)))
+    def test_no_worker_at_all(self, target, cli):
+        result = probe(cli, target.env())
         assert result.code == 2
         verdict = result.verdict()
         assert verdict["status"] == "down" and verdict["worker_alive"] is False
@@ -35,8 +37,8 @@ class TestWorkerFaults:
         assert "celery_worker_down" in result.codes()
         assert result.elapsed < BOUND
 
-    def test_worker_killed(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
+    def test_worker_killed(self, target, start_worker, cli):
+        env = target.env()
         worker = start_worker(env)
         assert probe(cli, env).code == 0
         worker.kill()
@@ -44,8 +46,8 @@ class TestWorkerFaults:
         assert result.code == 2 and "celery_worker_down" in result.codes()
         assert result.elapsed < BOUND
 
-    def test_worker_frozen(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
+    def test_worker_frozen(self, target, start_worker, cli):
+        env = target.env()
         worker = start_worker(env)
         worker.freeze()
         try:
@@ -55,8 +57,8 @@ class TestWorkerFaults:
         assert result.code == 2 and "celery_worker_down" in result.codes()
         assert result.elapsed < BOUND
 
-    def test_one_of_two_expected_workers(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
+    def test_one_of_two_expected_workers(self, target, start_worker, cli):
+        env = target.env()
         start_worker(env, name="a@%h")
         result = probe(cli, env, "--expect-workers", "2")
         assert result.code == 3, result.stdout
@@ -65,6 +67,7 @@ class TestWorkerFaults:
         assert result.elapsed < BOUND
 
 
+@pytest.mark.redis_only
 class TestBrokerFaults:
     """A broker that refuses or never answers is a verdict within the deadline, not a hang."""
 
@@ -112,9 +115,9 @@ class TestBrokerFaults:
 class TestBackendFaults:
     """Results cannot be stored or read: the round trip is not confirmed, loudly."""
 
-    def test_result_backend_down_while_broker_up(self, redis_server, start_worker, cli):
+    def test_result_backend_down_while_broker_up(self, target, start_worker, cli):
         backend = RedisServer().start()
-        env = app_env(redis_server.url(0), backend.url(0))
+        env = target.env(backend=backend.url(0))
         start_worker(env)
         backend.close()
         result = probe(cli, env)
@@ -123,8 +126,8 @@ class TestBackendFaults:
         assert result.verdict()["worker_alive"] is True
         assert result.elapsed < BOUND
 
-    def test_no_result_backend_says_unconfirmed(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0))
+    def test_no_result_backend_says_unconfirmed(self, target, start_worker, cli):
+        env = target.env(backend=None)
         start_worker(env)
         result = probe(cli, env)
         verdict = result.verdict()
@@ -138,28 +141,27 @@ class TestBackendFaults:
 class TestBusyPools:
     """Busy is not dead: a free child still takes the probe task; a full pool is degraded."""
 
-    def test_busy_prefork_pool_with_a_free_child_is_healthy(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
+    def test_busy_prefork_pool_with_a_free_child_is_healthy(self, target, start_worker, cli):
+        env = target.env()
         start_worker(env, pool="prefork", concurrency=2)
-        from celery import Celery
-
-        client = Celery(broker=redis_server.url(0), backend=redis_server.url(1), set_as_current=False)
+        client = target.client(backend=False)  # no result wanted: no reply queue left behind
         busy = client.send_task("probe_test.sleep", args=(20,))
-        wait_until(lambda: client.control.inspect(timeout=0.5).active().get(next(iter(
-            client.control.inspect(timeout=0.5).active() or {"": 0}))), timeout=15, what="task active")
+
+        def one_active() -> bool:
+            active = client.control.inspect(timeout=0.5).active() or {}
+            return sum(len(v) for v in active.values()) == 1
+
+        wait_until(one_active, timeout=15, what="task active")
         result = probe(cli, env)
         verdict = result.verdict()
         assert result.code == 0, verdict["reasons"]
         assert verdict["active_tasks"] == 1
         busy.revoke(terminate=True)
-        busy.forget()
 
-    def test_every_child_busy_is_degraded(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
+    def test_every_child_busy_is_degraded(self, target, start_worker, cli):
+        env = target.env()
         start_worker(env, pool="prefork", concurrency=1)
-        from celery import Celery
-
-        client = Celery(broker=redis_server.url(0), backend=redis_server.url(1), set_as_current=False)
+        client = target.client(backend=False)  # no result wanted: no reply queue left behind
         busy = client.send_task("probe_test.sleep", args=(20,))
 
         def one_active() -> bool:
@@ -174,3 +176,41 @@ class TestBusyPools:
         assert "celery_roundtrip_failed" not in result.codes()
         assert result.elapsed < BOUND
         busy.revoke(terminate=True)
+
+
+@pytest.mark.rabbitmq_only
+class TestRabbitMQFaults:
+    """RabbitMQ unreachable or frozen, faked by a loopback proxy: the shared broker keeps running."""
+
+    def via_proxy(self, target, proxy):
+        return target.broker_url.replace("127.0.0.1:5672", f"127.0.0.1:{proxy.port}")
+
+    def test_healthy_through_the_proxy_then_frozen(self, target, start_worker, cli):
+        env = target.env()
+        start_worker(env)
+        with TcpProxy(5672) as proxy:
+            url = self.via_proxy(target, proxy)
+            assert probe(cli, env, "-b", url).code == 0
+            proxy.blackhole()
+            result = probe(cli, env, "-b", url)
+        assert result.code == 2, result.stdout
+        first = result.verdict()["reasons"][0]
+        assert first["code"] == "celery_broker_unreachable" and "no answer within" in first["message"]
+        assert result.elapsed < BOUND
+
+    def test_refused(self, target, cli):
+        with TcpProxy(5672) as proxy:
+            proxy.refuse()
+            result = probe(cli, target.env(), "-b", self.via_proxy(target, proxy))
+        assert result.code == 2 and result.verdict()["reasons"][0]["code"] == "celery_broker_unreachable"
+        assert result.elapsed < DEADLINE
+
+    def test_redis_result_backend(self, target, start_worker, cli):
+        with RedisServer() as backend:
+            env = target.env(backend=backend.url(0))
+            start_worker(env)
+            result = probe(cli, env)
+            assert result.code == 0, result.stdout
+            assert result.verdict()["roundtrip_ms"] is not None
+            with backend.client() as client:
+                assert not client.keys("celery-task-meta-*")
