@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import pytest
 
 from celery_probe.testing import CeleryWorker
 
-from conftest import APPS, ROOT, app_env
+from conftest import APPS, ROOT
 
 EXAMPLE = ROOT / "docs" / "examples" / "test_task_registered.py"
 
 
 @pytest.fixture(scope="module")
-def env(module_redis):
-    return app_env(module_redis.url(0), module_redis.url(1))
+def env(module_target):
+    return module_target.env()
 
 
 @pytest.fixture(scope="module")
 def worker(env):
-    with CeleryWorker("probe_test_app", name="custom@%h", env=env, pythonpath=[APPS]) as w:
+    with CeleryWorker("probe_test_app", name="custom@%h", env=env, pythonpath=[APPS],
+                      queues=[env["PROBE_TEST_DEFAULT_QUEUE"]]) as w:
         yield w
 
 

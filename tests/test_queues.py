@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from celery import Celery
 
 from celery_probe.testing import wait_until
@@ -14,12 +15,12 @@ DEADLINE = "2"
 
 
 def client_for(redis_server, transport_options: dict | None = None) -> Celery:
-    app = Celery(broker=redis_server.url(0), backend=redis_server.url(1), set_as_current=False)
+    app = Celery(broker=redis_server.url(0), set_as_current=False)
     app.conf.broker_transport_options = transport_options or {}
     return app
 
 
-def occupy(client: Celery, queue: str = "bulk") -> None:
+def occupy(client: Celery, queue: str) -> None:
     """Make the only pool process run a long task, and wait until it does."""
     client.send_task("probe_test.sleep", args=(30,), queue=queue)
 
@@ -38,29 +39,31 @@ def fill(client: Celery, queue: str, count: int, priority: int | None = None) ->
 class TestThresholds:
     """A backlog at or above the threshold is degraded (celery_queue_high), not down."""
 
-    def test_backlog_at_threshold_is_degraded(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
-        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
-        client = client_for(redis_server)
-        occupy(client)
-        fill(client, "bulk", 105)  # one may sit prefetched (unacked), not in the list
-        result = cli("run", "-A", "probe_test_app", "-Q", "celery,bulk", "--deadline", DEADLINE,
-                     "--format", "json", env=env)
+    def test_backlog_at_threshold_is_degraded(self, target, start_worker, cli):
+        env = target.env()
+        bulk = target.queue("bulk")
+        start_worker(env, queues=(target.default_queue, bulk), pool="prefork", concurrency=1)
+        client = target.client(backend=False)
+        occupy(client, bulk)
+        fill(client, bulk, 105)  # one may sit prefetched (unacked), not in the list
+        result = cli("run", "-A", "probe_test_app", "-Q", f"{target.default_queue},{bulk}",
+                     "--deadline", DEADLINE, "--format", "json", env=env)
         verdict = result.verdict()
         assert result.code == 3, json.dumps(verdict["reasons"], indent=1)
         assert verdict["status"] == "degraded"
         assert "celery_queue_high" in result.codes()
-        assert verdict["queues"]["bulk"]["length"] >= 100
+        assert verdict["queues"][bulk]["length"] >= 100
         assert verdict["queue_length"] >= 100
         high = next(r for r in verdict["reasons"] if r["code"] == "celery_queue_high")
-        assert "bulk=" in high["message"] and "threshold 100" in high["message"]
+        assert f"{bulk}=" in high["message"] and "threshold 100" in high["message"]
 
+    @pytest.mark.redis_only
     def test_backlog_only_in_priority_lists(self, redis_server, start_worker, cli):
         """Messages at priority 9 live in `bulk\\x06\\x169`; LLEN bulk alone says 0."""
         env = app_env(redis_server.url(0), redis_server.url(1))
         start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
         client = client_for(redis_server)
-        occupy(client)
+        occupy(client, "bulk")
         fill(client, "bulk", 120, priority=9)
         with redis_server.client() as raw:
             assert raw.llen("bulk") == 0
@@ -73,24 +76,26 @@ class TestThresholds:
         assert verdict["queues"]["bulk"]["length"] >= 119
         assert "celery_queue_high" in result.codes()
 
-    def test_per_queue_threshold(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
-        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
-        client = client_for(redis_server)
-        occupy(client)
-        fill(client, "bulk", 6)
-        result = cli("run", "-A", "probe_test_app", "-Q", "celery", "-Q", "bulk", "--deadline", DEADLINE,
-                     "--queue-threshold", "1000", "--queue-threshold", "bulk=5", "--format", "json", env=env)
+    def test_per_queue_threshold(self, target, start_worker, cli):
+        env = target.env()
+        bulk, main = target.queue("bulk"), target.default_queue
+        start_worker(env, queues=(main, bulk), pool="prefork", concurrency=1)
+        client = target.client(backend=False)
+        occupy(client, bulk)
+        fill(client, bulk, 6)
+        result = cli("run", "-A", "probe_test_app", "-Q", main, "-Q", bulk, "--deadline", DEADLINE,
+                     "--queue-threshold", "1000", "--queue-threshold", f"{bulk}=5", "--format", "json", env=env)
         verdict = result.verdict()
-        assert verdict["queues"]["bulk"]["threshold"] == 5
-        assert verdict["queues"]["celery"]["threshold"] == 1000
+        assert verdict["queues"][bulk]["threshold"] == 5
+        assert verdict["queues"][main]["threshold"] == 1000
         assert "celery_queue_high" in result.codes()
 
+    @pytest.mark.redis_only  # RabbitMQ's passive declare counts only ready messages
     def test_unacked_and_reserved_are_counted(self, redis_server, start_worker, cli):
         env = app_env(redis_server.url(0), redis_server.url(1), PROBE_TEST_PREFETCH="4")
         start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
         client = client_for(redis_server)
-        occupy(client)
+        occupy(client, "bulk")
         fill(client, "bulk", 3)
 
         def reserved() -> bool:
@@ -104,6 +109,7 @@ class TestThresholds:
         assert verdict["queues"]["bulk"]["unacked"] >= 1
 
 
+@pytest.mark.redis_only
 class TestKeyLayout:
     """global_keyprefix, sep and priority_steps come from the app's transport options."""
 
@@ -128,40 +134,40 @@ class TestKeyLayout:
 class TestConsumers:
     """A queue holding messages that no worker consumes is critical on its own."""
 
-    def test_queue_without_consumer(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
-        start_worker(env, queues=("celery",))
-        client = client_for(redis_server)
-        fill(client, "orphan", 4)
-        result = cli("run", "-A", "probe_test_app", "-Q", "celery,orphan", "--deadline", DEADLINE,
-                     "--format", "json", env=env)
-        verdict = result.verdict()
-        assert result.code == 2
-        assert "celery_queue_unconsumed" in result.codes()
-        unconsumed = next(r for r in verdict["reasons"] if r["code"] == "celery_queue_unconsumed")
-        assert "orphan=4" in unconsumed["message"]
-        assert verdict["queues"]["orphan"]["consumers"] == 0
-        assert verdict["queues"]["celery"]["consumers"] == 1
-        # The probe sent nothing into the queue nobody reads: no litter.
-        with redis_server.client() as raw:
-            assert raw.llen("orphan") == 4
+    def test_queue_without_consumer(self, target, start_worker, cli):
+        env = target.env()
+        main, orphan = target.default_queue, target.queue("orphan")
+        start_worker(env)
+        client = target.client(backend=False)
+        fill(client, orphan, 4)
+        for _ in range(2):  # the second run shows the probe added nothing to the queue
+            result = cli("run", "-A", "probe_test_app", "-Q", f"{main},{orphan}", "--deadline", DEADLINE,
+                         "--format", "json", env=env)
+            verdict = result.verdict()
+            assert result.code == 2
+            assert "celery_queue_unconsumed" in result.codes()
+            unconsumed = next(r for r in verdict["reasons"] if r["code"] == "celery_queue_unconsumed")
+            assert f"{orphan}=4" in unconsumed["message"]
+            assert verdict["queues"][orphan]["consumers"] == 0
+            assert verdict["queues"][main]["consumers"] == 1
 
-    def test_empty_queue_without_consumer_fails_the_round_trip_only(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
-        start_worker(env, queues=("celery",))
-        result = cli("run", "-A", "probe_test_app", "-Q", "celery,nobody", "--deadline", DEADLINE,
-                     "--format", "json", env=env)
+    def test_empty_queue_without_consumer_fails_the_round_trip_only(self, target, start_worker, cli):
+        env = target.env()
+        nobody = target.queue("nobody")
+        start_worker(env)
+        result = cli("run", "-A", "probe_test_app", "-Q", f"{target.default_queue},{nobody}",
+                     "--deadline", DEADLINE, "--format", "json", env=env)
         assert result.code == 2
         assert result.codes() == {"celery_roundtrip_failed"}
         message = result.verdict()["reasons"][0]["message"]
-        assert "nobody" in message and "no worker consumes" in message
+        assert nobody in message and "no worker consumes" in message
 
 
 class TestSeveralWorkers:
     """Several workers are aggregated: names, counts and expectations."""
 
-    def test_three_workers_aggregated(self, redis_server, start_worker, cli):
-        env = app_env(redis_server.url(0), redis_server.url(1))
+    def test_three_workers_aggregated(self, target, start_worker, cli):
+        env = target.env()
         for name in ("a@%h", "b@%h", "c@%h"):
             start_worker(env, name=name)
         result = cli("run", "-A", "probe_test_app", "--expect-workers", "3", "--deadline", DEADLINE,
@@ -169,7 +175,7 @@ class TestSeveralWorkers:
         verdict = result.verdict()
         assert result.code == 0, verdict["reasons"]
         assert len(verdict["workers"]) == 3
-        assert verdict["queues"]["celery"]["consumers"] == 3
+        assert verdict["queues"][target.default_queue]["consumers"] == 3
         assert verdict["active_tasks"] == 0
         missing = cli("run", "-A", "probe_test_app", "--expect-workers", "4", "--deadline", DEADLINE,
                       "--format", "json", env=env)

@@ -27,13 +27,14 @@ def captured(name: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def env(module_redis):
-    return app_env(module_redis.url(0), module_redis.url(1))
+def env(module_target):
+    return module_target.env()
 
 
 @pytest.fixture(scope="module")
 def worker(env):
-    with CeleryWorker("probe_test_app", name="seed@%h", env=env, pythonpath=[APPS]) as w:
+    with CeleryWorker("probe_test_app", name="seed@%h", env=env, pythonpath=[APPS],
+                      queues=[env["PROBE_TEST_DEFAULT_QUEUE"]]) as w:
         yield w
 
 
