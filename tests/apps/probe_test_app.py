@@ -12,6 +12,9 @@ app = Celery(
     backend=os.environ.get("PROBE_TEST_BACKEND") or None,
 )
 app.conf.broker_transport_options = json.loads(os.environ.get("PROBE_TEST_TRANSPORT_OPTIONS") or "{}")
+app.conf.result_backend_transport_options = json.loads(
+    os.environ.get("PROBE_TEST_BACKEND_TRANSPORT_OPTIONS") or "{}"
+)
 app.conf.worker_prefetch_multiplier = int(os.environ.get("PROBE_TEST_PREFETCH", "1"))
 app.conf.worker_hijack_root_logger = False
 # Tests on a shared RabbitMQ use queue and control-exchange names of their own, so they
