@@ -37,7 +37,7 @@ def builtin_probes_dir() -> Path:
     raise FileNotFoundError("the built-in probes are missing from this installation")
 
 
-def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool) -> list[str]:
+def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml: Path | None = None) -> list[str]:
     args = [
         str(probes_dir),
         *(str(path) for path in settings.probes),
@@ -51,6 +51,8 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool) -> list[
         "-rN",
     ]
     args.append("-v" if verbose else "-q")
+    if junitxml is not None:  # pytest's own JUnit XML, one testcase per probe, named for the target
+        args += [f"--junitxml={junitxml}", "-o", f"junit_suite_name=celery-probe {settings.describe_target()}"]
     return args
 
 
@@ -94,6 +96,7 @@ def run_probes(
     *,
     verbose: bool = False,
     write_reports: bool = True,
+    junitxml: Path | None = None,
 ) -> RunContext:
     """Run the probe suite against ``app``; the returned context carries the verdict."""
     import pytest
@@ -104,7 +107,7 @@ def run_probes(
     context = RunContext(
         settings=settings, app=app, deadline=deadline, write_reports=write_reports, from_cli=True
     )
-    args = pytest_args(settings, builtin_probes_dir(), verbose=verbose)
+    args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
     sink: Any = sys.stderr if verbose else io.StringIO()
     with _plugin_autoload_disabled(), contextlib.redirect_stdout(sink):
         code = pytest.main(args, plugins=[context, plugin])
