@@ -1,0 +1,289 @@
+"""The verdict over HTTP: health JSON, a load-balancer status code, Prometheus metrics, ops-alerts.
+
+Every route only reads the latest :class:`~celery_probe.probe_loop.Snapshot`; the probes run
+in the background loop of :class:`~celery_probe.probe_loop.ProbeLoop`, never because of a
+request. A public health URL therefore costs no broker traffic however often it is hit,
+and it answers at once while the broker is frozen (with the last verdict, and its age).
+
+Two ways to serve it:
+
+* :func:`make_app` returns a standalone Starlette app whose lifespan runs the loop (what
+  ``celery-probe serve`` runs under uvicorn);
+* :class:`ProbeMiddleware` adds the same routes to an existing ASGI app (Starlette,
+  FastAPI…) in one line, ``app.add_middleware(ProbeMiddleware, settings=settings)``, and
+  ties the loop to that app's lifespan; paths it does not own pass through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from celery_probe.metrics import CONTENT_TYPE, RunCounters, metric_families, render
+from celery_probe.ops_alerts import get_ops_alerts
+from celery_probe.probe_loop import REAP_TIMEOUT, ProbeLoop, Snapshot
+from celery_probe.settings import Settings, require_target, resolve_settings
+from celery_probe.verdict import unknown_verdict
+
+DEFAULT_PREFIX = "/api/interactions"
+DEFAULT_INTERVAL = 15.0
+HEALTH_PATH = "/health/celery"
+OPS_ALERTS_PATH = "/metrics/ops-alerts"
+JSON = "application/json"
+NO_STORE = "no-store"
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What a snapshot looks like on the wire, serialised once per run instead of per request."""
+
+    snapshot: Snapshot
+    health_tail: bytes  # the health document without its opening brace: age_s goes in front
+    alerts: bytes
+
+
+class ProbeService:
+    """The probe loop plus the handlers that publish its latest verdict."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        prefix: str = DEFAULT_PREFIX,
+        healthz_path: str | None = "/healthz",
+        metrics_path: str | None = "/metrics",
+        report_dir: Path | None = None,
+    ) -> None:
+        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir)
+        self.interval = interval
+        # A verdict older than this means the loop stopped producing them (a run is bounded
+        # by hard_timeout and its reaping by REAP_TIMEOUT): serve unknown, not old news.
+        self.stale_after = interval + self.loop.hard_timeout + REAP_TIMEOUT + 1.0
+        prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.paths: dict[str, Callable[[], Response]] = {
+            prefix + HEALTH_PATH: self.health,
+            prefix + OPS_ALERTS_PATH: self.ops_alerts,
+        }
+        if healthz_path:
+            self.paths[healthz_path] = self.healthz
+        if metrics_path:
+            self.paths[metrics_path] = self.metrics
+        self._published: _Published | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ensure_started(self) -> None:
+        """Start the loop if no lifespan did (a host server run with lifespan off)."""
+        if not self.loop.running:
+            self.loop.start()
+
+    async def shutdown(self) -> None:
+        await self.loop.stop()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
+        self.loop.start()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    def routes(self) -> list[Route]:
+        def endpoint(handler: Callable[[], Response]) -> Callable[[Request], Any]:
+            async def call(_request: Request) -> Response:
+                self.ensure_started()
+                return handler()
+
+            return call
+
+        return [Route(path, endpoint(handler), methods=["GET"]) for path, handler in self.paths.items()]
+
+    # ------------------------------------------------------------------ what is served
+
+    def _current(self) -> tuple[_Published, float | None]:
+        """The published form of the latest snapshot and its age in seconds (None: no run yet)."""
+        snapshot = self.loop.snapshot
+        published = self._published
+        if published is None or published.snapshot is not snapshot:
+            published = self._published = _publish(snapshot, self.interval)
+        if snapshot.produced_mono is None:
+            return published, None
+        return published, time.monotonic() - snapshot.produced_mono
+
+    def _stale(self, published: _Published, age: float) -> _Published:
+        verdict = unknown_verdict(
+            f"the latest verdict is {age:.0f}s old: no probe run has finished since "
+            f"(one is due every {self.interval:g}s)",
+            code="celery_probe_stale",
+        )
+        verdict["target"] = published.snapshot.verdict.get("target")
+        return _publish(Snapshot(verdict, None, published.snapshot.produced_at, published.snapshot.produced_mono,
+                                 published.snapshot.run), self.interval)
+
+    def health(self) -> Response:
+        """The latest verdict, its age and when it was produced; 200 whatever the status.
+
+        ``Cache-Control: max-age`` is the time left until the next verdict is due, so a
+        shared cache in front of this public URL can absorb traffic without ever serving a
+        verdict older than the origin would (before the first run, and when stale:
+        ``no-store``).
+        """
+        published, age = self._current()
+        if age is None:
+            cache = NO_STORE
+        elif age > self.stale_after:
+            published, cache = self._stale(published, age), NO_STORE
+        else:
+            cache = f"public, max-age={max(0, math.floor(self.interval - age))}"
+        age_text = b"null" if age is None else f"{age:.3f}".encode()
+        body = b'{"age_s": ' + age_text + b", " + published.health_tail
+        return Response(body, media_type=JSON, headers={"Cache-Control": cache})
+
+    def healthz(self) -> Response:
+        """503 when the latest verdict is ``down``, else 200, for load balancers and Kubernetes.
+
+        ``degraded`` answers 200: Celery still works, so taking traffic away would turn a
+        slowdown into an outage. ``unknown`` answers 200 too: it says the probe lacks
+        evidence (starting, misconfigured, stale), which is not evidence that Celery is down;
+        the body and the ``X-Celery-Probe-Status`` header still say ``unknown``.
+        """
+        published, age = self._current()
+        if age is not None and age > self.stale_after:
+            published = self._stale(published, age)
+        verdict = published.snapshot.verdict
+        status = str(verdict.get("status") or "unknown")
+        body = json.dumps({
+            "status": status,
+            "age_s": None if age is None else round(age, 3),
+            "checked_at": verdict.get("checked_at"),
+        }).encode()
+        return Response(body, status_code=503 if status == "down" else 200, media_type=JSON,
+                        headers={"Cache-Control": NO_STORE, "X-Celery-Probe-Status": status})
+
+    def metrics(self) -> Response:
+        """Prometheus text exposition of the latest verdict, built by :mod:`celery_probe.metrics`."""
+        snapshot = self.loop.snapshot
+        families = metric_families(
+            snapshot.verdict, snapshot.report, produced_at=snapshot.produced_at,
+            last_success=self.loop.last_success, now=time.time() if snapshot.produced_at else None,
+            counters=RunCounters(self.loop.runs_started, self.loop.runs_killed),
+        )
+        return Response(render(families), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})
+
+    def ops_alerts(self) -> Response:
+        """The ops-alerts document of the latest verdict (:func:`celery_probe.ops_alerts.get_ops_alerts`)."""
+        published, age = self._current()
+        if age is None:
+            cache = NO_STORE
+        elif age > self.stale_after:
+            published, cache = self._stale(published, age), NO_STORE
+        else:
+            cache = f"public, max-age={max(0, math.floor(self.interval - age))}"
+        return Response(published.alerts, media_type=JSON, headers={"Cache-Control": cache})
+
+
+def _publish(snapshot: Snapshot, interval: float) -> _Published:
+    produced = (
+        datetime.fromtimestamp(snapshot.produced_at, tz=timezone.utc).isoformat(timespec="milliseconds")
+        if snapshot.produced_at is not None else None
+    )
+    document = {"produced_at": produced, "interval_s": interval, **snapshot.verdict}
+    document.pop("age_s", None)
+    health = json.dumps(document, default=str).encode()
+    alerts = json.dumps(get_ops_alerts(snapshot.verdict), default=str).encode()
+    return _Published(snapshot, health[1:], alerts)
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the app's ``root_path`` (set when served under a proxy prefix)."""
+    path: str = scope["path"]
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):] or "/"
+    return path
+
+
+def make_app(
+    settings: Settings,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    prefix: str = DEFAULT_PREFIX,
+    report_dir: Path | None = None,
+) -> Starlette:
+    """A standalone ASGI app serving the verdict routes; its lifespan runs the probe loop.
+
+    Mounted into another app (``app.mount("/", make_app(settings))``) it still works: the
+    loop then starts with the first request, because Starlette does not run the lifespan
+    of mounted apps. :class:`ProbeMiddleware` ties it to the host's lifespan instead.
+    """
+    service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
+    app = Starlette(routes=service.routes(), lifespan=service.lifespan)
+    app.state.probe = service
+    return app
+
+
+class ProbeMiddleware:
+    """Adds the verdict routes to any ASGI app and runs the probe loop for its lifetime.
+
+    ``app.add_middleware(ProbeMiddleware, settings=settings)`` for Starlette and FastAPI, or
+    ``app = ProbeMiddleware(app, settings=settings)`` for any ASGI app. The loop starts
+    when the host's lifespan starts (or with the first request when the server runs
+    without lifespan) and stops, killing a run in progress, when the host shuts down.
+    Paths other than the verdict routes go to the host app unchanged. Without ``settings``
+    the target comes from ``CELERY_PROBE_*`` variables and ``pyproject.toml``, as for the CLI.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | None = None,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        prefix: str = DEFAULT_PREFIX,
+        healthz_path: str | None = "/healthz",
+        metrics_path: str | None = "/metrics",
+        report_dir: Path | None = None,
+    ) -> None:
+        self.app = app
+        if settings is None:  # CELERY_PROBE_* variables and [tool.celery-probe], as for the CLI
+            settings = resolve_settings()
+        require_target(settings)
+        self.service = ProbeService(settings, interval=interval, prefix=prefix, healthz_path=healthz_path,
+                                    metrics_path=metrics_path, report_dir=report_dir)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._watch_lifespan(receive), send)
+            return
+        if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            handler = self.service.paths.get(_route_path(scope))
+            if handler is not None:
+                self.service.ensure_started()
+                await handler()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _watch_lifespan(self, receive: Receive) -> Receive:
+        async def wrapped() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.service.ensure_started()
+            elif message["type"] == "lifespan.shutdown":
+                await self.service.shutdown()
+            return message
+
+        return wrapped
