@@ -86,9 +86,11 @@ def bench_queues(count: int, repeat: int) -> list[str]:
                 used = delta(before, commands(redis))
                 used_total = sum(used.values()) - int(idle * elapsed)
                 times.append(elapsed)
+            top = sorted(used.items(), key=lambda kv: -kv[1])[:5]
+            detail = ", ".join(f"{name.removeprefix('cmdstat_')}={calls}" for name, calls in top)
             rows.append(f"| {count} queues x 4 priority lists | celery-probe run | {statistics.median(times):.2f} s "
                         f"| exit {code}, queue_length {verdict.get('queue_length')} "
-                        f"| ~{used_total} Redis commands ({', '.join(f'{k.removeprefix("cmdstat_")}={v}' for k, v in sorted(used.items(), key=lambda kv: -kv[1])[:5])}) |")
+                        f"| ~{used_total} Redis commands ({detail}) |")
     return rows
 
 
