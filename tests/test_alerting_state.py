@@ -31,8 +31,9 @@ def verdict(status: str, **extra):
 class Runs:
     """Feeds statuses through decide() like cron would, every ``step`` seconds; all delivered."""
 
-    def __init__(self, policy: Policy = Policy(), channels=(MAIL,), step: float = 60):
-        self.policy, self.channels, self.step = policy, list(channels), step
+    def __init__(self, policy: Policy | None = None, channels=(MAIL,), step: float = 60):
+        self.policy = policy or Policy()
+        self.channels, self.step = list(channels), step
         self.state: AlertState | None = None
         self.now = T0
         self.sent: list[Notification] = []

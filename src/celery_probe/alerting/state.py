@@ -281,7 +281,7 @@ def decide(
     """Given the stored state, this run's verdict summary and the time, what to send."""
     prev = previous or AlertState()
     now_iso = iso(now)
-    status = summary.get("status") if summary.get("status") in STATUSES else "unknown"
+    status = str(summary.get("status")) if summary.get("status") in STATUSES else "unknown"
     status_runs = prev.status_runs + 1 if prev.status == status else 1
     note: Notification | None = None
     alerted, last_alert_at = prev.alerted, prev.last_alert_at

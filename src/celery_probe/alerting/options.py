@@ -1,0 +1,73 @@
+"""The alert options, shared by ``celery-probe check`` and ``celery-probe run``.
+
+:func:`alert_options` adds the options and validates them *before* the command body runs
+(a typo in ``--email`` exits 64 at once instead of after the probes), then hands the
+command one keyword argument, ``alerting``: an :class:`AlertConfig`, or None when no
+alerting was asked for. :func:`send_alerts` is the call a command makes with its verdict.
+
+This module imports only click at import time, so ``celery-probe --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from celery_probe.alerting.config import AlertConfig
+    from celery_probe.alerting.dispatch import Outcome
+
+# (flag, keyword of build_alert_config, click keyword arguments)
+_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("--email", "emails", {"multiple": True, "metavar": "ADDR", "help": "Send alert mail to ADDR (repeatable)."}),
+    ("--smtp", "smtp", {"metavar": "HOST[:PORT]", "help": "SMTP server for --email (port 25; 587 with --smtp-starttls, 465 with --smtp-ssl)."}),
+    ("--smtp-starttls", "smtp_starttls", {"is_flag": True, "default": None, "help": "Upgrade the SMTP connection with STARTTLS."}),
+    ("--smtp-ssl", "smtp_ssl", {"is_flag": True, "default": None, "help": "Connect to SMTP over TLS from the start (SMTPS)."}),
+    ("--smtp-user", "smtp_user", {"metavar": "USER", "help": "SMTP login; the password comes from CELERY_PROBE_SMTP_PASSWORD."}),
+    ("--mail-from", "mail_from", {"metavar": "ADDR", "help": "Sender address (default celery-probe@HOSTNAME)."}),
+    ("--sendmail", "sendmail", {"metavar": "PATH", "help": "Hand mail to this sendmail program instead of SMTP."}),
+    ("--mail-template", "mail_template", {"metavar": "PATH", "help": "string.Template file for problem mails (placeholders in the README)."}),
+    ("--recovery-template", "recovery_template", {"metavar": "PATH", "help": "string.Template file for recovery mails."}),
+    ("--service-name", "service_name", {"metavar": "UNIT", "help": "The worker's systemd unit, named in the mail's steps (default celery)."}),
+    ("--broker-service", "broker_service", {"metavar": "UNIT", "help": "The broker's systemd unit, named in the mail's steps (default redis)."}),
+    ("--label", "label", {"metavar": "TEXT", "help": "Name of this deployment, added to subjects and payloads."}),
+    ("--webhook", "webhooks", {"multiple": True, "metavar": "[FORMAT=]URL", "help": "POST alerts as JSON to URL (repeatable); FORMAT generic, slack or telegram."}),
+    ("--webhook-format", "webhook_format", {"metavar": "generic|slack|telegram", "help": "Form of --webhook URLs given without FORMAT= (default generic)."}),
+    ("--telegram-chat-id", "telegram_chat_id", {"metavar": "ID", "help": "Chat for telegram webhooks."}),
+    ("--state-file", "state_file", {"metavar": "PATH", "help": "Remember the last status: alert on changes only, retry failed alerts."}),
+    ("--repeat-every", "repeat_every", {"metavar": "SECONDS", "help": "Remind while still not healthy (default 3600; 0: never). Needs --state-file."}),
+    ("--min-failures", "min_failures", {"metavar": "N", "help": "Alert after N non-healthy runs in a row (default 1). Needs --state-file."}),
+    ("--alert-timeout", "alert_timeout", {"metavar": "SECONDS", "help": "Bound on each mail or webhook delivery (default 10)."}),
+    ("--lock-timeout", "lock_timeout", {"metavar": "SECONDS", "help": "Wait at most this for an overlapping run's lock (default 5)."}),
+)
+_KEYWORDS = tuple(f"alert_{name}" for _flag, name, _kw in _OPTIONS)
+
+
+def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the alert options to a click command; it receives ``alerting=AlertConfig|None``."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from celery_probe.alerting.config import build_alert_config
+
+        values = {name: kwargs.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
+        values["emails"] = tuple(values["emails"] or ())
+        values["webhooks"] = tuple(values["webhooks"] or ())
+        kwargs["alerting"] = build_alert_config(**values)
+        return func(*args, **kwargs)
+
+    for flag, name, extra in reversed(_OPTIONS):
+        wrapper = click.option(flag, f"alert_{name}", **extra)(wrapper)
+    return wrapper
+
+
+def send_alerts(verdict: Mapping[str, Any], alerting: AlertConfig | None, *, source: str | None = None) -> Outcome | None:
+    """Alert about ``verdict`` (a no-op without alert options); never raises."""
+    if alerting is None:
+        return None
+    from celery_probe.alerting.dispatch import send_alerts as dispatch
+
+    return dispatch(verdict, alerting, source=source)

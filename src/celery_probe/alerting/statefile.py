@@ -1,0 +1,97 @@
+"""The state file on disk: an exclusive lock, a tolerant read and an atomic write.
+
+Cron does not know that the last run is still busy, so two runs can overlap. Everything
+between reading the state and writing it back (deciding, sending) happens under an
+``fcntl.flock`` on ``STATE.lock`` beside the state file: the second run either waits for
+the first to finish and then sees what it sent, or, after ``timeout`` seconds, gives up
+alerting for this run. The lock file is never deleted (deleting it would let a third run
+lock a fresh inode while the second still holds the old one). The kernel drops the lock
+when a process dies, so a killed run never blocks the next.
+
+The state itself is written with :func:`celery_probe.reports.atomic_write_json` (temporary
+file, fsync, rename), so a reader never sees half of it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from celery_probe.alerting.state import AlertState
+from celery_probe.reports import atomic_write_json
+
+MAX_STATE_BYTES = 2_000_000
+LOCK_POLL = 0.05
+
+
+class LockBusy(Exception):
+    """Another run held the lock for longer than we were willing to wait."""
+
+
+def lock_path(state_path: Path) -> Path:
+    return state_path.with_name(state_path.name + ".lock")
+
+
+@contextmanager
+def locked(state_path: Path, timeout: float) -> Iterator[None]:
+    """Hold the exclusive lock beside ``state_path``; LockBusy after ``timeout`` seconds."""
+    path = lock_path(state_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+            if time.monotonic() >= end:
+                raise LockBusy(f"another run holds {path}")
+            time.sleep(LOCK_POLL)  # polling a lock under a deadline: flock has no timeout
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def load_state(path: Path) -> tuple[AlertState | None, str | None]:
+    """The stored state, or (None, why) when there is none usable.
+
+    A damaged state file is renamed to ``STATE.corrupt`` (kept for a human to read) and
+    the run starts afresh; the caller prints ``why`` as a one-line warning.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read state file {path}: {exc.strerror or exc}"
+    problem: str | None = None
+    if size > MAX_STATE_BYTES:
+        problem = f"{size} bytes, over the {MAX_STATE_BYTES}-byte limit"
+    else:
+        try:
+            return AlertState.from_dict(json.loads(path.read_text(encoding="utf-8"))), None
+        except OSError as exc:
+            return None, f"cannot read state file {path}: {exc.strerror or exc}"
+        except (ValueError, UnicodeDecodeError) as exc:
+            problem = f"not a valid state ({str(exc).splitlines()[0][:120]})"
+    aside = path.with_name(path.name + ".corrupt")
+    try:
+        os.replace(path, aside)
+        moved = f"; moved to {aside}"
+    except OSError:
+        moved = ""
+    return None, f"state file {path} is damaged: {problem}{moved}; starting afresh"
+
+
+def save_state(path: Path, state: AlertState) -> None:
+    """Write ``state`` atomically (raises OSError when the folder is not writable)."""
+    atomic_write_json(path, state.to_dict())
