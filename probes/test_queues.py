@@ -2,6 +2,9 @@
 
 import pytest
 
+from celery_probe.backlog import describe_top
+from celery_probe.session import KnownFailure
+
 
 def _summary(items, limit=10):
     text = ", ".join(items[:limit])
@@ -17,13 +20,26 @@ def test_queues_below_threshold(probe_run, probe_settings, record, known):
         name: {**depth.as_dict(), "threshold": probe_settings.threshold_for(name)}
         for name, depth in depths.items()
     }
-    high = [
-        f"{name}={depth.length} (threshold {probe_settings.threshold_for(name)})"
-        for name, depth in depths.items()
-        if depth.length >= probe_settings.threshold_for(name)
-    ]
+    high = [name for name, depth in depths.items() if depth.length >= probe_settings.threshold_for(name)]
     if high:
+        tops = _top_tasks(probe_run, high)
+        high = [
+            f"{name}={depths[name].length} (threshold {probe_settings.threshold_for(name)}"
+            + (f"; {tops[name]})" if tops.get(name) else ")")
+            for name in high
+        ]
         pytest.fail(f"queue backlog at or above threshold: {_summary(high)}", pytrace=False)
+
+
+def _top_tasks(probe_run, queues):
+    """``{queue: "top tasks in N sampled: …"}`` for the high queues, when a sample is available."""
+    if probe_run.settings.backlog_sample <= 0:
+        return {}
+    try:
+        backlog = probe_run.backlog()
+    except KnownFailure:
+        return {}  # reported by test_backlog_by_task
+    return {name: describe_top(backlog.queues.get(name)) for name in queues} if backlog.available else {}
 
 
 @pytest.mark.probe(severity="critical", code="celery_queue_unconsumed")

@@ -43,6 +43,7 @@ _PYTEST_LABELS = {
     "roundtrip_task": "--roundtrip-task",
     "ping_window": "--ping-window",
     "report_dir": "--probe-report-dir",
+    "backlog_sample": "--backlog-sample",
 }
 
 
@@ -79,6 +80,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--roundtrip-task", help="task sent for the round trip (default celery.accumulate)")
     group.addoption("--ping-window", help="seconds to wait for further ping replies (default 0.3)")
     group.addoption("--probe-report-dir", help="where latest.json, verdict.json and history.jsonl go")
+    group.addoption("--backlog-sample", help="messages read from each queue head to count tasks by name (default 100, 0 = off)")
 
 
 def _probe_mode_requested(config: pytest.Config) -> bool:
@@ -119,6 +121,7 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "roundtrip_task": opt.roundtrip_task,
         "ping_window": opt.ping_window,
         "report_dir": opt.probe_report_dir,
+        "backlog_sample": opt.backlog_sample,
     }
     try:
         settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
@@ -226,7 +229,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # Built-in probes run in causal order (the broker before the workers before the round
 # trip), so a failure upstream is known before anything downstream waits for it.
-BUILTIN_ORDER = ("test_broker.py", "test_workers.py", "test_queues.py", "test_endpoint.py", "test_roundtrip.py")
+BUILTIN_ORDER = (
+    "test_broker.py", "test_workers.py", "test_queues.py", "test_backlog.py",
+    "test_endpoint.py", "test_roundtrip.py",
+)
 
 
 def _order_key(item: pytest.Item) -> int:

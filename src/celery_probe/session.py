@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celery_probe.backlog import Backlog, sample_backlog
 from celery_probe.broker import (
     BackendCheck,
     BrokerCheck,
@@ -169,6 +170,13 @@ class ProbeRun:
         except KnownFailure:
             return {queue: [] for queue in self.queues}
         return {queue: activity.consumers_of(queue) for queue in self.queues}
+
+    def backlog(self) -> Backlog:
+        """Task names in the head of each watched queue (a bounded sample, Redis only)."""
+        return self._once(
+            "backlog",
+            lambda: sample_backlog(self.require_broker(), self.queue_depths(), self.settings.backlog_sample),
+        )
 
     # -- round trip ------------------------------------------------------------------------
 

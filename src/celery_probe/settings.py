@@ -65,6 +65,7 @@ class Settings:
     report_dir: Path = Path("reports")
     format: str = "text"
     probes: tuple[Path, ...] = ()
+    backlog_sample: int = 100
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -248,6 +249,10 @@ def _parse_thresholds(name: str, raw: Any, source: str) -> tuple[int | None, dic
     return default, per_queue
 
 
+def _parse_sample(name: str, raw: Any, source: str) -> int:
+    return _parse_int(name, raw, source, lo=0, hi=10_000)
+
+
 @dataclass(frozen=True)
 class _Spec:
     name: str
@@ -271,6 +276,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("report_dir", "REPORT_DIR", "--report-dir", _parse_path),
     _Spec("format", "FORMAT", "--format", _parse_format),
     _Spec("probes", "PROBES", "--probes", _parse_paths),
+    _Spec("backlog_sample", "BACKLOG_SAMPLE", "--backlog-sample", _parse_sample),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.

@@ -207,6 +207,13 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
                 entry = queues.setdefault(str(name), {})
                 entry["consumer_names"] = [str(n) for n in names]
                 entry["consumers"] = max(len(names), entry.get("consumers") or 0)
+    for table in _maps(measured.get("backlog")):
+        for name, info in table.items():
+            if isinstance(info, Mapping) and isinstance(info.get("by_task"), Mapping):
+                entry = queues.setdefault(str(name), {})
+                counts = {str(task): _int(count) for task, count in info["by_task"].items()}
+                entry["backlog_by_task"] = {task: n for task, n in counts.items() if n is not None}
+                entry["backlog_sampled"] = _int(info.get("sampled"))
     latencies: list[float] = []
     for table in _maps(measured.get("roundtrip")):
         for name, info in table.items():

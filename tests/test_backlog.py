@@ -1,0 +1,201 @@
+"""Per-task backlog: the head of each queue, sampled and counted by task name."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from celery import Celery
+
+from celery_probe.backlog import (
+    UNKNOWN_TASK,
+    QueueBacklog,
+    count_tasks,
+    describe_top,
+    head_plan,
+    sample_backlog,
+    task_name,
+)
+from celery_probe.broker import measure_queues, open_connection
+from celery_probe.settings import resolve_settings
+from celery_probe.testing import wait_until
+from celery_probe.verdict import verdict_from_report
+
+from conftest import app_env
+
+DEADLINE = "2"
+
+
+def client_for(redis_server, transport_options: dict | None = None) -> Celery:
+    app = Celery(broker=redis_server.url(0), backend=redis_server.url(1), set_as_current=False)
+    app.conf.broker_transport_options = transport_options or {}
+    return app
+
+
+def send(client: Celery, queue: str, task: str, count: int, priority: int | None = None) -> None:
+    for _ in range(count):
+        client.send_task(task, args=(0,), queue=queue, priority=priority)
+
+
+def sample(client: Celery, queues: list[str], size: int):
+    conn = open_connection(client)
+    try:
+        return sample_backlog(conn, measure_queues(conn, queues), size)
+    finally:
+        conn.release()
+
+
+class TestPureLogic:
+    """Parsing envelopes, planning the read, naming the top tasks."""
+
+    def test_protocol2_name_from_headers(self):
+        raw = json.dumps({"body": "W10=", "headers": {"task": "app.sync", "id": "1"},
+                          "content-type": "application/json", "properties": {"body_encoding": "base64"}})
+        assert task_name(raw) == "app.sync"
+        assert task_name(raw.encode()) == "app.sync"
+
+    def test_protocol1_name_from_json_body(self):
+        body = base64.b64encode(json.dumps({"task": "app.old", "id": "1", "args": []}).encode()).decode()
+        raw = json.dumps({"body": body, "headers": {}, "content-type": "application/json",
+                          "properties": {"body_encoding": "base64"}})
+        assert task_name(raw) == "app.old"
+
+    @pytest.mark.parametrize("raw", [b"not json", "[]", "null", json.dumps({"headers": {"task": 3}}),
+                                     json.dumps({"body": "%%%", "content-type": "application/json",
+                                                 "properties": {"body_encoding": "base64"}}),
+                                     json.dumps({"body": "gAN9", "content-type": "application/x-python-serialize"})])
+    def test_anything_else_is_unknown(self, raw):
+        assert task_name(raw) == UNKNOWN_TASK
+
+    def test_counts_most_frequent_first(self):
+        messages = [json.dumps({"headers": {"task": name}}) for name in "bbaacb"] + ["x"]
+        assert list(count_tasks(messages).items()) == [("b", 3), ("a", 2), (UNKNOWN_TASK, 1), ("c", 1)]
+
+    def test_plan_takes_lists_in_consumption_order(self):
+        lengths = [("q", 30), ("q\x06\x163", 0), ("q\x06\x169", 40)]
+        assert head_plan(lengths, 100) == [("q", 30), ("q\x06\x169", 40)]
+        assert head_plan(lengths, 45) == [("q", 30), ("q\x06\x169", 15)]
+        assert head_plan(lengths, 10) == [("q", 10)]
+        assert head_plan(lengths, 0) == []
+
+    def test_describe_top(self):
+        backlog = QueueBacklog("bulk", 100, {"a.x": 70, "b.y": 20, "c.z": 6, "d.w": 4})
+        assert describe_top(backlog) == "top tasks in 100 sampled: a.x 70, b.y 20, c.z 6 and 1 more"
+        assert describe_top(QueueBacklog("bulk")) == ""
+        assert describe_top(None) == ""
+
+    def test_setting_layers_and_bounds(self):
+        assert resolve_settings({}, environ={}, pyproject=False).backlog_sample == 100
+        assert resolve_settings({}, environ={"CELERY_PROBE_BACKLOG_SAMPLE": "0"}, pyproject=False).backlog_sample == 0
+        assert resolve_settings({"backlog_sample": "7"}, environ={"CELERY_PROBE_BACKLOG_SAMPLE": "0"},
+                                pyproject=False).backlog_sample == 7
+        from celery_probe.errors import ProbeUsageError
+
+        with pytest.raises(ProbeUsageError, match="backlog-sample.*between 0 and 10000.*--backlog-sample"):
+            resolve_settings({"backlog_sample": "-1"}, environ={}, pyproject=False)
+
+    def test_mapper_surfaces_backlog_per_queue(self):
+        report = {"tests": [{"outcome": "passed", "metadata": {"measured": {
+            "queues": {"bulk": {"length": 150, "by_priority": {"0": 150}, "threshold": 100}},
+            "backlog": {"bulk": {"sampled": 100, "by_task": {"a.x": 90, "b.y": 10, "bad": "x"}}, "junk": 3},
+        }}}]}
+        bulk = verdict_from_report(report)["queues"]["bulk"]
+        assert bulk["backlog_by_task"] == {"a.x": 90, "b.y": 10}
+        assert bulk["backlog_sampled"] == 100 and bulk["length"] == 150
+
+
+class TestSampleOnRedis:
+    """Read from a real Redis filled by a real Celery client (kombu's own layout)."""
+
+    def test_whole_queue_counted_when_smaller_than_the_sample(self, redis_server):
+        client = client_for(redis_server)
+        send(client, "side", "app.a", 30)
+        send(client, "side", "app.b", 20)
+        send(client, "side", "app.c", 10, priority=9)
+        result = sample(client, ["side", "empty"], 100)
+        assert result.available
+        assert result.queues["side"].by_task == {"app.a": 30, "app.b": 20, "app.c": 10}
+        assert result.queues["side"].sampled == 60
+        assert result.queues["empty"].sampled == 0 and result.queues["empty"].by_task == {}
+
+    def test_sample_is_the_head_in_consumption_order(self, redis_server):
+        """The oldest messages of the first priority list are the next to be taken."""
+        client = client_for(redis_server)
+        send(client, "side", "app.a", 30)
+        send(client, "side", "app.b", 20)
+        send(client, "side", "app.c", 10, priority=9)
+        assert sample(client, ["side"], 25).queues["side"].by_task == {"app.a": 25}
+        head = sample(client, ["side"], 55).queues["side"]
+        assert head.by_task == {"app.a": 30, "app.b": 20, "app.c": 5} and head.sampled == 55
+        # Reading takes nothing away.
+        with redis_server.client() as raw:
+            assert raw.llen("side") == 50 and raw.llen("side\x06\x169") == 10
+
+    def test_global_keyprefix_and_priority_steps(self, redis_server):
+        options = {"global_keyprefix": "pfx:", "priority_steps": list(range(10)), "sep": ":"}
+        client = client_for(redis_server, options)
+        send(client, "side", "app.a", 4, priority=5)
+        send(client, "side", "app.b", 3)
+        with redis_server.client() as raw:
+            assert raw.llen("pfx:side:5") == 4 and raw.llen("pfx:side") == 3
+        head = sample(client, ["side"], 100).queues["side"]
+        assert head.by_task == {"app.a": 4, "app.b": 3} and head.sampled == 7
+
+    def test_other_transports_say_it_is_not_available(self):
+        client = Celery(broker="memory://", set_as_current=False)
+        result = sample(client, ["celery"], 100)
+        assert not result.available and "Redis transport" in result.reason and "memory" in result.reason
+
+
+class TestProbeRun:
+    """Through `celery-probe run`: the verdict's fields and the celery_queue_high message."""
+
+    def test_queue_high_names_the_top_tasks(self, redis_server, start_worker, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        start_worker(env, queues=("celery", "bulk"), pool="prefork", concurrency=1)
+        client = client_for(redis_server)
+        client.send_task("probe_test.sleep", args=(30,), queue="bulk")
+
+        def running() -> bool:
+            active = client.control.inspect(timeout=0.5).active() or {}
+            return sum(len(v) for v in active.values()) == 1
+
+        wait_until(running, timeout=20, what="long task running")
+        send(client, "bulk", "probe_test.sleep", 75)
+        send(client, "bulk", "probe_test.report", 40)
+        result = cli("run", "-A", "probe_test_app", "-Q", "celery,bulk", "--deadline", DEADLINE,
+                     "--format", "json", env=env)
+        verdict = result.verdict()
+        assert "celery_queue_high" in result.codes(), json.dumps(verdict["reasons"], indent=1)
+        bulk = verdict["queues"]["bulk"]
+        assert bulk["backlog_sampled"] == 100
+        # One sleep may sit prefetched by the worker, so the head holds 74 or 75 of them.
+        assert bulk["backlog_by_task"]["probe_test.sleep"] in (74, 75)
+        assert sum(bulk["backlog_by_task"].values()) == 100
+        high = next(r for r in verdict["reasons"] if r["code"] == "celery_queue_high")
+        assert "bulk=" in high["message"] and "threshold 100" in high["message"]
+        assert "top tasks in 100 sampled: probe_test.sleep 7" in high["message"]
+        assert "probe_test.report 2" in high["message"]
+        assert verdict["queues"]["celery"]["backlog_by_task"] == {}
+
+    def test_sample_size_flag_and_off(self, redis_server, cli):
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        client = client_for(redis_server)
+        send(client, "side", "app.a", 8)
+        send(client, "side", "app.b", 4)
+        small = cli("run", "-A", "probe_test_app", "-Q", "side", "--deadline", DEADLINE,
+                    "--backlog-sample", "10", "--format", "json", env=env).verdict()
+        assert small["queues"]["side"]["backlog_by_task"] == {"app.a": 8, "app.b": 2}
+        assert small["queues"]["side"]["backlog_sampled"] == 10
+        off = cli("run", "-A", "probe_test_app", "-Q", "side", "--deadline", DEADLINE, "--format", "json",
+                  env={**env, "CELERY_PROBE_BACKLOG_SAMPLE": "0"}).verdict()
+        assert "backlog_by_task" not in off["queues"]["side"]
+        assert off["queues"]["side"]["length"] == 12
+
+    def test_not_redis_is_a_note(self, cli):
+        result = cli("run", "-A", "probe_test_app", "--deadline", "1", "--format", "json",
+                     env=app_env("memory://"))
+        notes = [r for r in result.verdict()["reasons"] if r["code"] == "celery_backlog_unavailable"]
+        assert notes and notes[0]["severity"] == "info"
+        assert "backlog_by_task" not in result.verdict()["queues"].get("celery", {})
