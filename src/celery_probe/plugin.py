@@ -44,6 +44,9 @@ _PYTEST_LABELS = {
     "ping_window": "--ping-window",
     "report_dir": "--probe-report-dir",
     "backlog_sample": "--backlog-sample",
+    "beat_interval": "--beat-interval",
+    "beat_grace": "--beat-grace",
+    "beat_key": "--beat-key",
 }
 
 
@@ -81,6 +84,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--ping-window", help="seconds to wait for further ping replies (default 0.3)")
     group.addoption("--probe-report-dir", help="where latest.json, verdict.json and history.jsonl go")
     group.addoption("--backlog-sample", help="messages read from each queue head to count tasks by name (default 100, 0 = off)")
+    group.addoption("--beat-interval", help="check celery beat: seconds between beat ticks (install_beat_tick)")
+    group.addoption("--beat-grace", help="beat is stale after interval x this factor without a tick (default 2)")
+    group.addoption("--beat-key", help="Redis key of the beat tick (default celery-probe:beat:last-tick)")
 
 
 def _probe_mode_requested(config: pytest.Config) -> bool:
@@ -122,6 +128,9 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "ping_window": opt.ping_window,
         "report_dir": opt.probe_report_dir,
         "backlog_sample": opt.backlog_sample,
+        "beat_interval": opt.beat_interval,
+        "beat_grace": opt.beat_grace,
+        "beat_key": opt.beat_key,
     }
     try:
         settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
@@ -231,7 +240,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # trip), so a failure upstream is known before anything downstream waits for it.
 BUILTIN_ORDER = (
     "test_broker.py", "test_workers.py", "test_queues.py", "test_backlog.py",
-    "test_endpoint.py", "test_roundtrip.py",
+    "test_beat.py", "test_endpoint.py", "test_roundtrip.py",
 )
 
 

@@ -67,6 +67,13 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
         lines.append(f"  queues     {', '.join(shown)}{more}  total {verdict.get('queue_length')}")
     if verdict.get("roundtrip_ms") is not None:
         lines.append(f"  roundtrip  {_ms(verdict.get('roundtrip_ms'))} (slowest queue)")
+    beat = verdict.get("beat")
+    if isinstance(beat, Mapping):
+        age, every = beat.get("last_tick_age_s"), beat.get("interval_s")
+        when = f"last tick {age:.1f}s ago" if isinstance(age, (int, float)) else (
+            "no tick recorded" if beat.get("store") else "not checked"
+        )
+        lines.append(f"  beat       {when}" + (f" (every {every:g}s)" if isinstance(every, (int, float)) else ""))
     reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
     consequences = [r for r in reasons if str(r.get("message", "")).startswith("not attempted")]
     for reason in reasons:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery_probe.backlog import Backlog, sample_backlog
+from celery_probe.beat import BeatState, read_beat
 from celery_probe.broker import (
     BackendCheck,
     BrokerCheck,
@@ -176,6 +177,18 @@ class ProbeRun:
         return self._once(
             "backlog",
             lambda: sample_backlog(self.require_broker(), self.queue_depths(), self.settings.backlog_sample),
+        )
+
+    # -- beat --------------------------------------------------------------------------------
+
+    def beat(self) -> BeatState:
+        """The last beat tick (and redbeat's keys), read against the store's own clock."""
+        return self._once(
+            "beat",
+            lambda: read_beat(
+                self.app, self.require_broker(), self.settings.beat_key,
+                timeout=self.deadline.within(max(0.5, self.deadline.total * CONNECT_SHARE)),
+            ),
         )
 
     # -- round trip ------------------------------------------------------------------------

@@ -66,6 +66,9 @@ class Settings:
     format: str = "text"
     probes: tuple[Path, ...] = ()
     backlog_sample: int = 100
+    beat_interval: float | None = None
+    beat_grace: float = 2.0
+    beat_key: str = "celery-probe:beat:last-tick"
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -253,6 +256,16 @@ def _parse_sample(name: str, raw: Any, source: str) -> int:
     return _parse_int(name, raw, source, lo=0, hi=10_000)
 
 
+def _parse_factor(name: str, raw: Any, source: str) -> float:
+    try:
+        value = float(raw) if not isinstance(raw, bool) else math.nan
+    except (TypeError, ValueError):
+        raise _fail(name, raw, "is not a number", source) from None
+    if not math.isfinite(value) or not 1 <= value <= 1000:
+        raise _fail(name, raw, "must be a factor between 1 and 1000", source)
+    return value
+
+
 @dataclass(frozen=True)
 class _Spec:
     name: str
@@ -277,6 +290,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("format", "FORMAT", "--format", _parse_format),
     _Spec("probes", "PROBES", "--probes", _parse_paths),
     _Spec("backlog_sample", "BACKLOG_SAMPLE", "--backlog-sample", _parse_sample),
+    _Spec("beat_interval", "BEAT_INTERVAL", "--beat-interval", _parse_float(0.1, 604_800)),
+    _Spec("beat_grace", "BEAT_GRACE", "--beat-grace", _parse_factor),
+    _Spec("beat_key", "BEAT_KEY", "--beat-key", _parse_str),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.

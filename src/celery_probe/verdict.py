@@ -229,6 +229,31 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
     endpoints = [dict(e) for e in _maps(measured.get("endpoint"))]
     if endpoints:
         verdict["endpoints"] = endpoints
+    ticks = _maps(measured.get("beat"))
+    if ticks:
+        verdict["beat"] = _beat(ticks[-1])
+
+
+def _beat(info: Mapping[str, Any]) -> dict[str, Any]:
+    """The beat tick as measured: its age against the store's clock, and redbeat's keys."""
+    beat: dict[str, Any] = {
+        "last_tick_age_s": _number(info.get("age_s")),
+        "interval_s": _number(info.get("interval_s")),
+        "grace": _number(info.get("grace")),
+        "worker": _text(info.get("worker")),
+        "store": _text(info.get("store")),
+        "key": _text(info.get("key")),
+    }
+    red = info.get("redbeat")
+    if isinstance(red, Mapping):
+        beat["redbeat"] = {
+            "lock_ttl_s": _number(red.get("lock_ttl_s")),
+            "entries": _int(red.get("entries")),
+            "next_entry": _text(red.get("next_entry")),
+            "overdue_s": _number(red.get("overdue_s")),
+            "error": _text(red.get("error")),
+        }
+    return beat
 
 
 def _maps(values: Any) -> list[Mapping[str, Any]]:
