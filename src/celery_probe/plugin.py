@@ -47,6 +47,8 @@ _PYTEST_LABELS = {
     "beat_interval": "--beat-interval",
     "beat_grace": "--beat-grace",
     "beat_key": "--beat-key",
+    "expect_worker_names": "--expect-worker-name",
+    "expect_consumers": "--expect-consumer",
 }
 
 
@@ -87,6 +89,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--beat-interval", help="check celery beat: seconds between beat ticks (install_beat_tick)")
     group.addoption("--beat-grace", help="beat is stale after interval x this factor without a tick (default 2)")
     group.addoption("--beat-key", help="Redis key of the beat tick (default celery-probe:beat:last-tick)")
+    group.addoption("--expect-worker-name", action="append", default=[], help="a worker matching this pattern must answer (repeatable)")
+    group.addoption("--expect-consumer", action="append", default=[], help="QUEUE=PATTERN: matching workers consume QUEUE, no others (repeatable)")
 
 
 def _probe_mode_requested(config: pytest.Config) -> bool:
@@ -131,6 +135,8 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "beat_interval": opt.beat_interval,
         "beat_grace": opt.beat_grace,
         "beat_key": opt.beat_key,
+        "expect_worker_names": tuple(opt.expect_worker_name),
+        "expect_consumers": tuple(opt.expect_consumer),
     }
     try:
         settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
@@ -239,7 +245,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # Built-in probes run in causal order (the broker before the workers before the round
 # trip), so a failure upstream is known before anything downstream waits for it.
 BUILTIN_ORDER = (
-    "test_broker.py", "test_workers.py", "test_queues.py", "test_backlog.py",
+    "test_broker.py", "test_workers.py", "test_drift.py", "test_queues.py", "test_backlog.py",
     "test_beat.py", "test_endpoint.py", "test_roundtrip.py",
 )
 

@@ -69,6 +69,8 @@ class Settings:
     beat_interval: float | None = None
     beat_grace: float = 2.0
     beat_key: str = "celery-probe:beat:last-tick"
+    expect_worker_names: tuple[str, ...] = ()
+    expect_consumers: tuple[tuple[str, str], ...] = ()
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -266,6 +268,32 @@ def _parse_factor(name: str, raw: Any, source: str) -> float:
     return value
 
 
+def _parse_patterns(name: str, raw: Any, source: str) -> tuple[str, ...]:
+    patterns = _as_list(raw)
+    for pattern in patterns:
+        if any(ord(ch) < 32 for ch in pattern):
+            raise _fail(name, pattern, "contains a control character", source)
+    return tuple(dict.fromkeys(patterns))
+
+
+def _parse_consumers(name: str, raw: Any, source: str) -> tuple[tuple[str, str], ...]:
+    """``QUEUE=PATTERN`` items; a TOML table maps a queue to a pattern or a list of them."""
+    items: list[Any]
+    if isinstance(raw, Mapping):
+        items = [f"{q}={p}" for q, ps in raw.items() for p in (ps if isinstance(ps, (list, tuple)) else [ps])]
+    else:
+        items = _as_list(raw)
+    rules: list[tuple[str, str]] = []
+    for item in items:
+        queue, sep, pattern = str(item).partition("=")
+        if not sep or not queue.strip() or not pattern.strip():
+            raise _fail(name, item, "must be QUEUE=PATTERN", source)
+        if any(ord(ch) < 32 for ch in str(item)):
+            raise _fail(name, item, "contains a control character", source)
+        rules.append((queue.strip(), pattern.strip()))
+    return tuple(dict.fromkeys(rules))
+
+
 @dataclass(frozen=True)
 class _Spec:
     name: str
@@ -293,10 +321,13 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("beat_interval", "BEAT_INTERVAL", "--beat-interval", _parse_float(0.1, 604_800)),
     _Spec("beat_grace", "BEAT_GRACE", "--beat-grace", _parse_factor),
     _Spec("beat_key", "BEAT_KEY", "--beat-key", _parse_str),
+    _Spec("expect_worker_names", "EXPECT_WORKER_NAMES", "--expect-worker-name", _parse_patterns),
+    _Spec("expect_consumers", "EXPECT_CONSUMERS", "--expect-consumer", _parse_consumers),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.
-_PYPROJECT_ALIASES = {"queue_thresholds": "queue_threshold", "queue": "queues", "endpoint": "endpoints"}
+_PYPROJECT_ALIASES = {"queue_thresholds": "queue_threshold", "queue": "queues", "endpoint": "endpoints",
+                      "expect_worker_name": "expect_worker_names", "expect_consumer": "expect_consumers"}
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
