@@ -20,8 +20,8 @@ import pytest
 from conftest import APPS, app_env, run_cli
 from serving import HEALTH, ServeProcess, http_get
 
-from celery_probe.probe_loop import ProbeLoop
-from celery_probe.settings import Settings
+from celery_probe.probe_loop import ProbeLoop, check_round_trip, child_environment
+from celery_probe.settings import Settings, resolve_settings
 from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
 
 DEADLINE = "2"
@@ -249,6 +249,30 @@ class TestLifecycle:
         assert loop.runs_started == 1 and loop.runs_killed == 1
         pid = int((tmp_path / "pid").read_text())
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+class TestChildEnvironment:
+    def test_every_setting_reaches_the_probe_process_unchanged(self, tmp_path):
+        """The child resolves its settings from the environment alone: they must round-trip."""
+        extra = tmp_path / "probes"
+        extra.mkdir()
+        settings = resolve_settings({
+            "app": "proj.celery:app", "broker": "redis://:p%40ss@127.0.0.1:1/0", "backend": "redis://127.0.0.1:1/1",
+            "queues": ("a", "b"), "expect_workers": "3", "endpoints": ("http://u:pw@127.0.0.1:1/h",),
+            "deadline": "2.5", "queue_threshold": ("50", "b=70"), "roundtrip_slow": "0.3",
+            "roundtrip_task": "proj.noop", "ping_window": "0.2", "probes": (str(extra),),
+        }, environ={}, pyproject=False)
+        env = child_environment(settings, {"CELERY_PROBE_QUEUES": "stale", "PATH": "/bin"})
+        assert env["CELERY_PROBE_QUEUES"] == "a,b" and env["PATH"] == "/bin"
+        assert env["CELERY_PROBE_BROKER"] == "redis://:p%40ss@127.0.0.1:1/0"
+        check_round_trip(settings, {})
+        again = resolve_settings(environ=env, pyproject=False)
+        assert again.with_(sources={}) == settings.with_(sources={})
+
+    def test_an_inherited_variable_cannot_change_what_the_child_probes(self):
+        settings = Settings(broker="redis://127.0.0.1:1/0")
+        env = child_environment(settings, {"CELERY_PROBE_EXPECT_WORKERS": "9", "CELERY_PROBE_APP": "other"})
+        assert "CELERY_PROBE_EXPECT_WORKERS" not in env and "CELERY_PROBE_APP" not in env
 
 
 def _zombie(pid: int) -> bool:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from celery_probe.api import PROCESS_SLACK
+from celery_probe.errors import ProbeUsageError
 from celery_probe.reports import LATEST, load_report
-from celery_probe.settings import ENV_PREFIX, Settings
+from celery_probe.settings import ENV_PREFIX, SPECS, Settings, resolve_settings
 from celery_probe.verdict import unknown_verdict
 
 log = logging.getLogger("celery_probe.serve")
@@ -53,31 +54,56 @@ class Snapshot:
     took_s: float | None = None  # wall time of the run, process start-up included
 
 
+ARGV_SETTINGS = ("report_dir", "format")  # given on the child's command line instead
+
+
 def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a probe run that reproduces ``settings`` exactly.
 
     Every resolved setting is passed as its ``CELERY_PROBE_*`` variable, which outranks the
     ``pyproject.toml`` the child would read, and inherited ``CELERY_PROBE_*`` variables are
-    dropped so the child cannot resolve anything differently from this process.
+    dropped so the child cannot resolve anything differently from this process. The
+    mapping is generic over :data:`celery_probe.settings.SPECS`, so a new setting travels
+    too; :func:`check_round_trip` proves it does.
     """
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(ENV_PREFIX)}
-    thresholds = [str(settings.queue_threshold)] + [f"{q}={n}" for q, n in settings.queue_thresholds.items()]
-    values: dict[str, str | None] = {
-        "APP": settings.app,
-        "BROKER": settings.broker,
-        "BACKEND": settings.backend,
-        "QUEUES": ",".join(settings.queues) or None,
-        "EXPECT_WORKERS": str(settings.expect_workers) if settings.expect_workers else None,
-        "ENDPOINTS": ",".join(settings.endpoints) or None,
-        "DEADLINE": repr(settings.deadline),
-        "QUEUE_THRESHOLD": ",".join(thresholds),
-        "ROUNDTRIP_SLOW": repr(settings.roundtrip_slow),
-        "ROUNDTRIP_TASK": settings.roundtrip_task,
-        "PING_WINDOW": repr(settings.ping_window),
-        "PROBES": ",".join(str(p.resolve()) for p in settings.probes) or None,
-    }
-    env.update({ENV_PREFIX + key: value for key, value in values.items() if value})
+    for spec in SPECS:
+        if spec.name in ARGV_SETTINGS:
+            continue
+        value = _env_value(spec.name, settings)
+        if value:
+            env[ENV_PREFIX + spec.env] = value
     return env
+
+
+def _env_value(name: str, settings: Settings) -> str | None:
+    """The ``CELERY_PROBE_*`` spelling of one setting, as its parser reads it back."""
+    if name == "queue_threshold":
+        items = [str(settings.queue_threshold)] + [f"{q}={n}" for q, n in settings.queue_thresholds.items()]
+        return ",".join(items)
+    value = getattr(settings, name)
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (tuple, list)):
+        return ",".join("=".join(map(str, item)) if isinstance(item, tuple) else str(item) for item in value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def check_round_trip(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Refuse to start when a setting would reach the probe process changed (one line, exit 64)."""
+    env = child_environment(settings, environ)
+    env.pop("CELERY_BROKER_URL", None)  # Celery's own fallback: the app reads it in the child too
+    again = resolve_settings(environ=env, pyproject=False)
+    for spec in SPECS:
+        names = ("queue_threshold", "queue_thresholds") if spec.name == "queue_threshold" else (spec.name,)
+        for name in names:
+            if name not in ARGV_SETTINGS and getattr(again, name) != getattr(settings, name):
+                raise ProbeUsageError(
+                    f"setting {name.replace('_', '-')} cannot be passed to the probe process unchanged "
+                    f"({getattr(settings, name)!r} would arrive as {getattr(again, name)!r})"
+                )
 
 
 class ProbeLoop:
@@ -95,6 +121,7 @@ class ProbeLoop:
         report_dir: Path | None = None,
         python: str = sys.executable,
     ) -> None:
+        check_round_trip(settings)
         self.settings = settings
         self.interval = interval
         self.report_dir = report_dir
