@@ -309,7 +309,7 @@ def verdict_document(status: str, **extra: Any) -> dict[str, Any]:
 
 def cli_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(APPS)}
-    for key in ("NO_COLOR", "FORCE_COLOR", "CELERY_PROBE_SMTP_PASSWORD"):
+    for key in ("NO_COLOR", "FORCE_COLOR", "CELERY_PROBE_SMTP_PASSWORD", "CELERY_PROBE_WEBHOOKS"):
         env.pop(key, None)
     env.update(extra)
     return env
@@ -328,6 +328,13 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def _no_alert_settings_from_the_developer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A developer's own webhook or SMTP password must never reach a test run."""
+    for key in ("CELERY_PROBE_WEBHOOKS", "CELERY_PROBE_SMTP_PASSWORD"):
+        monkeypatch.delenv(key, raising=False)
 
 
 @pytest.fixture

@@ -69,6 +69,14 @@ class TestForms:
         posts = {p.path: p.json() for p in hooks.wait_for(2)}
         assert list(posts["/a"]) == ["text"] and posts["/b"]["status"] == "degraded"
 
+    def test_webhooks_from_the_environment_stay_off_the_command_line(self, health, hooks, tmp_path):
+        health.serve("down")
+        result = run_cli("check", health.url(), cwd=tmp_path,
+                         env={"CELERY_PROBE_WEBHOOKS": f"slack={hooks.url('/a')} {hooks.url('/b')}"})
+        assert result.code == 2, result.stderr
+        posts = {p.path: p.json() for p in hooks.wait_for(2)}
+        assert list(posts["/a"]) == ["text"] and posts["/b"]["event"] == "problem"
+
     def test_recovery_payload(self, health, hooks, tmp_path):
         state = tmp_path / "state.json"
         health.serve("down")

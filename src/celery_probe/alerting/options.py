@@ -34,7 +34,9 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--service-name", "service_name", {"metavar": "UNIT", "help": "The worker's systemd unit, named in the mail's steps (default celery)."}),
     ("--broker-service", "broker_service", {"metavar": "UNIT", "help": "The broker's systemd unit, named in the mail's steps (default redis)."}),
     ("--label", "label", {"metavar": "TEXT", "help": "Name of this deployment, added to subjects and payloads."}),
-    ("--webhook", "webhooks", {"multiple": True, "metavar": "[FORMAT=]URL", "help": "POST alerts as JSON to URL (repeatable); FORMAT generic, slack or telegram."}),
+    ("--webhook", "webhooks", {"multiple": True, "metavar": "[FORMAT=]URL", "envvar": "CELERY_PROBE_WEBHOOKS",
+                               "help": "POST alerts as JSON to URL (repeatable); FORMAT generic, slack or telegram. "
+                                       "Or CELERY_PROBE_WEBHOOKS (space-separated), which keeps tokens out of ps."}),
     ("--webhook-format", "webhook_format", {"metavar": "generic|slack|telegram", "help": "Form of --webhook URLs given without FORMAT= (default generic)."}),
     ("--telegram-chat-id", "telegram_chat_id", {"metavar": "ID", "help": "Chat for telegram webhooks."}),
     ("--state-file", "state_file", {"metavar": "PATH", "help": "Remember the last status: alert on changes only, retry failed alerts."}),
@@ -43,7 +45,6 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--alert-timeout", "alert_timeout", {"metavar": "SECONDS", "help": "Bound on each mail or webhook delivery (default 10)."}),
     ("--lock-timeout", "lock_timeout", {"metavar": "SECONDS", "help": "Wait at most this for an overlapping run's lock (default 5)."}),
 )
-_KEYWORDS = tuple(f"alert_{name}" for _flag, name, _kw in _OPTIONS)
 
 
 def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -51,17 +52,22 @@ def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from celery_probe.alerting.config import build_alert_config
-
-        values = {name: kwargs.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
-        values["emails"] = tuple(values["emails"] or ())
-        values["webhooks"] = tuple(values["webhooks"] or ())
-        kwargs["alerting"] = build_alert_config(**values)
+        kwargs["alerting"] = config_from_params(kwargs)
         return func(*args, **kwargs)
 
     for flag, name, extra in reversed(_OPTIONS):
         wrapper = click.option(flag, f"alert_{name}", **extra)(wrapper)
     return wrapper
+
+
+def config_from_params(params: dict[str, Any]) -> AlertConfig | None:
+    """Take the alert options out of click's ``params`` and validate them (ProbeUsageError)."""
+    from celery_probe.alerting.config import build_alert_config
+
+    values = {name: params.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
+    values["emails"] = tuple(values["emails"] or ())
+    values["webhooks"] = tuple(values["webhooks"] or ())
+    return build_alert_config(**values)
 
 
 def send_alerts(verdict: Mapping[str, Any], alerting: AlertConfig | None, *, source: str | None = None) -> Outcome | None:

@@ -124,6 +124,7 @@ def generic_payload(note: Notification, values: dict[str, str], *, label: str | 
         "summary": values["headline"],
         "label": label,
         "target": verdict.get("target"),
+        "endpoint": verdict.get("source"),
         "checked_at": verdict.get("checked_at"),
         "created_at": note.created_at,
         "since": note.since,
