@@ -8,6 +8,7 @@ causes none.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import stat
@@ -249,6 +250,25 @@ class TestLifecycle:
         assert loop.runs_started == 1 and loop.runs_killed == 1
         pid = int((tmp_path / "pid").read_text())
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)
+
+
+class TestStaleVerdict:
+    def test_a_verdict_the_loop_did_not_replace_is_served_as_unknown(self):
+        """In-process: a loop that stopped producing verdicts must not leave an old healthy one up."""
+        from celery_probe.probe_loop import Snapshot
+        from celery_probe.serve import ProbeService
+
+        service = ProbeService(Settings(broker="redis://127.0.0.1:1/0", deadline=1.0), interval=1)
+        healthy = {"status": "healthy", "reasons": [], "target": "redis://127.0.0.1:1/0"}
+        age = service.stale_after + 5
+        service.loop.snapshot = Snapshot(healthy, None, time.time() - age, time.monotonic() - age, run=1)
+        reply = service.health()
+        body = json.loads(reply.body)
+        assert body["status"] == "unknown" and body["reasons"][0]["code"] == "celery_probe_stale"
+        assert body["age_s"] >= age and reply.headers["cache-control"] == "no-store"
+        assert json.loads(service.healthz().body)["status"] == "unknown"
+        service.loop.snapshot = Snapshot(healthy, None, time.time(), time.monotonic(), run=2)
+        assert json.loads(service.health().body)["status"] == "healthy"
 
 
 class TestChildEnvironment:
