@@ -26,6 +26,7 @@ from celery_probe.alerting.webhook import (
     FORMATS,
     Webhook,
     WebhookChannel,
+    error_display,
     split_spec,
     url_problem,
     url_secrets,
@@ -207,10 +208,10 @@ def build_alert_config(
         try:
             fmt, url = split_spec(spec, default_format)
         except ValueError as exc:
-            raise _fail("--webhook", spec, str(exc)) from None
+            raise _fail("--webhook", error_display(spec.partition("=")[2]), str(exc)) from None
         problem = url_problem(url)
         if problem:
-            raise _fail("--webhook", url, problem)
+            raise _fail("--webhook", error_display(url), problem)
         hooks.append(Webhook(url, fmt, telegram_chat_id.strip() if fmt == "telegram" and telegram_chat_id else None))
         secrets.update(url_secrets(url))
     if any(h.format == "telegram" for h in hooks):
@@ -235,13 +236,25 @@ def build_alert_config(
         if policy.min_failures > 1 or repeat_every is not None:
             raise ProbeUsageError("--min-failures and --repeat-every need --state-file PATH "
                                   "(without it every non-healthy run alerts)")
-    elif path.is_dir():
-        raise _fail("--state-file", str(path), "is a directory")
+    else:
+        _check_state_path(path)
     return AlertConfig(
         channels=tuple(channels), state_file=path, policy=policy,
         lock_timeout=_seconds("--lock-timeout", lock_timeout, DEFAULT_LOCK_TIMEOUT, 0, 3600),
         secrets=frozen,
     )
+
+
+def _check_state_path(path: Path) -> None:
+    """Fail at start-up, not at the first outage, when the state cannot be kept."""
+    if path.is_dir():
+        raise _fail("--state-file", str(path), "is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _fail("--state-file", str(path), f"its folder cannot be created ({exc.strerror or exc})") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise _fail("--state-file", str(path), "its folder is not writable (the state and its lock live there)")
 
 
 def _transport(*, smtp: str | None, starttls: bool, implicit_tls: bool, user: str | None, mail_from: str | None,

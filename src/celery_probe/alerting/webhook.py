@@ -63,6 +63,20 @@ def safe_display(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{rest}"
 
 
+def error_display(url: str) -> str:
+    """How a webhook that failed validation is named in the error: host only, never the rest.
+
+    It may not even parse, so this works on the text: the scheme, the host part without any
+    ``user:password@``, and ``/…`` when something followed.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url[:24] + ("…" if len(url) > 24 else "")
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0].rsplit("@", 1)[-1]
+    tail = rest[len(rest.split("/", 1)[0].split("?", 1)[0]):]
+    return f"{scheme}://{host}" + ("/…" if tail.strip("/") else "")
+
+
 def url_secrets(url: str) -> set[str]:
     """The parts of a webhook URL that may be secret, for :func:`celery_probe.urls.scrub`."""
     parts = urlsplit(url)
