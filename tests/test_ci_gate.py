@@ -11,7 +11,8 @@ from conftest import APPS, ROOT, app_env
 from celery_probe.junit import finalize_junit
 from celery_probe.testing import CeleryWorker, RedisServer
 
-DEADLINE = "2"
+DEADLINE = "3"
+SLOW = "2.5"  # a loaded test machine must not turn a healthy round trip into celery_roundtrip_slow
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,8 @@ def deployment(module_redis):
 
 
 def gate(cli, env, *extra: str):
-    return cli("run", "-A", "probe_test_app", "--deadline", DEADLINE, "--format", "json", *extra, env=env)
+    return cli("run", "-A", "probe_test_app", "--deadline", DEADLINE, "--roundtrip-slow", SLOW, "--format", "json",
+               *extra, env=env)
 
 
 def suite_of(path: Path) -> ET.Element:

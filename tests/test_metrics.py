@@ -14,7 +14,7 @@ from celery_probe.testing import CeleryWorker
 from celery_probe.verdict import STATUSES, verdict_from_report
 
 REPORTS = sorted((TESTS / "reports").glob("*.json"))
-DEADLINE = "2"
+DEADLINE = "3"
 
 
 def samples_of(verdict, report=None, **kwargs):
@@ -102,7 +102,7 @@ def deployment(module_redis):
 
 
 def prom_run(cli, env, path: Path, *extra: str):
-    return cli("run", "-A", "probe_test_app", "--deadline", DEADLINE, "--format", "json",
+    return cli("run", "-A", "probe_test_app", "--deadline", DEADLINE, "--roundtrip-slow", "2.5", "--format", "json",
                "--prom-file", str(path), *extra, env=env)
 
 

@@ -45,8 +45,14 @@ def deployment(module_redis):
 def quiet_server(deployment, tmp_path_factory):
     """A server probing once a minute: after its first run, nothing else should start one."""
     env, _worker = deployment
-    with ServeProcess(*serve_args(interval="60"), env=env, cwd=tmp_path_factory.mktemp("serve")) as server:
-        server.wait_status("healthy", timeout=20)
+    # Generous limits: its one run must be healthy even on a loaded machine (a slow round trip
+    # would be degraded, and the next run is a minute away).
+    args = ["-A", "probe_test_app", "--expect-workers", "1", "--deadline", "5", "--roundtrip-slow", "4",
+            "--interval", "60"]
+    with ServeProcess(*args, env=env, cwd=tmp_path_factory.mktemp("serve")) as server:
+        first = wait_until(lambda: (v := server.health())["status"] != "unknown" and v, timeout=30,
+                           what="the first verdict")
+        assert first["status"] == "healthy", first["reasons"]
         yield server
 
 
