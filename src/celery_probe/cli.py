@@ -27,8 +27,10 @@ from typing import Any
 import click
 
 from celery_probe import __version__
+from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.deadline import Deadline
 from celery_probe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeUsageError, ReportWriteError
+from celery_probe.run_outputs import finish_outputs, run_output_options
 from celery_probe.settings import FORMATS, Settings, as_cli_overrides, require_target, resolve_settings
 
 
@@ -48,6 +50,12 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--report-dir", metavar="DIR", help="Where latest.json, verdict.json and history.jsonl go (default reports)."),
         click.option("--format", "format_", metavar="|".join(FORMATS), help="Output: text (default), json or nagios."),
         click.option("--probes", "probes", multiple=True, metavar="PATH", help="Extra probe files or folders (repeatable)."),
+        click.option("--backlog-sample", metavar="N", help="Messages read from each queue head to count waiting tasks by name (default 100, 0 = off)."),
+        click.option("--beat-interval", metavar="SECONDS", help="Check celery beat: its tick (install_beat_tick) runs this often."),
+        click.option("--beat-grace", metavar="FACTOR", help="Beat is stale after interval × FACTOR without a tick (default 2)."),
+        click.option("--beat-key", metavar="KEY", help="Redis key of the beat tick (default celery-probe:beat:last-tick)."),
+        click.option("--expect-worker-name", "expect_worker_names", multiple=True, metavar="PATTERN", help="A worker matching PATTERN (fnmatch, e.g. sync@*) must answer (repeatable)."),
+        click.option("--expect-consumer", "expect_consumers", multiple=True, metavar="QUEUE=PATTERN", help="Workers matching PATTERN consume QUEUE, and no others (repeatable)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -55,7 +63,12 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _settings_from(raw: dict[str, Any]) -> Settings:
-    return resolve_settings(
+    return resolve_settings(_cli_overrides(raw))
+
+
+def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """The settings given as flags, by setting name (unset ones left out)."""
+    return (
         as_cli_overrides(
             app=raw.get("app"),
             broker=raw.get("broker"),
@@ -71,6 +84,12 @@ def _settings_from(raw: dict[str, Any]) -> Settings:
             report_dir=raw.get("report_dir"),
             format=raw.get("format_"),
             probes=tuple(raw.get("probes") or ()),
+            backlog_sample=raw.get("backlog_sample"),
+            beat_interval=raw.get("beat_interval"),
+            beat_grace=raw.get("beat_grace"),
+            beat_key=raw.get("beat_key"),
+            expect_worker_names=tuple(raw.get("expect_worker_names") or ()),
+            expect_consumers=tuple(raw.get("expect_consumers") or ()),
         )
     )
 
@@ -103,13 +122,20 @@ def cli() -> None:
 
 @cli.command()
 @_target_options
+@alert_options
+@run_output_options
+@click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Probe every [targets.NAME] of this TOML file, in parallel (see README).")
+@click.option("--parallel", metavar="N", help="Worker processes for --targets (default: one per CPU, at most one per target).")
 @click.option("-v", "--verbose", is_flag=True, help="Show pytest's own output on stderr.")
-def run(verbose: bool, **raw: Any) -> int:
+def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: Any) -> int:
     """Run the probes against a Celery deployment and print the verdict.
 
     Writes REPORT_DIR/latest.json (the pytest-json-report report), REPORT_DIR/verdict.json
     and one line of REPORT_DIR/history.jsonl.
     """
+    if targets_file is not None:
+        return _run_targets(targets_file, parallel, verbose, raw)
     deadline_clock = Deadline(0.0)
     settings = _settings_from(raw)
     require_target(settings)
@@ -124,12 +150,51 @@ def run(verbose: bool, **raw: Any) -> int:
 
     with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings)):
         app = build_app(settings)
-        context = run_probes(settings, app, deadline, verbose=verbose)
+        context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"))
     assert context.verdict is not None
     code = emit(context.verdict, settings.format)
+    code = finish_outputs(context, code, raw)  # JUnit, textfile, CI gate; also when reports fail
+    send_alerts(context.verdict, raw.get("alerting"))  # also when reports fail; keeps the exit code
     if context.write_error:
         raise ReportWriteError(context.write_error)
     return code
+
+
+def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: dict[str, Any]) -> int:
+    """``run --targets FILE``: one verdict per named target plus the overall one."""
+    from celery_probe.reports import check_report_dir
+    from celery_probe.runner import Watchdog, run_targets, targets_watchdog_seconds
+    from celery_probe.settings import load_targets
+
+    if raw.get("app") or raw.get("broker"):
+        raise ProbeUsageError("give either --targets FILE or -A/--app / -b/--broker, not both (from --targets)")
+    settings = _settings_from(raw)
+    overrides = _cli_overrides(raw)
+    targets = load_targets(targets_file, overrides)
+    workers = _parse_parallel(parallel, len(targets))
+    check_report_dir(settings.report_dir)
+    with Watchdog(targets_watchdog_seconds(targets, workers), lambda: _give_up(settings)):
+        context = run_targets(settings, targets, targets_file, overrides, parallel=workers,
+                              verbose=verbose, junitxml=raw.get("junitxml"))
+    assert context.verdict is not None
+    code = emit(context.verdict, settings.format)
+    code = finish_outputs(context, code, raw)
+    send_alerts(context.verdict, raw.get("alerting"))
+    if context.write_error:
+        raise ReportWriteError(context.write_error)
+    return code
+
+
+def _parse_parallel(raw: str | None, targets: int) -> int:
+    if raw is None:
+        return max(1, min(targets, os.cpu_count() or 1))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ProbeUsageError(f"invalid parallel {raw!r}: is not a whole number (from --parallel)") from None
+    if not 1 <= value <= 256:
+        raise ProbeUsageError(f"invalid parallel {raw!r}: must be between 1 and 256 (from --parallel)")
+    return value
 
 
 def _give_up(settings: Settings) -> None:
@@ -173,6 +238,15 @@ def demo(keep: bool) -> int:
     from celery_probe.demo import run_demo
 
     return run_demo(keep=keep)
+
+
+from celery_probe.serve_cli import serve  # noqa: E402  (it reuses _target_options above)
+
+cli.add_command(serve)
+
+from celery_probe.check import check as check_command  # noqa: E402
+
+cli.add_command(check_command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -53,19 +53,63 @@ _PYTEST_LABELS = {
 
 
 @dataclass(eq=False)
+class TargetState:
+    """One target of a run: its settings, app and deadline, each made when first needed.
+
+    With several targets the probes of each run in an xdist worker process of their own,
+    which builds the app itself and starts the target's deadline at its first probe.
+    """
+
+    name: str
+    settings: Settings
+    app: Celery | None = None
+    deadline: Deadline | None = None
+    run: ProbeRun | None = None
+
+    def ensure_app(self) -> Celery:
+        if self.app is None:
+            from celery_probe.target import build_app
+
+            self.app = build_app(self.settings)
+        return self.app
+
+    def ensure_deadline(self) -> Deadline:
+        if self.deadline is None:
+            self.deadline = Deadline(self.settings.deadline)
+        return self.deadline
+
+
+@dataclass(eq=False)
 class RunContext:
-    """What ``celery-probe run`` hands to the plugin, and what it gets back."""
+    """What ``celery-probe run`` hands to the plugin, and what it gets back.
+
+    ``settings`` holds the run-wide settings (report folder, format); ``targets`` the
+    targets probed, one unnamed target (``""``) unless a targets file names several.
+    """
 
     settings: Settings
-    app: Celery
-    deadline: Deadline
+    app: Celery | None = None
+    deadline: Deadline | None = None
     write_reports: bool = True
     from_cli: bool = False
     verdict: dict[str, Any] | None = None
     report: dict[str, Any] | None = None
     write_error: str | None = None
     written: list[Path] = field(default_factory=list)
-    run: ProbeRun | None = None
+    targets: dict[str, TargetState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            self.targets = {"": TargetState("", self.settings, self.app, self.deadline)}
+
+    @property
+    def multi(self) -> bool:
+        return list(self.targets) != [""]
+
+    @property
+    def run(self) -> ProbeRun | None:
+        """The probe run of a single-target session (None with several targets)."""
+        return self.targets[""].run if "" in self.targets else None
 
 
 _CONTEXT = pytest.StashKey[RunContext]()
@@ -91,11 +135,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--beat-key", help="Redis key of the beat tick (default celery-probe:beat:last-tick)")
     group.addoption("--expect-worker-name", action="append", default=[], help="a worker matching this pattern must answer (repeatable)")
     group.addoption("--expect-consumer", action="append", default=[], help="QUEUE=PATTERN: matching workers consume QUEUE, no others (repeatable)")
+    group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
 
 
 def _probe_mode_requested(config: pytest.Config) -> bool:
     opt = config.option
-    return bool(getattr(opt, "celery_app", None) or getattr(opt, "celery_broker", None))
+    return bool(
+        getattr(opt, "celery_app", None) or getattr(opt, "celery_broker", None)
+        or getattr(opt, "celery_targets", None)
+    )
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -139,6 +187,15 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "expect_consumers": tuple(opt.expect_consumer),
     }
     try:
+        if opt.celery_targets:
+            from celery_probe.settings import load_targets
+
+            overrides = {k: v for k, v in cli.items() if v not in (None, (), [])}
+            named = load_targets(Path(opt.celery_targets), overrides)
+            run_wide = resolve_settings(overrides, cli_labels=_PYTEST_LABELS)
+            # Apps are built where the probes run: in each xdist worker, at first use.
+            targets = {name: TargetState(name, settings) for name, settings in named.items()}
+            return RunContext(settings=run_wide, targets=targets)
         settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
         app = build_app(settings)
     except ProbeUsageError as exc:
@@ -163,11 +220,17 @@ def _require_context(request: pytest.FixtureRequest) -> RunContext:
 
 
 @pytest.fixture(scope="session")
-def probe_run(request: pytest.FixtureRequest) -> Iterator[ProbeRun]:
-    """The run's shared, lazily measured state (broker, workers, queues, round trips)."""
+def probe_target(request: pytest.FixtureRequest) -> TargetState:
+    """The target these probes run against (parametrized by name with several targets)."""
     context = _require_context(request)
-    run = ProbeRun(context.settings, context.app, context.deadline)
-    context.run = run
+    return context.targets[getattr(request, "param", "")]
+
+
+@pytest.fixture(scope="session")
+def probe_run(probe_target: TargetState) -> Iterator[ProbeRun]:
+    """The target's shared, lazily measured state (broker, workers, queues, round trips)."""
+    run = ProbeRun(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
+    probe_target.run = run
     yield run
     try:
         with alarm(TEARDOWN_GRACE, "cleanup"):
@@ -177,15 +240,15 @@ def probe_run(request: pytest.FixtureRequest) -> Iterator[ProbeRun]:
 
 
 @pytest.fixture(scope="session")
-def probe_settings(request: pytest.FixtureRequest) -> Settings:
-    """The resolved :class:`~celery_probe.settings.Settings` of this run."""
-    return _require_context(request).settings
+def probe_settings(probe_target: TargetState) -> Settings:
+    """The resolved :class:`~celery_probe.settings.Settings` of this target."""
+    return probe_target.settings
 
 
 @pytest.fixture(scope="session")
-def probe_deadline(request: pytest.FixtureRequest) -> Deadline:
-    """The run's deadline: ``probe_deadline.remaining()`` seconds are left for everything."""
-    return _require_context(request).deadline
+def probe_deadline(probe_target: TargetState) -> Deadline:
+    """The target's deadline: ``probe_deadline.remaining()`` seconds are left for everything."""
+    return probe_target.ensure_deadline()
 
 
 @pytest.fixture(scope="session")
@@ -228,15 +291,11 @@ def known() -> Any:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "endpoint_url" not in metafunc.fixturenames:
-        return
     context = _context(metafunc.config)
-    endpoints = list(context.settings.endpoints) if context else []
-    from celery_probe.urls import redact_url
-
-    metafunc.parametrize(
-        "endpoint_url", endpoints or [None], ids=[redact_url(u) for u in endpoints] or ["none"]
-    )
+    if context is None or not context.multi or "probe_target" not in metafunc.fixturenames:
+        return
+    names = list(context.targets)
+    metafunc.parametrize("probe_target", names, indirect=True, scope="session", ids=names)
 
 
 # ------------------------------------------------------------------ deadline and marks
@@ -255,11 +314,24 @@ def _order_key(item: pytest.Item) -> int:
     return BUILTIN_ORDER.index(name) if name in BUILTIN_ORDER else len(BUILTIN_ORDER)
 
 
+def _item_target(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    return str(callspec.params.get("probe_target", "")) if callspec is not None else ""
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _context(config) is None:
+    context = _context(config)
+    if context is None:
         return
-    items.sort(key=_order_key)
-    for item in items:
+    names = list(context.targets)
+    items.sort(key=lambda item: (names.index(_item_target(item)) if _item_target(item) in names else 0,
+                                 _order_key(item)))
+    for position, item in enumerate(items):
+        item.stash[_ORDER] = position
+        if context.multi:
+            # pytest-xdist's loadgroup sends every probe of a target to the same worker.
+            item.add_marker(pytest.mark.xdist_group(_item_target(item) or "_run"))
         marker = item.get_closest_marker("probe")
         try:
             mark = probe_mark(marker.args if marker else (), dict(marker.kwargs) if marker else {}, item.nodeid)
@@ -272,6 +344,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 _MARK = pytest.StashKey[ProbeMark]()
 _MARK_ERROR = pytest.StashKey[str]()
+_ORDER = pytest.StashKey[int]()  # position in causal order; reports from xdist arrive in any order
 
 
 def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
@@ -280,12 +353,14 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
         return (yield)
     if when == "setup" and _MARK_ERROR in item.stash:
         pytest.fail(f"invalid probe marker: {item.stash[_MARK_ERROR]}", pytrace=False)
-    budget = context.deadline.remaining()
+    target = context.targets.get(_item_target(item)) or next(iter(context.targets.values()))
+    deadline = target.ensure_deadline()
+    budget = deadline.remaining()
     if when == "teardown":
         budget += TEARDOWN_GRACE
     elif budget <= 0:
         pytest.fail(
-            f"not attempted: the {context.settings.deadline:g}s deadline was used up by earlier probes",
+            f"not attempted: the {deadline.total:g}s deadline was used up by earlier probes",
             pytrace=False,
         )
     with alarm(budget, f"{when} of {item.nodeid}"):
@@ -316,7 +391,11 @@ def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[Any]) 
     if mark is None or call.when != "setup":
         return {}
     doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines() if hasattr(item, "obj") else []
-    return {"probe": {**mark.as_dict(), "title": doc[0] if doc else item.name, "file": item.path.name}}
+    probe = {**mark.as_dict(), "title": doc[0] if doc else item.name, "file": item.path.name,
+             "order": item.stash.get(_ORDER, 0)}
+    if _item_target(item):
+        probe["target"] = _item_target(item)
+    return {"probe": probe}
 
 
 @pytest.hookimpl(optionalhook=True, trylast=True)

@@ -30,6 +30,8 @@ def _ms(value: Any) -> str:
 
 
 def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
+    if isinstance(verdict.get("targets"), Mapping):
+        return _render_targets_text(verdict, colour=colour)
     status = str(verdict.get("status", "unknown"))
 
     def paint(text: str, fg: str | None = None, bold: bool = False) -> str:
@@ -95,6 +97,8 @@ def nagios_exit_code(status: str) -> int:
 
 def render_nagios(verdict: Mapping[str, Any]) -> str:
     """``CELERY OK - text | perfdata`` as the Nagios plugin guidelines describe."""
+    if isinstance(verdict.get("targets"), Mapping):
+        return render_targets_nagios(verdict)
     status = str(verdict.get("status", "unknown"))
     _code, word = NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])
     workers = len([w for w in (verdict.get("workers") or {}).values() if w.get("last_heartbeat")])
@@ -117,3 +121,45 @@ def render_nagios(verdict: Mapping[str, Any]) -> str:
     if verdict.get("duration_s") is not None:
         perf.append(f"duration={verdict['duration_s']:.3f}s;;;0")
     return f"CELERY {word} - {status}: {summary} | {' '.join(perf)}"
+
+
+def _render_targets_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
+    """One header for the run, then each target's own summary, indented."""
+    status = str(verdict.get("status", "unknown"))
+    targets: Mapping[str, Any] = verdict.get("targets") or {}
+
+    def paint(text: str, fg: str | None = None, bold: bool = False) -> str:
+        return click.style(text, fg=fg, bold=bold) if colour else text
+
+    duration = verdict.get("duration_s")
+    took = f" in {duration:.2f}s" if isinstance(duration, (int, float)) else ""
+    summary = ", ".join(f"{name} {t.get('status')}" for name, t in targets.items())
+    lines = [f"celery-probe: {paint(status.upper(), STATUS_COLOURS.get(status), bold=True)}  "
+             f"{len(targets)} targets{took}: {summary}"]
+    for reason in verdict.get("reasons") or []:
+        if reason.get("code") == "celery_probe_error" and "target" not in reason:
+            lines.append(paint(f"  ? {reason.get('code')} [error]: {reason.get('message')}", "magenta"))
+    for name, target in targets.items():
+        block = render_text(target, colour=colour).splitlines()
+        lines.append(f"[{name}] " + block[0].removeprefix("celery-probe: "))
+        lines.extend("  " + line for line in block[1:])
+    return "\n".join(lines)
+
+
+def render_targets_nagios(verdict: Mapping[str, Any]) -> str:
+    """The run's worst state, each target's status, and per-target perfdata."""
+    status = str(verdict.get("status", "unknown"))
+    _code, word = NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])
+    targets: Mapping[str, Any] = verdict.get("targets") or {}
+    parts = []
+    perf = []
+    for name, target in targets.items():
+        problems = [r for r in target.get("reasons") or [] if r.get("severity") != "info"]
+        detail = f" ({problems[0].get('code')})" if problems else ""
+        parts.append(f"{name} {target.get('status')}{detail}")
+        workers = len([w for w in (target.get("workers") or {}).values() if w.get("last_heartbeat")])
+        perf.append(f"'{name} workers'={workers};;;0")
+        if target.get("queue_length") is not None:
+            perf.append(f"'{name} queue_length'={target['queue_length']};;;0")
+    text = "; ".join(parts).replace("|", "/")
+    return f"CELERY {word} - {status}: {text} | {' '.join(perf)}"

@@ -111,6 +111,8 @@ def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
         "roundtrip_ms": verdict.get("roundtrip_ms"),
         "duration_s": verdict.get("duration_s"),
         "codes": sorted({r.get("code") for r in verdict.get("reasons") or [] if r.get("severity") != "info"}),
+        **({"targets": {name: v.get("status") for name, v in verdict["targets"].items()}}
+           if isinstance(verdict.get("targets"), dict) else {}),
     }
 
 
@@ -132,27 +134,44 @@ def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: dict[s
 
 def finish_report(context: RunContext, report: dict[str, Any]) -> None:
     """Scrub, annotate and map the finished report; write the files unless told not to."""
+    from celery_probe.urls import redact_url, secrets_in
+    from celery_probe.verdict import verdicts_by_target
+
     settings = context.settings
-    run = context.run
-    secrets = run.secrets if run is not None else set()
-    target = settings.describe_target()
-    if run is not None and settings.app and run.broker_url:
-        target = f"{target} on {run.broker_url}"
-    report["celery_probe"] = {
-        "target": target,
-        "broker": run.broker_url if run is not None else None,
-        "queues": run.queues if run is not None else list(settings.queues),
-        "deadline_s": settings.deadline,
-        "expect_workers": settings.expect_workers,
-        "queue_threshold": settings.queue_threshold,
-        "queue_thresholds": dict(settings.queue_thresholds),
-    }
+    secrets: set[str] = set()
+    details: dict[str, dict[str, Any]] = {}
+    for name, target in context.targets.items():
+        run = target.run
+        conf = target.app.conf if target.app is not None else None
+        backend = conf.result_backend if conf is not None else None
+        secrets |= run.secrets if run is not None else set()
+        secrets |= secrets_in([target.settings.broker, target.settings.backend,
+                               conf.broker_url if conf is not None else None,
+                               backend if isinstance(backend, str) else None])
+        broker_url = run.broker_url if run is not None else (
+            redact_url(str(conf.broker_url)) if conf is not None and conf.broker_url else None)
+        described = target.settings.describe_target()
+        if target.settings.app and broker_url:
+            described = f"{described} on {broker_url}"
+        details[name] = {
+            "target": described,
+            "broker": broker_url,
+            "queues": run.queues if run is not None else list(target.settings.queues),
+            "deadline_s": target.settings.deadline,
+            "expect_workers": target.settings.expect_workers,
+            "queue_threshold": target.settings.queue_threshold,
+            "queue_thresholds": dict(target.settings.queue_thresholds),
+        }
+    if context.multi:
+        report["celery_probe"] = {"targets": list(details), "target_details": details}
+    else:
+        report["celery_probe"] = details[""]
     report.pop("environment", None)  # always {} with pytest-metadata 3; may carry env vars
     clean = scrub(report, secrets)
     report.clear()
     report.update(clean)
     context.report = report
-    context.verdict = verdict_from_report(report)
+    context.verdict = verdicts_by_target(report) if context.multi else verdict_from_report(report)
     if context.write_reports:
         try:
             context.written = write_run_files(settings.report_dir, report, context.verdict)

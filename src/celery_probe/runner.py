@@ -120,3 +120,70 @@ def run_probes(
             code="celery_probe_error",
         )
     return context
+
+
+XDIST_STARTUP_ALLOWANCE = 10.0  # seconds for pytest-xdist to start its worker processes
+
+
+def _pytest_flags(overrides: dict[str, Any]) -> list[str]:
+    """The run's common flags as the plugin's pytest options, for the xdist workers."""
+    from celery_probe.plugin import _PYTEST_LABELS
+
+    flags: list[str] = []
+    for name, value in overrides.items():
+        flag = _PYTEST_LABELS.get(name)
+        if flag is None or name == "report_dir" or value in (None, (), []):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            flags.append(f"{flag}={item}")
+    return flags
+
+
+def targets_watchdog_seconds(targets: dict[str, Settings], parallel: int) -> float:
+    """How long a run over several targets may take before the watchdog ends it."""
+    rounds = -(-len(targets) // max(1, parallel))
+    return XDIST_STARTUP_ALLOWANCE + rounds * max(s.deadline for s in targets.values()) + WATCHDOG_SLACK
+
+
+def run_targets(
+    settings: Settings,
+    targets: dict[str, Settings],
+    targets_file: Path,
+    overrides: dict[str, Any],
+    *,
+    parallel: int,
+    verbose: bool = False,
+    junitxml: Path | None = None,
+) -> RunContext:
+    """Probe several targets in one pytest session, spread over xdist worker processes.
+
+    Every probe of a target runs in the same worker (``--dist loadgroup``), in causal
+    order, under that target's own deadline; the controller merges the reports and maps
+    one verdict per target plus the overall one.
+    """
+    import pytest
+
+    from celery_probe.plugin import RunContext, TargetState
+    from celery_probe.target import build_app
+
+    states = {name: TargetState(name, target, app=build_app(target)) for name, target in targets.items()}
+    context = RunContext(settings=settings, targets=states, from_cli=True)
+    args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
+    args += [
+        "-p", "celery_probe.plugin", "-p", "xdist.plugin",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "-n", str(max(1, min(parallel, len(targets)))), "--dist", "loadgroup",
+        f"--celery-targets={targets_file}", *_pytest_flags(overrides),
+    ]
+    sink: Any = sys.stderr if verbose else io.StringIO()
+    with _plugin_autoload_disabled(), contextlib.redirect_stdout(sink):
+        code = pytest.main(args, plugins=[context])
+    if context.verdict is None:
+        from celery_probe.verdict import unknown_verdict
+
+        context.verdict = {**unknown_verdict(
+            f"the probe session ended without a report (pytest exit code {int(code)})"
+            + ("" if verbose else "; rerun with --verbose to see pytest's output"),
+            code="celery_probe_error",
+        ), "targets": {}}
+    return context

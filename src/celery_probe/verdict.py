@@ -78,7 +78,7 @@ def _map(report: Any) -> dict[str, Any]:
     reasons: list[dict[str, Any]] = []
     measured: dict[str, Any] = {}
     counts = verdict["probes"]
-    for test in tests:
+    for test in sorted(tests, key=_causal_position):
         if not isinstance(test, Mapping):
             continue
         outcome = _text(test.get("outcome")) or "unknown"
@@ -226,7 +226,8 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
     lengths = [q["length"] for q in queues.values() if isinstance(q.get("length"), int)]
     verdict["queue_length"] = sum(lengths) if lengths else None
     verdict["roundtrip_ms"] = max(latencies) if latencies else None
-    endpoints = [dict(e) for e in _maps(measured.get("endpoint"))]
+    endpoints = [dict(e) for value in measured.get("endpoint") or []
+                 for e in (value if isinstance(value, list) else [value]) if isinstance(e, Mapping)]
     if endpoints:
         verdict["endpoints"] = endpoints
     ticks = _maps(measured.get("beat"))
@@ -313,3 +314,82 @@ def seed_shape(verdict: Mapping[str, Any]) -> dict[str, Any]:
     """The six keys of the original ``get_celery_health`` contract."""
     keys = ("worker_alive", "active_tasks", "scheduled_tasks", "queue_length", "last_heartbeat", "status")
     return {key: verdict.get(key) for key in keys}
+
+
+STATUS_RANK = {"down": 0, "degraded": 1, "unknown": 2, "healthy": 3}
+
+
+def overall_status(statuses: list[str]) -> str:
+    """The worst of several targets' statuses (down, then degraded, unknown, healthy)."""
+    if not statuses:
+        return "unknown"
+    return min(statuses, key=lambda s: STATUS_RANK.get(s, 2))
+
+
+def verdicts_by_target(report: Any) -> dict[str, Any]:
+    """Map a report of several targets to one verdict per target plus an overall one.
+
+    Each probe carries its target in ``metadata.probe.target``; the tests of each target
+    are mapped exactly as a single-target report would be. Never raises.
+    """
+    try:
+        return _by_target(report)
+    except Exception as exc:  # a hostile report must still give a verdict
+        return {**unknown_verdict(f"report could not be interpreted: {type(exc).__name__}: {exc}"), "targets": {}}
+
+
+def _by_target(report: Any) -> dict[str, Any]:
+    if not isinstance(report, Mapping) or not isinstance(report.get("tests"), list):
+        return {**verdict_from_report(report), "targets": {}}
+    groups: dict[str, list[Any]] = {}
+    meta = report.get("celery_probe") if isinstance(report.get("celery_probe"), Mapping) else {}
+    for name in meta.get("targets") or []:
+        groups.setdefault(str(name), [])
+    for test in report["tests"]:
+        metadata = test.get("metadata") if isinstance(test, Mapping) else None
+        probe = metadata.get("probe") if isinstance(metadata, Mapping) else None
+        name = probe.get("target") if isinstance(probe, Mapping) else None
+        groups.setdefault(str(name) if isinstance(name, str) else "", []).append(test)
+    targets: dict[str, Any] = {}
+    for name, tests in groups.items():
+        part = {key: value for key, value in report.items() if key not in ("tests", "collectors", "celery_probe")}
+        part["tests"] = tests
+        verdict = verdict_from_report(part)
+        verdict["duration_s"] = _probe_seconds(tests)
+        target_meta = (meta.get("target_details") or {}).get(name) if isinstance(meta.get("target_details"), Mapping) else None
+        if isinstance(target_meta, Mapping):
+            verdict["target"] = _text(target_meta.get("target"))
+        targets[name] = verdict
+    run_wide = verdict_from_report({**report, "tests": [], "celery_probe": {}})
+    errors = [r for r in run_wide["reasons"] if r["code"] == "celery_probe_error"]
+    reasons = [{**reason, "target": name} for name, verdict in targets.items() for reason in verdict["reasons"]]
+    reasons.sort(key=lambda r: (r["message"].startswith("not attempted"), SEVERITY_ORDER.get(r["severity"], 9)))
+    statuses = [v["status"] for v in targets.values()] + (["unknown"] if errors else [])
+    counts = {key: sum(v["probes"][key] for v in targets.values()) for key in ("passed", "failed", "error", "skipped")}
+    return {
+        "status": overall_status(statuses),
+        "targets": targets,
+        "reasons": errors + reasons,
+        "checked_at": run_wide["checked_at"],
+        "duration_s": run_wide["duration_s"],
+        "probes": counts,
+    }
+
+
+def _probe_seconds(tests: list[Any]) -> float | None:
+    """Time spent in one target's probes (setup, call and teardown of each)."""
+    total = 0.0
+    for test in tests:
+        for when in ("setup", "call", "teardown"):
+            stage = test.get(when) if isinstance(test, Mapping) else None
+            number = _number(stage.get("duration")) if isinstance(stage, Mapping) else None
+            total += number or 0.0
+    return round(total, 6) if tests else None
+
+
+def _causal_position(test: Any) -> float:
+    """Where a probe ran in causal order (reports from parallel workers arrive in any order)."""
+    metadata = test.get("metadata") if isinstance(test, Mapping) else None
+    probe = metadata.get("probe") if isinstance(metadata, Mapping) else None
+    order = _number(probe.get("order")) if isinstance(probe, Mapping) else None
+    return order if order is not None else float("inf")
