@@ -15,14 +15,12 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import APPS
 
 from celery_probe.testing import free_port, wait_until
@@ -325,37 +323,3 @@ def start_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
 
 def read_state(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
-
-
-# -------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(autouse=True)
-def _no_alert_settings_from_the_developer(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A developer's own webhook or SMTP password must never reach a test run."""
-    for key in ("CELERY_PROBE_WEBHOOKS", "CELERY_PROBE_SMTP_PASSWORD"):
-        monkeypatch.delenv(key, raising=False)
-
-
-@pytest.fixture
-def smtp() -> Iterator[SmtpSink]:
-    """A real SMTP server on a free loopback port."""
-    sink = SmtpSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def hooks() -> Iterator[HookSink]:
-    """A real webhook receiver on a free loopback port."""
-    sink = HookSink().start()
-    yield sink
-    sink.stop()
-
-
-@pytest.fixture
-def health() -> Iterator[HealthServer]:
-    """A real health endpoint serving a verdict the test switches."""
-    server = HealthServer().start()
-    yield server
-    server.stop()

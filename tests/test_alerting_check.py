@@ -9,7 +9,7 @@ from conftest import run_cli
 
 from celery_probe.testing import free_port
 
-pytest_plugins = ["alert_servers"]  # the SMTP, webhook and health-endpoint fixtures
+pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
 
 ANSI = "\x1b["
 

@@ -17,7 +17,7 @@ from conftest import app_env, run_cli
 
 from celery_probe.testing import RedisServer, free_port, wait_until
 
-pytest_plugins = ["alert_servers"]  # the SMTP, webhook and health-endpoint fixtures
+pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
 
 OPS = "ops@example.com"
 

@@ -15,7 +15,7 @@ from conftest import ROOT, run_cli
 
 from celery_probe.alerting.template import DEFAULT_PROBLEM, DEFAULT_RECOVERY
 
-pytest_plugins = ["alert_servers"]  # the SMTP, webhook and health-endpoint fixtures
+pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
 
 OPS = "ops@example.com"
 FROM = "probe@example.com"

@@ -7,7 +7,7 @@ import json
 import pytest
 from conftest import run_cli
 
-pytest_plugins = ["alert_servers"]  # the SMTP, webhook and health-endpoint fixtures
+pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
 
 SECRET_PATH = "/services/T0001/B0002/Zx9SecretToken42"
 
