@@ -14,6 +14,14 @@ def test_task_roundtrip(probe_run, record, note, known):
         pytest.skip("no result backend: round trip cannot be confirmed")
     with known:
         trips = probe_run.trips()
+    if probe_run.rotation:
+        turn = probe_run.rotation
+        record["roundtrip_rotation"] = turn
+        note(
+            "celery_roundtrip_rotating",
+            f"round trip through {turn['sent']} of {turn['consumed']} consumed queues this run; "
+            f"the queues take turns, each one every {turn['runs_to_cover_all']} runs",
+        )
     record["roundtrip"] = {
         t.queue: {"latency_ms": t.latency_ms, "error": t.error, "saturated": t.saturated} for t in trips
     }

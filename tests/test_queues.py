@@ -181,3 +181,24 @@ class TestSeveralWorkers:
                       "--format", "json", env=env)
         assert missing.code == 3 and missing.codes() == {"celery_workers_missing"}
         assert "3 of 4" in missing.verdict()["reasons"][0]["message"]
+
+
+class TestManyQueues:
+    """Round trips through many queues take turns: at most N tasks a run, all queues covered."""
+
+    def test_rotation_covers_every_queue(self, target, start_worker, cli):
+        env = target.env()
+        queues = [target.queue(f"many{i}") for i in range(12)]
+        start_worker(env, queues=tuple(queues))
+        covered: list[str] = []
+        for _ in range(3):
+            result = cli("run", "-A", "probe_test_app", "-Q", ",".join(queues), "--roundtrip-max-queues", "4",
+                         "--deadline", "3", "--format", "json", env=env)
+            verdict = result.verdict()
+            assert result.code == 0, verdict["reasons"]
+            tripped = [name for name, q in verdict["queues"].items() if q.get("roundtrip_ms") is not None]
+            assert len(tripped) == 4
+            covered += tripped
+            note = next(r for r in verdict["reasons"] if r["code"] == "celery_roundtrip_rotating")
+            assert "4 of 12" in note["message"] and "every 3 runs" in note["message"]
+        assert sorted(covered) == sorted(queues)

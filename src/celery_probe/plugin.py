@@ -41,6 +41,7 @@ _PYTEST_LABELS = {
     "queue_threshold": "--queue-threshold",
     "roundtrip_slow": "--roundtrip-slow",
     "roundtrip_task": "--roundtrip-task",
+    "roundtrip_max_queues": "--roundtrip-max-queues",
     "ping_window": "--ping-window",
     "report_dir": "--probe-report-dir",
     "backlog_sample": "--backlog-sample",
@@ -127,6 +128,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--queue-threshold", action="append", default=[], help="backlog at which a queue is high: N or QUEUE=N")
     group.addoption("--roundtrip-slow", help="seconds above which a round trip counts as slow (default 1)")
     group.addoption("--roundtrip-task", help="task sent for the round trip (default celery.accumulate)")
+    group.addoption("--roundtrip-max-queues", help="round trips per run at most; more queues rotate (default 20, 0 = all)")
     group.addoption("--ping-window", help="seconds to wait for further ping replies (default 0.3)")
     group.addoption("--probe-report-dir", help="where latest.json, verdict.json and history.jsonl go")
     group.addoption("--backlog-sample", help="messages read from each queue head to count tasks by name (default 100, 0 = off)")
@@ -177,6 +179,7 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "queue_threshold": tuple(opt.queue_threshold),
         "roundtrip_slow": opt.roundtrip_slow,
         "roundtrip_task": opt.roundtrip_task,
+        "roundtrip_max_queues": opt.roundtrip_max_queues,
         "ping_window": opt.ping_window,
         "report_dir": opt.probe_report_dir,
         "backlog_sample": opt.backlog_sample,

@@ -9,8 +9,10 @@ run every minute leaves no ``celery-task-meta-*`` keys behind.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +40,41 @@ class Trip:
     @property
     def ok(self) -> bool:
         return self.latency_ms is not None and self.error is None
+
+
+def rotate(queues: list[str], limit: int, cursor: int) -> tuple[list[str], int]:
+    """The queues that get a round trip this run, and the cursor for the next run.
+
+    With more queues than ``limit``, a window of ``limit`` queues moves along the list by
+    one window per run (wrapping around), so every queue gets a round trip every
+    ``ceil(len / limit)`` runs while each run publishes at most ``limit`` tasks.
+    """
+    if limit <= 0 or len(queues) <= limit:
+        return list(queues), 0
+    start = cursor % len(queues)
+    chosen = [queues[(start + i) % len(queues)] for i in range(limit)]
+    return chosen, (start + limit) % len(queues)
+
+
+def cursor_path(folder: Path, key: str) -> Path:
+    """Where the rotation cursor of one target lives (named by a hash, no URL in a path)."""
+    return folder / f".roundtrip-cursor-{hashlib.sha1(key.encode()).hexdigest()[:12]}"
+
+
+def read_cursor(path: Path) -> int:
+    try:
+        return max(0, int(path.read_text().strip() or 0))
+    except (OSError, ValueError):
+        return 0
+
+
+def write_cursor(path: Path, value: int) -> None:
+    from celery_probe.reports import atomic_write_text
+
+    try:
+        atomic_write_text(path, f"{value}\n")
+    except OSError:
+        pass  # rotation then restarts at the first window: never worth failing a run
 
 
 def has_result_backend(app: Celery) -> bool:

@@ -24,7 +24,17 @@ from celery_probe.broker import (
     open_connection,
 )
 from celery_probe.deadline import Deadline, ProbeTimeout, alarm
-from celery_probe.roundtrip import Trip, collect_trips, forget_trips, has_result_backend, send_trips
+from celery_probe.roundtrip import (
+    Trip,
+    collect_trips,
+    cursor_path,
+    forget_trips,
+    has_result_backend,
+    read_cursor,
+    rotate,
+    send_trips,
+    write_cursor,
+)
 from celery_probe.settings import Settings
 from celery_probe.urls import redact_url, secrets_in
 from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, ping_workers
@@ -67,6 +77,7 @@ class ProbeRun:
         self.broker_url = redact_url(str(app.conf.broker_url or settings.broker or ""))
         self._conn: Connection | None = None
         self._cache: dict[str, Any] = {}
+        self.rotation: dict[str, int] | None = None  # set when round trips take turns
         self._errors: dict[str, str] = {}
 
     # -- memoisation with remembered failures ------------------------------------------
@@ -204,10 +215,11 @@ class ProbeRun:
                 raise KnownFailure(f"result backend {backend.backend} did not answer: {backend.error}")
             consumers = self.consumers()
             reachable = [q for q in self.queues if consumers.get(q)]
+            chosen = self._rotation(reachable)
             trips = send_trips(
                 self.app,
                 self.settings.roundtrip_task,
-                reachable,
+                chosen,
                 expires=max(1.0, self.settings.deadline),
             )
             self._cache["sent"] = trips
@@ -218,12 +230,27 @@ class ProbeRun:
             for trip in trips:
                 if not trip.ok:
                     trip.saturated = self._saturation(trip.queue)
+            consumed = set(reachable)
             for queue in self.queues:
-                if queue not in reachable:
+                if queue not in consumed:
                     trips.append(Trip(queue, "", 0.0, error="no worker consumes this queue; nothing sent"))
-            return sorted(trips, key=lambda t: self.queues.index(t.queue))
+            position = {queue: i for i, queue in enumerate(self.queues)}
+            return sorted(trips, key=lambda t: position[t.queue])
 
         return self._once("trips", compute)
+
+    def _rotation(self, reachable: list[str]) -> list[str]:
+        """At most ``roundtrip_max_queues`` round trips a run; more queues take turns."""
+        limit = self.settings.roundtrip_max_queues
+        if limit <= 0 or len(reachable) <= limit:
+            self.rotation = None
+            return reachable
+        path = cursor_path(self.settings.report_dir, f"{self.broker_url} {' '.join(self.queues)}")
+        chosen, following = rotate(reachable, limit, read_cursor(path))
+        write_cursor(path, following)
+        self.rotation = {"sent": len(chosen), "consumed": len(reachable),
+                         "runs_to_cover_all": -(-len(reachable) // limit)}
+        return chosen
 
     def _saturation(self, queue: str) -> str | None:
         """Why ``queue`` could not take a new task in time, if its consumers were all busy.

@@ -61,6 +61,7 @@ class Settings:
     queue_thresholds: Mapping[str, int] = field(default_factory=dict)
     roundtrip_slow: float = 1.0
     roundtrip_task: str = "celery.accumulate"
+    roundtrip_max_queues: int = 20
     ping_window: float = 0.3
     report_dir: Path = Path("reports")
     format: str = "text"
@@ -313,6 +314,8 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("queue_threshold", "QUEUE_THRESHOLD", "--queue-threshold", _parse_thresholds),
     _Spec("roundtrip_slow", "ROUNDTRIP_SLOW", "--roundtrip-slow", _parse_float(0.001, 3600)),
     _Spec("roundtrip_task", "ROUNDTRIP_TASK", "--roundtrip-task", _parse_str),
+    _Spec("roundtrip_max_queues", "ROUNDTRIP_MAX_QUEUES", "--roundtrip-max-queues",
+          lambda name, raw, source: _parse_int(name, raw, source, lo=0, hi=1_000_000)),
     _Spec("ping_window", "PING_WINDOW", "--ping-window", _parse_float(0.01, 60)),
     _Spec("report_dir", "REPORT_DIR", "--report-dir", _parse_path),
     _Spec("format", "FORMAT", "--format", _parse_format),
