@@ -11,6 +11,8 @@ from conftest import APPS, ROOT, app_env
 from celery_probe.junit import finalize_junit
 from celery_probe.testing import CeleryWorker, RedisServer
 
+pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
+
 DEADLINE = "3"
 SLOW = "2.5"  # a loaded test machine must not turn a healthy round trip into celery_roundtrip_slow
 
@@ -141,6 +143,30 @@ class TestFailOn:
     def test_bad_value_is_one_line_and_64(self, cli):
         result = cli("run", "-b", "redis://127.0.0.1:1/0", "--fail-on", "sometimes")
         assert result.code == 64 and "--fail-on" in result.stderr and result.stderr.count("\n") == 1
+
+
+class TestSeveralTargets:
+    def test_targets_run_writes_labelled_outputs_and_gates_on_the_overall_status(self, deployment, cli, tmp_path):
+        from serving import parse_metrics
+
+        env, _worker = deployment
+        with RedisServer() as empty:  # no worker: this target is down
+            targets = tmp_path / "targets.toml"
+            targets.write_text(
+                f'[defaults]\ndeadline = {DEADLINE}\nroundtrip-slow = {SLOW}\n'
+                f'[targets.main]\nbroker = "{env["PROBE_TEST_BROKER"]}"\nbackend = "{env["PROBE_TEST_BACKEND"]}"\n'
+                f'expect-workers = 1\n[targets.reports]\nbroker = "{empty.url(0)}"\nbackend = "{empty.url(1)}"\n')
+            junit, prom = tmp_path / "j.xml", tmp_path / "celery.prom"
+            result = cli("run", "--targets", str(targets), "--format", "json", "--fail-on", "down",
+                         "--junitxml", str(junit), "--prom-file", str(prom), env=env)
+        assert result.code == 2 and result.verdict()["status"] == "down"
+        suite = suite_of(junit)
+        assert suite.get("name") == "celery-probe targets main, reports"
+        assert properties(suite)["celery_probe.status"] == "down"
+        samples = parse_metrics(prom.read_text())
+        assert samples[("celery_probe_target_status", (("status", "healthy"), ("target", "main")))] == 1
+        assert samples[("celery_probe_target_status", (("status", "down"), ("target", "reports")))] == 1
+        assert samples[("celery_probe_queue_consumers", (("queue", "celery"), ("target", "main")))] == 1
 
 
 class TestWorkflowExample:

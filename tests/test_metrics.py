@@ -13,6 +13,8 @@ from celery_probe.metrics import RunCounters, metric_families, render
 from celery_probe.testing import CeleryWorker
 from celery_probe.verdict import STATUSES, verdict_from_report
 
+pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
+
 REPORTS = sorted((TESTS / "reports").glob("*.json"))
 DEADLINE = "3"
 
@@ -89,6 +91,27 @@ class TestPureFunction:
         samples = samples_of(verdict, {"tests": [None, {"nodeid": "a::b", "call": {"duration": "x"}}]})
         assert sum(v for k, v in samples.items() if k[0] == "celery_probe_status") == 0
         assert samples[("celery_probe_probe_duration_seconds", (("probe", "a::b"),))] == 0
+
+
+class TestSeveralTargets:
+    """`run --targets`: the overall status stays unlabelled, every deployment series gets `target`."""
+
+    def test_each_target_labelled(self):
+        healthy = verdict_from_report(json.loads((TESTS / "reports" / "healthy_two_workers.json").read_text()))
+        down = verdict_from_report(json.loads((TESTS / "reports" / "no_worker.json").read_text()))
+        reasons = [{**r, "target": "reports"} for r in down["reasons"]]
+        verdict = {"status": "down", "targets": {"main": healthy, "reports": down}, "reasons": reasons,
+                   "checked_at": healthy["checked_at"], "duration_s": 1.0}
+        samples = samples_of(verdict)
+        assert samples[("celery_probe_status", (("status", "down"),))] == 1
+        assert samples[("celery_probe_target_status", (("status", "healthy"), ("target", "main")))] == 1
+        assert samples[("celery_probe_target_status", (("status", "down"), ("target", "reports")))] == 1
+        assert samples[("celery_probe_workers_up", (("target", "main"),))] == 2
+        assert samples[("celery_probe_workers_up", (("target", "reports"),))] == 0
+        assert samples[("celery_probe_queue_consumers", (("queue", "celery"), ("target", "main")))] == 2
+        assert samples[("celery_probe_reason", (("code", "celery_worker_down"), ("severity", "critical"),
+                                                 ("target", "reports")))] == 1
+        assert ("celery_probe_workers_up", ()) not in samples
 
 
 # ------------------------------------------------------------------------- run --prom-file

@@ -25,6 +25,8 @@ from celery_probe.probe_loop import ProbeLoop, check_round_trip, child_environme
 from celery_probe.settings import Settings, resolve_settings
 from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
 
+pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
+
 DEADLINE = "2"
 FAST = 0.5  # the health path must answer well within this, broker frozen or not
 

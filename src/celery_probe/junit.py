@@ -35,7 +35,11 @@ def finalize_junit(path: Path, verdict: Mapping[str, Any], secrets: Iterable[str
         for key, value in list(element.attrib.items()):
             element.attrib[key] = str(scrub(value, secrets))
     suites = [root] if root.tag == "testsuite" else root.findall("testsuite")
+    targets = verdict.get("targets")
     for suite in suites:
+        if isinstance(targets, Mapping) and targets:  # run --targets: no single target to name
+            suite.set("name", "celery-probe targets " + ", ".join(sorted(map(str, targets))))
+        suite.set("name", (suite.get("name") or "celery-probe").strip())
         properties = suite.find("properties")
         if properties is None:
             properties = ET.Element("properties")

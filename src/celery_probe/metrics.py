@@ -14,7 +14,7 @@ collector refuses timestamped samples.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ LAST_SUCCESS = "celery_probe_last_success_timestamp_seconds"
 # name -> help; the README's metrics table is generated from the same wording.
 HELP: dict[str, str] = {
     "celery_probe_status": "1 for the status of the latest verdict, 0 for the other statuses.",
+    "celery_probe_target_status": "With run --targets: 1 for each target's status, 0 for its other statuses.",
     "celery_probe_workers_up": "Workers that answered ping in the latest run.",
     "celery_probe_workers_expected": "Workers the run expected (--expect-workers); absent without it.",
     "celery_probe_worker_ping_latency_seconds": "Ping reply latency per worker.",
@@ -84,29 +85,24 @@ def metric_families(
         if value is None:
             return
         family = _family(out, name, labels)
-        family.add_metric([labels[k] for k in labels] if labels else [], float(value))
+        family.add_metric(list(labels.values()) if labels else [], float(value))
 
     status = str(verdict.get("status") or "unknown")
     for state in STATUSES:
         gauge("celery_probe_status", 1.0 if state == status else 0.0, {"status": state})
 
-    workers = _mapping(verdict.get("workers"))
-    gauge("celery_probe_workers_up", float(sum(1 for w in workers.values() if _mapping(w).get("last_heartbeat"))))
     meta = _mapping((report or {}).get("celery_probe"))
-    gauge("celery_probe_workers_expected", _number(meta.get("expect_workers")))
-    for name, info in sorted(workers.items()):
-        gauge("celery_probe_worker_ping_latency_seconds", _ms(_mapping(info).get("latency_ms")), {"worker": str(name)})
-    for state in ("active", "reserved", "scheduled"):
-        gauge("celery_probe_tasks", _number(verdict.get(f"{state}_tasks")), {"state": state})
-
-    for queue, raw in sorted(_mapping(verdict.get("queues")).items()):
-        info = _mapping(raw)
-        labels = {"queue": str(queue)}
-        gauge("celery_probe_queue_length", _number(info.get("length")), labels)
-        gauge("celery_probe_queue_unacked", _number(info.get("unacked")), labels)
-        gauge("celery_probe_queue_consumers", _number(info.get("consumers")), labels)
-        gauge("celery_probe_queue_threshold", _number(info.get("threshold")), labels)
-        gauge("celery_probe_roundtrip_seconds", _ms(info.get("roundtrip_ms")), labels)
+    targets = _mapping(verdict.get("targets"))
+    if targets:  # run --targets: one deployment per target, each series labelled with it
+        for name, raw in sorted(targets.items()):
+            sub = _mapping(raw)
+            sub_status = str(sub.get("status") or "unknown")
+            for state in STATUSES:
+                gauge("celery_probe_target_status", 1.0 if state == sub_status else 0.0,
+                      {"target": str(name), "status": state})
+            _deployment(gauge, sub, {"target": str(name)}, None)
+    else:
+        _deployment(gauge, verdict, {}, _number(meta.get("expect_workers")))
 
     seen: set[str] = set()
     for probe, seconds, failed in _probe_timings(report):
@@ -117,12 +113,13 @@ def metric_families(
         gauge("celery_probe_probe_failed", 1.0 if failed else 0.0, {"probe": probe})
 
     reasons = {
-        (str(r.get("code")), str(r.get("severity")))
+        (str(r.get("target") or ""), str(r.get("code")), str(r.get("severity")))
         for r in verdict.get("reasons") or []
         if isinstance(r, Mapping)
     }
-    for code, severity in sorted(reasons):
-        gauge("celery_probe_reason", 1.0, {"code": code, "severity": severity})
+    for target, code, severity in sorted(reasons):
+        scope = {"target": target} if targets else {}
+        gauge("celery_probe_reason", 1.0, {**scope, "code": code, "severity": severity})
 
     gauge("celery_probe_run_duration_seconds", _number(verdict.get("duration_s")))
     produced = produced_at if produced_at is not None else verdict_timestamp(verdict)
@@ -140,6 +137,28 @@ def metric_families(
     info_family.add_metric([], {"version": __version__})
     out.append(info_family)
     return out
+
+
+def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Mapping[str, str],
+                expect_workers: float | None) -> None:
+    """Workers, tasks and queues of one deployment's verdict, each series labelled with ``base``."""
+    workers = _mapping(verdict.get("workers"))
+    alive = sum(1 for w in workers.values() if _mapping(w).get("last_heartbeat"))
+    gauge("celery_probe_workers_up", float(alive), dict(base))
+    gauge("celery_probe_workers_expected", expect_workers, dict(base))
+    for name, info in sorted(workers.items()):
+        gauge("celery_probe_worker_ping_latency_seconds", _ms(_mapping(info).get("latency_ms")),
+              {**base, "worker": str(name)})
+    for state in ("active", "reserved", "scheduled"):
+        gauge("celery_probe_tasks", _number(verdict.get(f"{state}_tasks")), {**base, "state": state})
+    for queue, raw in sorted(_mapping(verdict.get("queues")).items()):
+        info = _mapping(raw)
+        labels = {**base, "queue": str(queue)}
+        gauge("celery_probe_queue_length", _number(info.get("length")), labels)
+        gauge("celery_probe_queue_unacked", _number(info.get("unacked")), labels)
+        gauge("celery_probe_queue_consumers", _number(info.get("consumers")), labels)
+        gauge("celery_probe_queue_threshold", _number(info.get("threshold")), labels)
+        gauge("celery_probe_roundtrip_seconds", _ms(info.get("roundtrip_ms")), labels)
 
 
 def verdict_timestamp(verdict: Mapping[str, Any]) -> float | None:

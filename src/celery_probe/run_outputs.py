@@ -99,9 +99,13 @@ def finish_outputs(context: RunContext, code: int, raw: dict[str, Any]) -> int:
         from celery_probe.junit import finalize_junit
         from celery_probe.urls import secrets_in
 
-        settings = context.settings
-        secrets = set(context.run.secrets) if context.run is not None else set()
-        secrets |= secrets_in([settings.broker, settings.backend, *settings.endpoints])
+        secrets: set[str] = set()
+        # One target, or each of --targets: the URLs of every one are scrubbed.
+        for state in [context, *(getattr(context, "targets", None) or {}).values()]:
+            settings = state.settings
+            run = getattr(state, "run", None)
+            secrets |= set(run.secrets) if run is not None else set()
+            secrets |= secrets_in([settings.broker, settings.backend, *settings.endpoints])
         try:
             finalize_junit(junitxml, verdict, secrets)
         except OSError as exc:
