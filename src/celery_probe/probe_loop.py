@@ -127,7 +127,6 @@ class ProbeLoop:
         self.report_dir = report_dir
         self.python = python
         self.hard_timeout = settings.deadline + PROCESS_SLACK
-        self.started_mono = time.monotonic()
         self.snapshot = Snapshot(unknown_verdict(
             "no probe run has finished yet: the first one starts when the server does",
             code="celery_probe_no_evidence",
@@ -147,7 +146,6 @@ class ProbeLoop:
     def start(self) -> None:
         """Start the loop on the running event loop (idempotent)."""
         if not self.running:
-            self.started_mono = time.monotonic()
             self._task = asyncio.get_running_loop().create_task(self._forever(), name="celery-probe loop")
 
     async def stop(self) -> None:
