@@ -250,6 +250,10 @@ from celery_probe.check import check as check_command  # noqa: E402
 
 cli.add_command(check_command)
 
+from celery_probe.ingest import ingest  # noqa: E402
+
+cli.add_command(ingest)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: map every operator mistake to one line and its exit code."""

@@ -39,6 +39,8 @@ def get_ops_alerts(verdict: Mapping[str, Any], alerts: Iterable[Mapping[str, Any
         severity = ALERT_SEVERITY.get(str(reason.get("severity")))
         if severity is None:
             continue  # informational notes are not alerts
+        if str(reason.get("message", "")).startswith("not attempted"):
+            continue  # a consequence of a root cause already alerted on
         add(str(reason.get("code")), severity, str(reason.get("message")))
     health = {**seed_shape(verdict), "reasons": reasons, "checked_at": verdict.get("checked_at")}
     return {"alerts": out, "celery_health": health}
