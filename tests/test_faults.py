@@ -141,9 +141,10 @@ class TestBackendFaults:
 class TestBusyPools:
     """Busy is not dead: a free child still takes the probe task; a full pool is degraded."""
 
-    def test_busy_prefork_pool_with_a_free_child_is_healthy(self, target, start_worker, cli):
+    def occupy_one_child(self, target, start_worker, concurrency: int):
+        """A prefork worker with one child running a long task (revoked at the end)."""
         env = target.env()
-        start_worker(env, pool="prefork", concurrency=2)
+        start_worker(env, pool="prefork", concurrency=concurrency)
         client = target.client(backend=False)  # no result wanted: no reply queue left behind
         busy = client.send_task("probe_test.sleep", args=(20,))
 
@@ -152,6 +153,10 @@ class TestBusyPools:
             return sum(len(v) for v in active.values()) == 1
 
         wait_until(one_active, timeout=15, what="task active")
+        return env, busy
+
+    def test_busy_prefork_pool_with_a_free_child_is_healthy(self, target, start_worker, cli):
+        env, busy = self.occupy_one_child(target, start_worker, concurrency=2)
         result = probe(cli, env)
         verdict = result.verdict()
         assert result.code == 0, verdict["reasons"]
@@ -159,16 +164,7 @@ class TestBusyPools:
         busy.revoke(terminate=True)
 
     def test_every_child_busy_is_degraded(self, target, start_worker, cli):
-        env = target.env()
-        start_worker(env, pool="prefork", concurrency=1)
-        client = target.client(backend=False)  # no result wanted: no reply queue left behind
-        busy = client.send_task("probe_test.sleep", args=(20,))
-
-        def one_active() -> bool:
-            active = client.control.inspect(timeout=0.5).active() or {}
-            return sum(len(v) for v in active.values()) == 1
-
-        wait_until(one_active, timeout=15, what="task active")
+        env, busy = self.occupy_one_child(target, start_worker, concurrency=1)
         result = probe(cli, env)
         verdict = result.verdict()
         assert result.code == 3, json.dumps(verdict["reasons"], indent=1)
