@@ -1,4 +1,8 @@
-"""Celery beat is scheduling: its tick ran recently (and redbeat's schedule is not overdue)."""
+"""Celery beat is scheduling: its tick ran recently (and redbeat's schedule is not overdue).
+
+PYTEST_DONT_REWRITE: built-in probes fail with pytest.fail(message), so assertion
+rewriting would only cost start-up time.
+"""
 
 import pytest
 

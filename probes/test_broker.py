@@ -1,4 +1,8 @@
-"""The broker and the result backend answer."""
+"""The broker and the result backend answer.
+
+PYTEST_DONT_REWRITE: built-in probes fail with pytest.fail(message), so assertion
+rewriting would only cost start-up time.
+"""
 
 from dataclasses import asdict
 

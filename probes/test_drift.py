@@ -1,4 +1,8 @@
-"""The workers that answer are the expected ones, consuming the queues they should."""
+"""The workers that answer are the expected ones, consuming the queues they should.
+
+PYTEST_DONT_REWRITE: built-in probes fail with pytest.fail(message), so assertion
+rewriting would only cost start-up time.
+"""
 
 import pytest
 

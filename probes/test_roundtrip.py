@@ -1,4 +1,8 @@
-"""A real task goes through every watched queue and its result comes back."""
+"""A real task goes through every watched queue and its result comes back.
+
+PYTEST_DONT_REWRITE: built-in probes fail with pytest.fail(message), so assertion
+rewriting would only cost start-up time.
+"""
 
 import pytest
 

@@ -1,4 +1,8 @@
-"""Workers answer ping, as many as expected, and say what they are doing."""
+"""Workers answer ping, as many as expected, and say what they are doing.
+
+PYTEST_DONT_REWRITE: built-in probes fail with pytest.fail(message), so assertion
+rewriting would only cost start-up time.
+"""
 
 from dataclasses import asdict
 
