@@ -22,7 +22,7 @@ import pytest
 from celery_probe.deadline import Deadline, ProbeTimeout, alarm
 from celery_probe.errors import ProbeUsageError
 from celery_probe.markers import MARKER_HELP, ProbeMark, probe_mark
-from celery_probe.session import KnownFailure, ProbeRun
+from celery_probe.session import KnownFailure, MeasurementFailed, ProbeRun
 from celery_probe.settings import Settings, resolve_settings
 
 if TYPE_CHECKING:
@@ -279,13 +279,19 @@ def note(json_metadata: dict[str, Any]) -> Any:
 
 @pytest.fixture
 def known() -> Any:
-    """Turn a :class:`KnownFailure` into an immediate failure with its reason."""
+    """Turn a :class:`KnownFailure` into an immediate failure with its reason.
+
+    A measurement that failed in this very call (:class:`MeasurementFailed`) is this
+    probe's own root cause; one that had already failed is a consequence: "not attempted".
+    """
 
     class _Known:
         def __enter__(self) -> None:
             return None
 
         def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+            if isinstance(exc, MeasurementFailed):
+                pytest.fail(str(exc), pytrace=False)
             if isinstance(exc, KnownFailure):
                 pytest.fail(f"not attempted: {exc}", pytrace=False)
             return False

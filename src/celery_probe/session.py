@@ -52,6 +52,16 @@ class KnownFailure(Exception):
     """A measurement this probe depends on already failed; the message says why."""
 
 
+class MeasurementFailed(KnownFailure):
+    """The measurement failed in this very call: a root cause, not a consequence of one.
+
+    The probe that first asks for a measurement and sees it fail (the broker connection
+    dropped during ping, say) reports the error as its own; only the probes that ask
+    again later fail with "not attempted". Otherwise a verdict could consist of
+    consequences alone, with the cause shown nowhere.
+    """
+
+
 def watched_queues(settings: Settings, app: Celery) -> list[str]:
     """``-Q`` queues, else the app's ``task_queues``, else its default queue."""
     if settings.queues:
@@ -96,7 +106,7 @@ class ProbeRun:
                 raise
             except Exception as exc:
                 self._errors[key] = describe_error(exc)
-                raise KnownFailure(self._errors[key]) from None
+                raise MeasurementFailed(self._errors[key]) from None
         return self._cache[key]  # type: ignore[no-any-return]
 
     # -- broker and backend --------------------------------------------------------------
