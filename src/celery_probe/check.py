@@ -74,7 +74,7 @@ def parse_verdict(status_code: int, body: bytes) -> dict[str, Any]:
     """The verdict in an answer, or CheckError saying why there is none."""
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # nesting too deep counts as not JSON
         document = None
     status = document.get("status") if isinstance(document, dict) else None
     if 200 <= status_code < 300:

@@ -30,6 +30,8 @@ def read_existing_alerts(path: Path) -> list[dict[str, Any]]:
         raise ProbeUsageError(f"cannot read alerts file {path}: {exc.strerror or exc} (from --alerts)") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProbeUsageError(f"alerts file {path} is not JSON: {exc} (from --alerts)") from None
+    except RecursionError:
+        raise ProbeUsageError(f"alerts file {path} is nested too deeply (from --alerts)") from None
     alerts = document.get("alerts") if isinstance(document, dict) else document
     if not isinstance(alerts, list) or not all(isinstance(a, dict) for a in alerts):
         raise ProbeUsageError(f"alerts file {path} holds no list of alert objects (from --alerts)")

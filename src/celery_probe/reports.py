@@ -197,6 +197,8 @@ def load_report(path: Path) -> tuple[Any, str | None]:
         return json.loads(text), None
     except ValueError as exc:
         return None, f"report {path} is not valid JSON ({exc.msg} at line {exc.lineno}): truncated or corrupt"
+    except RecursionError:  # json's decoder recurses once per nesting level
+        return None, f"report {path} is nested too deeply to be a report (not ours, or corrupt)"
 
 
 def verdict_for_file(path: Path) -> tuple[dict[str, Any], Any]:

@@ -83,6 +83,8 @@ def load_state(path: Path) -> tuple[AlertState | None, str | None]:
             return None, f"cannot read state file {path}: {exc.strerror or exc}"
         except (ValueError, UnicodeDecodeError) as exc:
             problem = f"not a valid state ({str(exc).splitlines()[0][:120]})"
+        except RecursionError:
+            problem = "not a valid state (nested too deeply)"
     aside = path.with_name(path.name + ".corrupt")
     try:
         os.replace(path, aside)
