@@ -31,7 +31,7 @@ import click
 
 from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.errors import ProbeUsageError
-from celery_probe.urls import redact_url, url_problem
+from celery_probe.urls import redact_bad_url, redact_url, url_problem
 
 EXIT_ERROR = 1
 EXIT_CODES = {"healthy": 0, "down": 2, "degraded": 3, "unknown": 4}
@@ -66,7 +66,7 @@ def check_url(url: str) -> str:
         if not urlsplit(url).hostname:
             problem = "has no host"
     if problem:
-        raise ProbeUsageError(f"invalid URL {redact_url(url)!r}: {problem}")
+        raise ProbeUsageError(f"invalid URL {redact_bad_url(url)!r}: {problem}")
     return url
 
 

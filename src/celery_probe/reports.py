@@ -147,7 +147,8 @@ def finish_report(context: RunContext, report: dict[str, Any]) -> None:
         secrets |= run.secrets if run is not None else set()
         secrets |= secrets_in([target.settings.broker, target.settings.backend,
                                conf.broker_url if conf is not None else None,
-                               backend if isinstance(backend, str) else None])
+                               backend if isinstance(backend, str) else None,
+                               *target.settings.endpoints])  # as for --junitxml
         broker_url = run.broker_url if run is not None else (
             redact_url(str(conf.broker_url)) if conf is not None and conf.broker_url else None)
         described = target.settings.describe_target()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from celery_probe.errors import ProbeUsageError
-from celery_probe.urls import redact_url, url_problem
+from celery_probe.urls import redact_bad_url, redact_url, url_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -175,7 +175,7 @@ def _parse_url(kind: str) -> Callable[[str, Any, str], str | None]:
         schemes = _broker_schemes() if kind == "broker" else _backend_schemes()
         problem = url_problem(value, schemes)
         if problem:
-            raise _fail(name, value, problem, source)
+            raise _fail(name, redact_bad_url(value), problem, source)
         return value
 
     return parse
@@ -207,7 +207,7 @@ def _parse_endpoints(name: str, raw: Any, source: str) -> tuple[str, ...]:
     for url in urls:
         problem = url_problem(url, ("http", "https"))
         if problem:
-            raise _fail(name, url, problem, source)
+            raise _fail(name, redact_bad_url(url), problem, source)
     return urls
 
 

@@ -30,6 +30,31 @@ def redact_url(url: str) -> str:
     return _QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://")
+
+
+def redact_bad_url(value: str) -> str:
+    """How a value that failed URL validation is shown in its error message.
+
+    It may not parse, so :func:`redact_url`'s pattern can miss the password (a space in
+    it, ``redis//`` or no scheme at all). In each ``;``-separated part, everything between
+    the first ``:`` of what precedes the last ``@`` and that ``@`` is masked, and with no
+    ``:`` everything before the ``@`` is: the host and what follows stay, to be recognised.
+    For error messages only: in ordinary text (``worker@host``) this would mask too much.
+    """
+    shown = []
+    for part in redact_url(value).split(";"):
+        head, at, tail = part.rpartition("@")
+        if at:
+            scheme = _SCHEME.match(head)
+            start = scheme.end() if scheme else 0
+            user, colon, _password = head[start:].partition(":")
+            head = head[:start] + (f"{user}:{REDACTED}" if colon else REDACTED)
+            part = f"{head}@{tail}"
+        shown.append(part)
+    return ";".join(shown)
+
+
 def secrets_in(urls: Iterable[str | None]) -> set[str]:
     """The passwords carried by ``urls``, raw and percent-decoded, for :func:`scrub`."""
     found: set[str] = set()
