@@ -42,6 +42,7 @@ DEFAULT_PREFIX = "/api/interactions"
 DEFAULT_INTERVAL = 15.0
 HEALTH_PATH = "/health/celery"
 OPS_ALERTS_PATH = "/metrics/ops-alerts"
+OPENAPI_PATH = "/openapi.json"
 JSON = "application/json"
 NO_STORE = "no-store"
 
@@ -82,6 +83,7 @@ class ProbeService:
             self.paths[healthz_path] = self.healthz
         if metrics_path:
             self.paths[metrics_path] = self.metrics
+        self.openapi = openapi_document(prefix + HEALTH_PATH, prefix + OPS_ALERTS_PATH, healthz_path, metrics_path)
         self._published: _Published | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -208,6 +210,108 @@ def _publish(snapshot: Snapshot, interval: float) -> _Published:
     return _Published(snapshot, health[1:], alerts)
 
 
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_STATUS = {"type": "string", "enum": ["healthy", "degraded", "down", "unknown"]}
+_REASON = {
+    "type": "object",
+    "required": ["code", "severity", "message"],
+    "properties": {
+        "code": {"type": "string"},
+        "severity": {"type": "string", "enum": ["critical", "degraded", "error", "info"]},
+        "probe": _NULLABLE_STRING,
+        "message": {"type": "string"},
+    },
+}
+_SEED = {  # the six keys of get_celery_health(), present in every verdict
+    "status": _STATUS,
+    "worker_alive": {"type": "boolean"},
+    "active_tasks": {"type": ["integer", "null"]},
+    "scheduled_tasks": {"type": ["integer", "null"]},
+    "queue_length": {"type": ["integer", "null"]},
+    "last_heartbeat": _NULLABLE_STRING,
+}
+
+
+def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics: str | None) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the routes :class:`ProbeService` serves (all GET, no parameters)."""
+    no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
+    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict), or no-store",
+                                "schema": {"type": "string", "pattern": r"^(no-store|public, max-age=\d+)$"}}}
+    verdict = {
+        "type": "object",
+        "required": [*_SEED, "age_s", "produced_at", "interval_s", "reasons", "checked_at", "queues", "workers"],
+        "properties": {
+            **_SEED,
+            "age_s": {**_NULLABLE_NUMBER, "minimum": 0, "description": "age of the verdict; null before the first run"},
+            "produced_at": _NULLABLE_STRING,
+            "interval_s": {"type": "number", "exclusiveMinimum": 0},
+            "reserved_tasks": {"type": ["integer", "null"]},
+            "roundtrip_ms": _NULLABLE_NUMBER,
+            "queues": {"type": "object"},
+            "workers": {"type": "object"},
+            "reasons": {"type": "array", "items": _REASON},
+            "checked_at": _NULLABLE_STRING,
+            "duration_s": _NULLABLE_NUMBER,
+            "target": _NULLABLE_STRING,
+        },
+    }
+    healthz_body = {
+        "type": "object",
+        "required": ["status", "age_s", "checked_at"],
+        "additionalProperties": False,
+        "properties": {"status": _STATUS, "age_s": _NULLABLE_NUMBER, "checked_at": _NULLABLE_STRING},
+    }
+    alert = {
+        "type": "object",
+        "required": ["code", "severity", "source", "message"],
+        "properties": {"code": {"type": "string"}, "severity": {"type": "string", "enum": ["critical", "medium", "low"]},
+                       "source": {"type": "string"}, "message": {"type": "string"}},
+    }
+    alerts_body = {
+        "type": "object",
+        "required": ["alerts", "celery_health"],
+        "properties": {
+            "alerts": {"type": "array", "items": alert},
+            "celery_health": {"type": "object", "required": [*_SEED, "reasons", "checked_at"],
+                              "properties": {**_SEED, "reasons": {"type": "array", "items": _REASON},
+                                             "checked_at": _NULLABLE_STRING}},
+        },
+    }
+
+    def get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": responses}}
+
+    def json_answer(description: str, schema: dict[str, Any], headers: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
+
+    paths = {
+        health: get("The latest verdict, its age and when it was produced", {
+            "200": json_answer("the verdict, whatever its status", verdict, cached)}),
+        ops_alerts: get("The ops-alerts document of the latest verdict", {
+            "200": json_answer("alerts and the six keys of get_celery_health()", alerts_body, cached)}),
+    }
+    status_header = {**no_store, "X-Celery-Probe-Status": {"schema": _STATUS}}
+    if healthz:
+        paths[healthz] = get("Status for load balancers: 503 only when down", {
+            "200": json_answer("healthy, degraded or unknown", healthz_body, status_header),
+            "503": json_answer("down", healthz_body, status_header),
+        })
+    if metrics:
+        paths[metrics] = get("Prometheus text exposition of the latest verdict", {
+            "200": {"description": "metrics", "headers": no_store,
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+        })
+    from celery_probe import __version__
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "celery-probe", "version": __version__,
+                 "description": "The latest Celery health verdict; requests never start a probe run."},
+        "paths": paths,
+    }
+
+
 def _route_path(scope: Scope) -> str:
     """The request path below the app's ``root_path`` (set when served under a proxy prefix)."""
     path: str = scope["path"]
@@ -231,7 +335,14 @@ def make_app(
     of mounted apps. :class:`ProbeMiddleware` ties it to the host's lifespan instead.
     """
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
-    app = Starlette(routes=service.routes(), lifespan=service.lifespan)
+    document = json.dumps(service.openapi).encode()
+
+    async def openapi(_request: Request) -> Response:
+        return Response(document, media_type=JSON)
+
+    # Only the standalone app describes itself: in a host app, /openapi.json is the host's.
+    app = Starlette(routes=[*service.routes(), Route(OPENAPI_PATH, openapi, methods=["GET"])],
+                    lifespan=service.lifespan)
     app.state.probe = service
     return app
 
