@@ -111,5 +111,5 @@ def delete_queues(url: str, names: set[str]) -> None:
         for name in names:
             try:
                 channel.queue_delete(name)
-            except Exception:
+            except Exception:  # noqa: BLE001 - gone already, or not ours to delete: go on with a fresh channel
                 channel = conn.channel()

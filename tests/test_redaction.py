@@ -31,11 +31,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-
-from celery_probe.testing import CeleryWorker, RedisServer, free_port
-
 from conftest import APPS, app_env, run_cli
 from serving import HEALTH, ServeProcess
+
+from celery_probe.testing import CeleryWorker, RedisServer, free_port
 
 pytestmark = pytest.mark.redis_only  # a private, password-protected redis-server
 pytest_plugins = ["alert_fixtures"]
