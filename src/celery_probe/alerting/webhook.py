@@ -18,12 +18,13 @@ the URL are sent as HTTP Basic authentication.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification
@@ -78,13 +79,24 @@ def error_display(url: str) -> str:
 
 
 def url_secrets(url: str) -> set[str]:
-    """The parts of a webhook URL that may be secret, for :func:`celery_probe.urls.scrub`."""
+    """The parts of a webhook URL that may be secret, for :func:`celery_probe.urls.scrub`.
+
+    A password is sent as HTTP Basic authentication, so a receiver that echoes the request
+    in an error page could send back the password (of any length) or the header's token:
+    both are secrets too.
+    """
     parts = urlsplit(url)
     found = {url}
-    for piece in (parts.path, parts.query, parts.password or ""):
+    for piece in (parts.path, parts.query):
         if len(piece) >= 8:
             found.add(piece)
     found.update(seg for seg in parts.path.split("/") if len(seg) >= 8)
+    if parts.password:
+        password = unquote(parts.password)
+        # Two characters at least, as for broker URLs: a one-character "secret" would shred every message.
+        found.update(p for p in (parts.password, password) if len(p) >= 2)
+        pair = f"{unquote(parts.username or '')}:{password}".encode()
+        found.add(base64.b64encode(pair).decode("ascii"))  # the Authorization header's token
     return found
 
 
