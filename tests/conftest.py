@@ -268,3 +268,16 @@ def http_server() -> Iterator[Any]:
     server.release.set()  # type: ignore[attr-defined]
     server.shutdown()
     server.server_close()
+
+
+def redis_state(redis: RedisServer) -> dict[tuple[int, str], tuple[str, int]]:
+    """Every key of the broker (db 0) and the backend (db 1) with its type and size."""
+    state = {}
+    for db in (0, 1):
+        with redis.client(db) as client:
+            for key in client.keys("*"):
+                kind = client.type(key).decode()
+                size = {"set": client.scard, "zset": client.zcard, "list": client.llen,
+                        "hash": client.hlen}.get(kind, lambda _key: 1)(key)
+                state[(db, key.decode(errors="replace"))] = (kind, size)
+    return state

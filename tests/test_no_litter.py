@@ -21,6 +21,8 @@ from celery_probe.session import ProbeRun
 from celery_probe.settings import Settings, resolve_settings
 from celery_probe.target import build_app
 
+from conftest import redis_state
+
 RUNS = 1000
 RABBITMQ_RUNS = 300  # each run is as cheap, but the listing below costs a rabbitmqctl call
 
@@ -43,19 +45,6 @@ def probe_once(settings: Settings, control_exchange: str | None = None, apps: li
     finally:
         run.close()
         app.close()
-
-
-def redis_state(redis: Any) -> dict[tuple[int, str], tuple[str, int]]:
-    """Every key of the broker (db 0) and the backend (db 1) with its type and size."""
-    state = {}
-    for db in (0, 1):
-        with redis.client(db) as client:
-            for key in client.keys("*"):
-                kind = client.type(key).decode()
-                size = {"set": client.scard, "zset": client.zcard, "list": client.llen,
-                        "hash": client.hlen}.get(kind, lambda _key: 1)(key)
-                state[(db, key.decode(errors="replace"))] = (kind, size)
-    return state
 
 
 @pytest.mark.redis_only

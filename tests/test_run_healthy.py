@@ -11,7 +11,7 @@ import pytest
 
 from celery_probe.testing import CeleryWorker
 
-from conftest import APPS, ROOT
+from conftest import APPS, ROOT, redis_state
 
 
 @pytest.fixture(scope="module")
@@ -194,22 +194,11 @@ class TestEndpointProbe:
 class TestNoLitter:
     """Repeated runs leave the broker and the result backend as they found them."""
 
-    def snapshot(self, redis):
-        state = {}
-        for db in (0, 1):
-            with redis.client(db) as client:
-                for key in client.keys("*"):
-                    kind = client.type(key).decode()
-                    size = {"set": client.scard, "zset": client.zcard, "list": client.llen,
-                            "hash": client.hlen}.get(kind, lambda k: 1)(key)
-                    state[(db, key.decode(errors="replace"))] = (kind, size)
-        return state
-
     def test_ten_runs_leave_no_keys(self, worker, env, module_target, cli):
         assert cli("run", "-A", "probe_test_app", "--expect-workers", "1", env=env).code == 0
-        before = self.snapshot(module_target.redis)
+        before = redis_state(module_target.redis)
         for _ in range(10):
             assert cli("run", "-A", "probe_test_app", env=env).code == 0
-        after = self.snapshot(module_target.redis)
+        after = redis_state(module_target.redis)
         assert after == before
         assert not [key for db, key in after if key.startswith("celery-task-meta-")]
