@@ -144,16 +144,19 @@ class ProbeService:
         verdict older than the origin would (before the first run, and when stale:
         ``no-store``).
         """
-        published, age = self._current()
-        if age is None:
-            cache = NO_STORE
-        elif age > self.stale_after:
-            published, cache = self._stale(published, age), NO_STORE
-        else:
-            cache = f"public, max-age={max(0, math.floor(self.interval - age))}"
+        published, age, cache = self._cacheable()
         age_text = b"null" if age is None else f"{age:.3f}".encode()
         body = b'{"age_s": ' + age_text + b", " + published.health_tail
         return Response(body, media_type=JSON, headers={"Cache-Control": cache})
+
+    def _cacheable(self) -> tuple[Any, float | None, str]:
+        """The verdict to serve (stale ones replaced), its age, and its Cache-Control value."""
+        published, age = self._current()
+        if age is None:
+            return published, age, NO_STORE
+        if age > self.stale_after:
+            return self._stale(published, age), age, NO_STORE
+        return published, age, f"public, max-age={max(0, math.floor(self.interval - age))}"
 
     def healthz(self) -> Response:
         """503 when the latest verdict is ``down``, else 200, for load balancers and Kubernetes.
@@ -188,13 +191,7 @@ class ProbeService:
 
     def ops_alerts(self) -> Response:
         """The ops-alerts document of the latest verdict (:func:`celery_probe.ops_alerts.get_ops_alerts`)."""
-        published, age = self._current()
-        if age is None:
-            cache = NO_STORE
-        elif age > self.stale_after:
-            published, cache = self._stale(published, age), NO_STORE
-        else:
-            cache = f"public, max-age={max(0, math.floor(self.interval - age))}"
+        published, _age, cache = self._cacheable()
         return Response(published.alerts, media_type=JSON, headers={"Cache-Control": cache})
 
 
