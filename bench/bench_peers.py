@@ -15,7 +15,8 @@ ports, solo workers of ``bench/bench_app.py`` that send heartbeats, Flower, and
    30 s), and how long Flower takes to stop calling the worker alive;
 3. scale: 1,000 queues x 4 priority lists (time, queue probe duration, Redis commands) beside
    Flower's ``/api/queues/length``, and 20 workers answering ping;
-4. ``celery-probe serve``'s health path under wrk load, broker healthy and frozen.
+4. ``celery-probe serve``'s health path under wrk load, broker healthy and frozen;
+5. footprint: peak RSS per check, Redis commands per check, keys left after 1,000 runs.
 
 Within a case the tools run round-robin, so background noise hits them alike. Before
 measuring it waits (bounded) for the 1-minute load average to drop below ``--max-load``.
@@ -39,6 +40,7 @@ from typing import Any
 
 from bench_run import CAP, DEADLINE, find_tools, raise_on_sigterm
 from flower_peer import flower_version
+from peers_footprint import footprint_section
 from peers_report import Section, header, load_average, machine_info, wait_for_quiet
 from peers_scale import scale_section
 from peers_serve import Load, serve_section
@@ -46,7 +48,7 @@ from peers_verdict import fault_section, healthy_section, shared_deployment
 
 from celery_probe.testing import RedisServer
 
-SECTIONS = "1234"
+SECTIONS = "12345"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -65,11 +67,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--serve-deadline", type=float, default=2.0, help="serve --deadline (default 2)")
     add("--max-load", type=float, default=1.5, help="wait until the 1-min load average is below this (default 1.5)")
     add("--max-wait", type=float, default=600.0, help="wait at most this many seconds for it (default 600; 0: no wait)")
-    add("--sections", default=SECTIONS, help="which tables to measure, e.g. 13 (default 1234)")
+    add("--litter-runs", type=int, default=1000, help="celery-probe runs in the keys-left case (default 1000)")
+    add("--peer-litter-runs", type=int, default=100, help="inspect ping runs in the keys-left case (default 100)")
+    add("--sections", default=SECTIONS, help=f"which tables to measure, e.g. 13 (default {SECTIONS})")
     add("--json", type=Path, metavar="PATH", help="also write every figure as JSON here")
     args = parser.parse_args(argv)
     if min(args.repeat, args.down_repeat, args.scale_repeat, args.queues, args.workers, args.connections,
-           args.threads, args.max_requests) < 1 or args.duration <= 0:
+           args.threads, args.max_requests, args.litter_runs, args.peer_litter_runs) < 1 or args.duration <= 0:
         parser.error("counts must be at least 1 and --duration positive")
     if not set(args.sections) <= set(SECTIONS):
         parser.error(f"--sections takes digits of {SECTIONS}")
@@ -87,7 +91,7 @@ def missing_prerequisite() -> str | None:
 
 
 def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, str], dict[str, Section]]:
-    """Sections 1, 4 and 2 on the shared deployment (2 last: it stops the broker), then 3."""
+    """Sections 1, 4, 5 and 2 on the shared deployment (2 last: it stops the broker), then 3."""
     tools = find_tools()
     sections: dict[str, Section] = {}
     info: dict[str, str] = {}
@@ -99,6 +103,9 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, str], di
         if "4" in args.sections:
             sections["4"] = serve_section(shared, load, interval=args.interval, deadline=args.serve_deadline)
             shared.flower.wait_warm([shared.worker])
+        if "5" in args.sections:
+            sections["5"] = footprint_section(shared, repeats=args.repeat, probe_runs=args.litter_runs,
+                                              peer_runs=args.peer_litter_runs)
         if "2" in args.sections:
             sections["2"] = fault_section(shared, args.down_repeat)
     if "3" in args.sections:

@@ -55,6 +55,11 @@ PROBE = "celery-probe run --expect-workers 1"
 PROBE_IDLE = "celery-probe run (idle window)"
 PEER = "celery inspect ping"
 FLOOR = 'python -c "import pytest, celery"'
+# ``import celery`` is lazy and loads almost nothing; any check that touches a broker through
+# Celery also pays for the app, kombu and the transport's client library. This is that cost.
+CONNECT_FLOOR = "python: import pytest, bench_app, one broker connection"
+CONNECT_FLOOR_CODE = ("import pytest\nfrom bench_app import app\n"
+                      "with app.connection_for_write() as conn:\n    conn.ensure_connection(max_retries=0)")
 
 
 # ------------------------------------------------------------------------------ data
@@ -339,7 +344,8 @@ def commands(tools: dict[str, str], report_dir: Path, *, down: bool) -> list[Com
         ]
     peer = Command(PEER, (tools["celery"], "-A", APP, "inspect", "ping"), expect_exit=None if down else 0)
     floor = Command(FLOOR, (sys.executable, "-c", "import pytest, celery"), expect_exit=0)
-    return [*probe_cmds, peer] + ([] if down else [floor])
+    connect_floor = Command(CONNECT_FLOOR, (sys.executable, "-c", CONNECT_FLOOR_CODE), expect_exit=0)
+    return [*probe_cmds, peer] + ([] if down else [floor, connect_floor])
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from bench_run import (
     APP,
     BENCH_DIR,
     CAP,
+    CONNECT_FLOOR,
     DEADLINE,
     DOWN_CASES,
     FLOOR,
@@ -143,9 +144,10 @@ def healthy_section(shared: Shared, repeats: int) -> Section:
         (PEER, shared.cli(by_tool[PEER])),
         (FLOWER_CHECK, lambda: shared.flower.check([shared.worker])),
         (FLOOR, shared.cli(by_tool[FLOOR])),
+        (CONNECT_FLOOR, shared.cli(by_tool[CONNECT_FLOOR])),
     ]
     rows = round_robin("healthy", tools, repeats, warmup=1)
-    mine, peer, flower, floor = rows
+    mine, peer, flower, floor, connect_floor = rows
     section = Section(
         "1. Healthy verdict, one worker (ping, queues, round trip): wall time per check",
         ["tool", "runs", "median s", "min s", "max s", "answer", "celery-probe / this"],
@@ -161,6 +163,9 @@ def healthy_section(shared: Shared, repeats: int) -> Section:
         f"{'met' if vs_peer <= TARGETS['peer'] else 'MISSED'} ({vs_peer:.2f}). "
         f"Goal celery-probe <= {TARGETS['floor']:g} x the floor: "
         f"{'met' if vs_floor <= TARGETS['floor'] else 'MISSED'} ({vs_floor:.2f})."),
+        (f"The floor imports pytest and celery, but `import celery` is lazy and loads neither the app nor "
+         f"kombu nor redis-py; the second floor ({CONNECT_FLOOR}) is the least any check through Celery "
+         f"does: celery-probe is {mine.median / connect_floor.median:.2f} x that."),
         ("celery-probe, inspect ping and the floor are timed from process spawn to exit (as cron or an exec "
         "probe runs them); Flower is a service that was already running: its figure is two HTTP requests "
         f"on new loopback connections, its own start-up not counted (median {flower.median * 1000:.1f} ms)."),
