@@ -55,6 +55,10 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
         "--tb=short",
         "-rN",
     ]
+    if not settings.probes:
+        # Only built-in probes, which carry their own messages: skip pytest's assertion
+        # rewriting import hook (operator probes keep it for their assert introspection).
+        args.append("--assert=plain")
     args.append("-v" if verbose else "-q")
     if junitxml is None:
         args += ["-p", "no:junitxml"]

@@ -62,9 +62,11 @@ def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def config_from_params(params: dict[str, Any]) -> AlertConfig | None:
     """Take the alert options out of click's ``params`` and validate them (ProbeUsageError)."""
+    values = {name: params.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
+    if not any(value not in (None, False, ()) for value in values.values()):
+        return None  # no alerting asked for: skip importing the mail and webhook machinery
     from celery_probe.alerting.config import build_alert_config
 
-    values = {name: params.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
     values["emails"] = tuple(values["emails"] or ())
     values["webhooks"] = tuple(values["webhooks"] or ())
     return build_alert_config(**values)
