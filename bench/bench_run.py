@@ -488,11 +488,28 @@ def write_json(path: Path, info: dict[str, str], args: argparse.Namespace, rows:
 # ------------------------------------------------------------------------------ main
 
 
+def compile_bytecode() -> None:
+    """Write the bytecode of celery-probe and its built-in probes, as a wheel install does.
+
+    An editable install run with PYTHONDONTWRITEBYTECODE=1 (or a read-only checkout) would
+    otherwise compile every module on every timed run, a cost no installed copy has.
+    """
+    import compileall
+
+    import celery_probe
+    from celery_probe.runner import builtin_probes_dir
+
+    for folder in (Path(celery_probe.__file__).parent, builtin_probes_dir()):
+        compileall.compile_dir(folder, quiet=1)
+
+
 def find_tools() -> dict[str, str]:
     """celery-probe and celery from the running interpreter's bin directory, else PATH.
 
     Not resolving symlinks on purpose: a virtualenv's python is a link to the base one.
+    Also writes celery-probe's bytecode (see compile_bytecode) so runs time an installed copy.
     """
+    compile_bytecode()
     tools: dict[str, str] = {}
     for name in ("celery-probe", "celery"):
         local = Path(sys.executable).parent / name
