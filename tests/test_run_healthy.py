@@ -50,6 +50,16 @@ class TestHealthyRun:
         for key in ("checked_at", "duration_s", "target"):
             assert verdict[key]
 
+    def test_operator_pytest_environment_does_not_reach_the_probe_session(self, worker, env, cli):
+        """A CI job's PYTEST_ADDOPTS / PYTEST_PLUGINS are for its own tests, not for a health check."""
+        hostile = {"PYTEST_ADDOPTS": "-p no:legacypath --maxfail=1 -k nothing_matches",
+                   "PYTEST_PLUGINS": "no_such_plugin_module"}
+        result = cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--format", "json",
+                     env={**env, **hostile})
+        assert result.code == 0, result.stdout + result.stderr
+        assert result.verdict()["status"] == "healthy"
+        assert result.verdict()["probes"]["passed"] >= 5
+
     def test_writes_report_verdict_and_history(self, worker, env, cli, tmp_path):
         for _ in range(2):
             assert cli("run", "-A", "probe_test_app", "--expect-workers", "1", env=env).code == 0

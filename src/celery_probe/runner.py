@@ -67,18 +67,33 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
     return args
 
 
+# What the environment may tell pytest, pinned for a probe session: no plugin autoload
+# (faster, and immune to a broken plugin), and none of the operator's own test-suite
+# settings (``PYTEST_ADDOPTS="--cov -x"`` in a CI job must not change a health check).
+PROBE_SESSION_ENV: dict[str, str | None] = {
+    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    "PYTEST_ADDOPTS": None,
+    "PYTEST_PLUGINS": None,
+}
+
+
 @contextlib.contextmanager
-def _plugin_autoload_disabled() -> Iterator[None]:
-    """Load only the plugins a probe run needs: faster, and immune to a broken plugin."""
-    previous = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
-    os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+def _isolated_pytest_env() -> Iterator[None]:
+    """Apply PROBE_SESSION_ENV for the probe session, and restore the environment after it."""
+    previous = {name: os.environ.get(name) for name in PROBE_SESSION_ENV}
+    for name, value in PROBE_SESSION_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop("PYTEST_DISABLE_PLUGIN_AUTOLOAD", None)
-        else:
-            os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 class Watchdog:
@@ -120,7 +135,7 @@ def run_probes(
     )
     args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
     sink: Any = sys.stderr if verbose else io.StringIO()
-    with _plugin_autoload_disabled(), contextlib.redirect_stdout(sink):
+    with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
         code = pytest.main(args, plugins=[context, plugin])
     if context.verdict is None:
         from celery_probe.verdict import unknown_verdict
@@ -187,7 +202,7 @@ def run_targets(
         f"--celery-targets={targets_file}", *_pytest_flags(overrides),
     ]
     sink: Any = sys.stderr if verbose else io.StringIO()
-    with _plugin_autoload_disabled(), contextlib.redirect_stdout(sink):
+    with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
         code = pytest.main(args, plugins=[context])
     if context.verdict is None:
         from celery_probe.verdict import unknown_verdict
