@@ -57,6 +57,7 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--beat-key", metavar="KEY", help="Redis key of the beat tick (default celery-probe:beat:last-tick)."),
         click.option("--expect-worker-name", "expect_worker_names", multiple=True, metavar="PATTERN", help="A worker matching PATTERN (fnmatch, e.g. sync@*) must answer (repeatable)."),
         click.option("--expect-consumer", "expect_consumers", multiple=True, metavar="QUEUE=PATTERN", help="Workers matching PATTERN consume QUEUE, and no others (repeatable)."),
+        click.option("--flower-url", metavar="URL", help="Flower's address: verdicts and alerts link to its worker and queue pages (credentials never shown)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -92,6 +93,7 @@ def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
             beat_key=raw.get("beat_key"),
             expect_worker_names=tuple(raw.get("expect_worker_names") or ()),
             expect_consumers=tuple(raw.get("expect_consumers") or ()),
+            flower_url=raw.get("flower_url"),
         )
     )
 
@@ -253,6 +255,10 @@ cli.add_command(check_command)
 from celery_probe.ingest import ingest  # noqa: E402
 
 cli.add_command(ingest)
+
+from celery_probe.status_report import report  # noqa: E402
+
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> None:

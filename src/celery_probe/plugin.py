@@ -50,6 +50,7 @@ _PYTEST_LABELS = {
     "beat_key": "--beat-key",
     "expect_worker_names": "--expect-worker-name",
     "expect_consumers": "--expect-consumer",
+    "flower_url": "--flower-url",
 }
 
 
@@ -137,6 +138,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--beat-key", help="Redis key of the beat tick (default celery-probe:beat:last-tick)")
     group.addoption("--expect-worker-name", action="append", default=[], help="a worker matching this pattern must answer (repeatable)")
     group.addoption("--expect-consumer", action="append", default=[], help="QUEUE=PATTERN: matching workers consume QUEUE, no others (repeatable)")
+    group.addoption("--flower-url", help="Flower's URL: verdicts link to its worker and queue pages")
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
 
 
@@ -188,6 +190,7 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "beat_key": opt.beat_key,
         "expect_worker_names": tuple(opt.expect_worker_name),
         "expect_consumers": tuple(opt.expect_consumer),
+        "flower_url": opt.flower_url,
     }
     try:
         if opt.celery_targets:

@@ -76,6 +76,9 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
             "no tick recorded" if beat.get("store") else "not checked"
         )
         lines.append(f"  beat       {when}" + (f" (every {every:g}s)" if isinstance(every, (int, float)) else ""))
+    links = verdict.get("links")
+    if isinstance(links, Mapping) and links.get("flower"):
+        lines.append(f"  flower     {links['flower']}")
     reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
     consequences = [r for r in reasons if str(r.get("message", "")).startswith("not attempted")]
     for reason in reasons:
@@ -85,6 +88,8 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
         mark = {"critical": "✗", "degraded": "!", "error": "?", "info": "i"}.get(severity, "-")
         fg = {"critical": "red", "degraded": "yellow", "error": "magenta"}.get(severity)
         lines.append(paint(f"  {mark} {reason.get('code')} [{severity}]: {reason.get('message')}", fg))
+        if reason.get("link"):
+            lines.append(f"      see {reason['link']}")
     if consequences:
         codes = ", ".join(sorted({str(r.get("code")) for r in consequences}))
         lines.append(f"  … not attempted because of the above: {codes}")

@@ -148,7 +148,7 @@ def finish_report(context: RunContext, report: dict[str, Any]) -> None:
         secrets |= secrets_in([target.settings.broker, target.settings.backend,
                                conf.broker_url if conf is not None else None,
                                backend if isinstance(backend, str) else None,
-                               *target.settings.endpoints])  # as for --junitxml
+                               *target.settings.endpoints, target.settings.flower_url])  # as for --junitxml
         broker_url = run.broker_url if run is not None else (
             redact_url(str(conf.broker_url)) if conf is not None and conf.broker_url else None)
         described = target.settings.describe_target()
@@ -163,6 +163,10 @@ def finish_report(context: RunContext, report: dict[str, Any]) -> None:
             "queue_threshold": target.settings.queue_threshold,
             "queue_thresholds": dict(target.settings.queue_thresholds),
         }
+        if target.settings.flower_url:  # without its credentials: the verdict links to it
+            from celery_probe.flower import flower_base
+
+            details[name]["flower"] = flower_base(target.settings.flower_url)
     if context.multi:
         report["celery_probe"] = {"targets": list(details), "target_details": details}
     else:

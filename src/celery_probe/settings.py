@@ -72,6 +72,7 @@ class Settings:
     beat_key: str = "celery-probe:beat:last-tick"
     expect_worker_names: tuple[str, ...] = ()
     expect_consumers: tuple[tuple[str, str], ...] = ()
+    flower_url: str | None = None  # may carry credentials: links use celery_probe.flower.flower_base
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -295,6 +296,19 @@ def _parse_consumers(name: str, raw: Any, source: str) -> tuple[tuple[str, str],
     return tuple(dict.fromkeys(rules))
 
 
+def _parse_flower_url(name: str, raw: Any, source: str) -> str | None:
+    """Flower's address; it may carry credentials, so an error shows it masked."""
+    from celery_probe.flower import flower_url_problem
+
+    value = _parse_str(name, raw, source)
+    if value is None:
+        return None
+    problem = flower_url_problem(value)
+    if problem:
+        raise _fail(name, redact_bad_url(value), problem, source)
+    return value
+
+
 @dataclass(frozen=True)
 class _Spec:
     name: str
@@ -326,6 +340,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("beat_key", "BEAT_KEY", "--beat-key", _parse_str),
     _Spec("expect_worker_names", "EXPECT_WORKER_NAMES", "--expect-worker-name", _parse_patterns),
     _Spec("expect_consumers", "EXPECT_CONSUMERS", "--expect-consumer", _parse_consumers),
+    _Spec("flower_url", "FLOWER_URL", "--flower-url", _parse_flower_url),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from celery_probe.flower import add_flower_links
 from celery_probe.markers import DEFAULT_CODE, DEFAULT_SEVERITY
 
 STATUSES = ("healthy", "degraded", "down", "unknown")
@@ -119,6 +120,8 @@ def _map(report: Any) -> dict[str, Any]:
     if verdict["status"] == "unknown" and not any(r["severity"] == "error" for r in reasons):
         reasons.append({"code": "celery_probe_no_evidence", "severity": "error", "probe": None,
                         "message": "no probe ran"})
+    if isinstance(meta, Mapping) and meta.get("flower"):
+        add_flower_links(verdict, meta.get("flower"))
     return verdict
 
 
@@ -359,6 +362,8 @@ def _by_target(report: Any) -> dict[str, Any]:
         target_meta = (meta.get("target_details") or {}).get(name) if isinstance(meta.get("target_details"), Mapping) else None
         if isinstance(target_meta, Mapping):
             verdict["target"] = _text(target_meta.get("target"))
+            if target_meta.get("flower"):
+                add_flower_links(verdict, target_meta.get("flower"))
         targets[name] = verdict
     run_wide = verdict_from_report({**report, "tests": [], "celery_probe": {}})
     errors = [r for r in run_wide["reasons"] if r["code"] == "celery_probe_error"]

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from celery_probe.flower import safe_link, safe_links
 from celery_probe.urls import scrub
 
 STATUSES = ("healthy", "degraded", "down", "unknown")
@@ -245,6 +246,9 @@ def summarize_verdict(verdict: Any, secrets: Iterable[str] = (), *, source: str 
                 "severity": _one_line(reason.get("severity") or "unspecified", 20),
                 "message": _one_line(reason.get("message") or ""),
             })
+            link = safe_link(reason.get("link"))
+            if link is not None:
+                reasons[-1]["link"] = link
         elif isinstance(reason, str):
             reasons.append({"code": "unspecified", "severity": "unspecified", "message": _one_line(reason)})
         if len(reasons) >= MAX_REASONS:
@@ -260,6 +264,9 @@ def summarize_verdict(verdict: Any, secrets: Iterable[str] = (), *, source: str 
         "target": _one_line(data["target"], 300) if isinstance(data.get("target"), str) and data["target"] else None,
         "reasons": reasons,
     }
+    links = safe_links(data.get("links"))
+    if links:
+        summary["links"] = links
     if source:
         clean = _one_line(scrub(source, secrets), 300)
         summary["source"] = clean

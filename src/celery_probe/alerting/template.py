@@ -44,7 +44,8 @@ PLACEHOLDERS: dict[str, str] = {
     "scheduled_tasks": "tasks scheduled with an ETA (or n/a)",
     "queue_length": "messages waiting in the watched queues (or n/a)",
     "last_heartbeat": "the latest worker reply (or n/a)",
-    "reasons": "one line per reason: - code [severity]: message",
+    "reasons": "one line per reason: - code [severity]: message (and the Flower page for it, with --flower-url)",
+    "flower": "the Flower dashboard (--flower-url, credentials removed), or n/a",
     "impact": "what the status means for the product, one line per item",
     "service": "the worker's systemd unit (--service-name)",
     "broker_service": "the broker's systemd unit (--broker-service)",
@@ -216,7 +217,12 @@ def reason_lines(verdict: Mapping[str, Any]) -> str:
     reasons = verdict.get("reasons") or []
     if not reasons:
         return "- none given"
-    return "\n".join(f"- {r.get('code')} [{r.get('severity')}]: {r.get('message')}" for r in reasons)
+    lines = []
+    for r in reasons:
+        lines.append(f"- {r.get('code')} [{r.get('severity')}]: {r.get('message')}")
+        if r.get("link"):
+            lines.append(f"  Flower: {r['link']}")
+    return "\n".join(lines)
 
 
 def fields(note: Notification, *, label: str | None, service: str, broker_service: str, hostname: str) -> dict[str, str]:
@@ -245,6 +251,7 @@ def fields(note: Notification, *, label: str | None, service: str, broker_servic
         "queue_length": _shown(verdict.get("queue_length")),
         "last_heartbeat": human_time(verdict.get("last_heartbeat")),
         "reasons": reason_lines(verdict),
+        "flower": _shown((verdict.get("links") or {}).get("flower")),
         "impact": IMPACT["healthy"] if note.event == "recovery" else IMPACT.get(note.status, IMPACT["unknown"]),
         "service": service,
         "broker_service": broker_service,

@@ -160,6 +160,7 @@ def generic_payload(note: Notification, values: dict[str, str], *, label: str | 
         "queue_length": verdict.get("queue_length"),
         "last_heartbeat": verdict.get("last_heartbeat"),
         "reasons": list(verdict.get("reasons") or []),
+        "links": verdict.get("links"),
         "host": values["hostname"],
     }
 

@@ -1,0 +1,280 @@
+"""``--flower-url``: verdicts, text output, mail and webhooks link to the Flower pages that fit.
+
+The links are checked against a real Flower 2.2 process behind basic authentication: every
+link celery-probe prints answers 200 (and 401 without the password, so it is the real page),
+while the password in ``--flower-url`` appears nowhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from conftest import APPS, Target, run_cli
+
+from celery_probe.errors import ProbeUsageError
+from celery_probe.flower import add_flower_links, flower_base, flower_url_problem, safe_links
+from celery_probe.settings import resolve_settings
+from celery_probe.testing import free_port, wait_until
+
+pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook fixtures
+
+USER, PASSWORD = "ops", "fl0wer-s3cret"
+OPS = "ops@example.com"
+
+
+# ------------------------------------------------------------------------------ pure parts
+
+
+class TestBase:
+    """The base every link is built on never carries credentials."""
+
+    @pytest.mark.parametrize(("url", "base"), [
+        ("http://flower:5555", "http://flower:5555"),
+        ("https://ops:pw@flower.example/", "https://flower.example"),
+        ("HTTPS://u:p@Flower.Example:8443/ops/flower/", "https://flower.example:8443/ops/flower"),
+        ("http://[::1]:5555/", "http://[::1]:5555"),
+    ])
+    def test_credentials_and_trailing_slash_dropped(self, url, base):
+        assert flower_base(url) == base
+
+    @pytest.mark.parametrize(("url", "words"), [
+        ("ftp://flower/", "http:// or https://"),
+        ("flower:5555", "http:// or https://"),
+        ("http:///x", "no host"),
+        ("http://flower:port/", "cannot be parsed"),
+        ("http://flower/?x=1", "query or fragment"),
+        ("http://flower/#top", "query or fragment"),
+        ("http://flo wer/", "white space"),
+    ])
+    def test_unusable_urls_say_why(self, url, words):
+        assert words in (flower_url_problem(url) or "")
+        assert flower_base(url) is None
+
+
+def _verdict(*reasons: tuple[str, str]) -> dict:
+    return {"status": "degraded", "workers": {"a@h": {}, "b@h": {}},
+            "reasons": [{"code": code, "severity": "degraded", "message": msg} for code, msg in reasons]}
+
+
+class TestReasonLinks:
+    """Each reason links to the page that answers the question it raises."""
+
+    def test_pages_by_code(self):
+        verdict = add_flower_links(_verdict(
+            ("celery_worker_down", "no worker answered ping"),
+            ("celery_workers_missing", "1 of 2 expected workers answered: a@h"),
+            ("celery_worker_unresponsive", "answered ping but not inspect: b@h"),
+            ("celery_worker_drift", "a@h consumes x but matches none; b@h does not consume y"),
+            ("celery_queue_high", "queue backlog at or above threshold: celery=5"),
+            ("celery_queue_unconsumed", "messages waiting where no worker consumes: x=1"),
+            ("celery_roundtrip_slow", "round trip slower than 1000 ms: celery=1200 ms"),
+        ), "https://u:pw@flower.example/f/")
+        links = [r.get("link") for r in verdict["reasons"]]
+        assert links == [
+            "https://flower.example/f/workers",
+            "https://flower.example/f/workers",  # names those that answered, not the missing one
+            "https://flower.example/f/worker/b%40h",
+            "https://flower.example/f/workers",  # two workers at fault
+            "https://flower.example/f/broker",
+            "https://flower.example/f/broker",
+            None,
+        ]
+        assert verdict["links"] == {
+            "flower": "https://flower.example/f/",
+            "workers_page": "https://flower.example/f/workers",
+            "queues": "https://flower.example/f/broker",
+            "workers": {"a@h": "https://flower.example/f/worker/a%40h",
+                        "b@h": "https://flower.example/f/worker/b%40h"},
+        }
+        assert "pw" not in json.dumps(verdict)
+
+    def test_a_name_inside_another_is_not_a_mention(self):
+        verdict = {"workers": {"a@h": {}, "a@h2": {}}, "reasons": [
+            {"code": "celery_worker_unresponsive", "message": "answered ping but not inspect: a@h2"}]}
+        assert add_flower_links(verdict, "http://f")["reasons"][0]["link"] == "http://f/worker/a%40h2"
+
+    @pytest.mark.parametrize("url", [None, "", 5, "javascript:alert(1)", "ftp://f/", {"x": 1}])
+    def test_a_foreign_report_value_adds_nothing(self, url):
+        verdict = add_flower_links(_verdict(("celery_worker_down", "x")), url)
+        assert "links" not in verdict and "link" not in verdict["reasons"][0]
+
+    def test_links_from_elsewhere_are_filtered(self):
+        assert safe_links({"flower": "javascript:alert(1)", "queues": "http://u:pw@f/broker",
+                           "workers": {"a": "http://f/worker/a", "b": "data:text/html,x"}}) == {
+            "queues": "http://f/broker", "workers": {"a": "http://f/worker/a"}}
+
+
+class TestSetting:
+    """``--flower-url`` follows the settings' precedence and rejects bad values in one line."""
+
+    def test_flag_env_pyproject(self, tmp_path):
+        path = tmp_path / "pyproject.toml"
+        path.write_text('[tool.celery-probe]\nflower-url = "http://from-file:5555"\n')
+        assert resolve_settings({}, environ={}, pyproject=path).flower_url == "http://from-file:5555"
+        env = {"CELERY_PROBE_FLOWER_URL": "http://from-env:5555"}
+        assert resolve_settings({}, environ=env, pyproject=path).flower_url == "http://from-env:5555"
+        assert resolve_settings({"flower_url": "http://flag/"}, environ=env, pyproject=path).flower_url == "http://flag/"
+
+    def test_bad_value_names_source_and_hides_password(self):
+        env = {"CELERY_PROBE_FLOWER_URL": "ftp://ops:hunter22@flower/"}
+        with pytest.raises(ProbeUsageError) as caught:
+            resolve_settings({}, environ=env, pyproject=False)
+        text = str(caught.value)
+        assert "CELERY_PROBE_FLOWER_URL" in text and "http:// or https://" in text
+        assert "hunter22" not in text
+
+    def test_cli_exit_64_one_line(self, tmp_path):
+        result = run_cli("run", "-b", "redis://127.0.0.1:1/0", "--flower-url", "http://ops:hunter22@flower/?a=b",
+                         cwd=tmp_path, timeout=30)
+        assert result.code == 64
+        assert result.stderr.count("\n") == 1 and "--flower-url" in result.stderr
+        assert "hunter22" not in result.stderr + result.stdout and "Traceback" not in result.stderr
+
+
+# ------------------------------------------------------------------------------ real Flower
+
+
+class Flower:
+    """``celery -A probe_test_app flower`` on a free loopback port, behind basic authentication."""
+
+    def __init__(self, target: Target, workdir: Path) -> None:
+        self.port = free_port()
+        self.log = workdir / "flower.log"
+        self.env = {**os.environ, **target.env(), "PYTHONPATH": str(APPS)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """What an operator gives ``--flower-url``: with the password in it."""
+        return f"http://{USER}:{PASSWORD}@127.0.0.1:{self.port}/"
+
+    def start(self) -> Flower:
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "probe_test_app", "flower", "--address=127.0.0.1",
+                 f"--port={self.port}", f"--basic_auth={USER}:{PASSWORD}", "--inspect_timeout=2000"],
+                env=self.env, cwd=self.log.parent, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,
+            )
+
+        def listening() -> bool:
+            if self.proc is None or self.proc.poll() is not None:
+                raise AssertionError(f"flower exited: {self.log.read_text(errors='replace')[-2000:]}")
+            return self.get(f"http://127.0.0.1:{self.port}/healthcheck", auth=False)[0] == 200
+
+        wait_until(listening, timeout=40, interval=0.2, what="flower listening")
+        return self
+
+    def get(self, url: str, *, auth: bool = True) -> tuple[int, str]:
+        """GET ``url`` (a link as printed), with the password sent separately as Basic auth."""
+        parts = urlsplit(url)
+        assert parts.hostname == "127.0.0.1" and parts.port == self.port, url
+        headers = {}
+        if auth:
+            token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
+        try:
+            conn.request("GET", parts.path or "/", headers=headers)
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.proc.pid, signum)
+                self.proc.wait(timeout=wait)
+                return
+            except ProcessLookupError:
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+@pytest.fixture(scope="module")
+def flower(module_target: Target, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flower]:
+    server = Flower(module_target, tmp_path_factory.mktemp("flower"))
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+def probe(flower: Flower, target: Target, folder: Path, *args: str):
+    result = run_cli("run", "-A", "probe_test_app", "--flower-url", flower.url, "--format", "json",
+                     "--report-dir", str(folder), *args, env=target.env(), cwd=folder, timeout=60)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def assert_no_password(*texts: str) -> None:
+    for text in texts:
+        assert PASSWORD not in text and base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode() not in text
+
+
+def test_healthy_links_answer_200_on_real_flower(flower, module_target, start_worker, tmp_path):
+    worker = start_worker(module_target.env(), name="flowerlink@%h")
+    result = probe(flower, module_target, tmp_path, "--expect-workers", "1")
+    verdict = result.verdict()
+    assert result.code == 0, result.stdout
+    links = verdict["links"]
+    assert set(links["workers"]) == {worker.name}
+    pages = [links["flower"], links["workers_page"], links["queues"], links["workers"][worker.name]]
+    for page in pages:
+        status, body = flower.get(page)
+        assert status == 200, (page, body[:300])
+        assert flower.get(page, auth=False)[0] == 401, page  # the real, protected page
+    assert worker.name in flower.get(links["workers"][worker.name])[1]
+    assert "%40" in links["workers"][worker.name]  # the name is quoted; Flower decodes it
+    assert_no_password(result.stdout, result.stderr, *(p.read_text() for p in tmp_path.glob("*.json*")))
+
+    again = run_cli("verdict", str(tmp_path / "latest.json"), "--format", "json", cwd=tmp_path)
+    assert again.verdict()["links"] == links  # the report carries the URL: same links later
+    text = run_cli("verdict", str(tmp_path / "latest.json"), cwd=tmp_path, env={"NO_COLOR": "1"})
+    assert f"  flower     http://127.0.0.1:{flower.port}/" in text.stdout
+    assert_no_password(again.stdout, text.stdout)
+
+
+def test_down_links_reach_mail_and_webhook(flower, module_target, smtp, hooks, tmp_path):
+    queue = module_target.queue("flowerq")
+    client = module_target.client(backend=False)
+    try:
+        for _ in range(3):
+            client.send_task("probe_test.sleep", args=(0,), queue=queue)
+    finally:
+        client.close()
+    result = probe(flower, module_target, tmp_path, "-Q", queue, "--queue-threshold", "1",
+                   "--email", OPS, "--smtp", smtp.address, "--mail-from", "probe@example.com",
+                   "--webhook", hooks.url())
+    verdict = result.verdict()
+    assert verdict["status"] == "down", result.stdout
+    by_code = {r["code"]: r.get("link") for r in verdict["reasons"]}
+    base = f"http://127.0.0.1:{flower.port}"
+    assert by_code["celery_worker_down"] == f"{base}/workers"
+    assert by_code["celery_queue_high"] == f"{base}/broker"
+    assert by_code["celery_queue_unconsumed"] == f"{base}/broker"
+    for link in {link for link in by_code.values() if link}:
+        assert flower.get(link)[0] == 200, link
+
+    body = smtp.wait_for(1)[0].body
+    assert "- celery_worker_down [critical]: no worker answered ping" in body
+    assert f"  Flower: {base}/workers" in body and f"  Flower: {base}/broker" in body
+    payload = hooks.wait_for(1)[0].json()
+    assert payload["links"]["workers_page"] == f"{base}/workers"
+    assert {r["code"]: r.get("link") for r in payload["reasons"]}["celery_worker_down"] == f"{base}/workers"
+    assert_no_password(result.stdout, result.stderr, body, json.dumps(payload),
+                       *(p.read_text() for p in tmp_path.glob("*.json*")))
