@@ -95,7 +95,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, str], di
     tools = find_tools()
     sections: dict[str, Section] = {}
     info: dict[str, str] = {}
-    load = Load(args.duration, args.connections, args.threads, args.max_requests)
+    load = Load(args.duration, args.connections, args.threads, args.max_requests, check_repeats=args.repeat)
     with shared_deployment(workdir, tools) as shared:
         info = machine_info(shared.deployment.redis, str(flower_version()))
         if "1" in args.sections:

@@ -54,6 +54,7 @@ HEALTHY = "healthy"
 PROBE = "celery-probe run --expect-workers 1"
 PROBE_IDLE = "celery-probe run (idle window)"
 PEER = "celery inspect ping"
+CHECK = "celery-probe check URL (of a running serve)"
 FLOOR = 'python -c "import pytest, celery"'
 # ``import celery`` is lazy and loads almost nothing; any check that touches a broker through
 # Celery also pays for the app, kombu and the transport's client library. This is that cost.

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench_run import APP
+from bench_run import APP, CHECK, Command, Row, run_once
 from bench_scale import commands as commandstats
 from peers_report import Section
 from peers_verdict import Shared
@@ -57,6 +57,7 @@ class Load:
     connections: int
     threads: int
     max_requests: int
+    check_repeats: int = 7
     wrk: str | None = field(default_factory=lambda: shutil.which("wrk"))
 
     def describe(self) -> str:
@@ -186,6 +187,8 @@ def measure(shared: Shared, port: int, load: Load, name: str, *, requests: bool,
 
 def serve_section(shared: Shared, load: Load, *, interval: float, deadline: float) -> Section:
     """Section 4: idle baseline, then the health path under load with the broker healthy, then frozen."""
+    import bench_serve
+
     section = Section(
         f"4. celery-probe serve under load: GET /api/interactions/health/celery, {load.describe()}; "
         f"serve --interval {interval:g} --deadline {deadline:g}",
@@ -198,6 +201,10 @@ def serve_section(shared: Shared, load: Load, *, interval: float, deadline: floa
             measure(shared, port, load, "healthy", requests=True, frozen=False),
             measure(shared, port, load, "frozen (SIGSTOP)", requests=True, frozen=True),
         ]
+        thawed_runs = bench_serve.runs_total(port)  # a run that began while frozen may still be ending
+        wait_until(lambda: bench_serve.runs_total(port) > thawed_runs + 1 and served_status(port) == "healthy",
+                   timeout=3 * interval + 2 * deadline, what="serve healthy again after the frozen phase")
+        check = timed_check(shared, port, load.check_repeats)
     for p in phases:
         low, high = math.floor(p.seconds / interval), math.ceil(p.seconds / interval)
         rate = f"{p.requests / p.seconds:,.0f}" if p.requests else "-"
@@ -207,7 +214,11 @@ def serve_section(shared: Shared, load: Load, *, interval: float, deadline: floa
             str(p.redis.get("lpush", 0)),
         ])
         section.data.append(asdict(p) | {"timer_allows": [low, high]})
+    section.data.append(check.as_json())
     section.notes += [
+        (f"`celery-probe check URL` against this serve, as a fresh process (the resident mode: the verdict "
+         f"is at most --interval old): median {check.median:.3f} s over {len(check.times)} runs, "
+         f"exit {check.outcome()}."),
         "verdict served: the health path's status at the start and at the end of the phase.",
         ("probe runs: celery_probe_runs_total from /metrics over the phase; the start-to-start timer allows "
         "floor..ceil(seconds / interval). Requests never start a run."),
@@ -216,6 +227,16 @@ def serve_section(shared: Shared, load: Load, *, interval: float, deadline: floa
         "the frozen phase they are read after SIGCONT, so they include the commands Redis ran when it thawed."),
     ]
     return section
+
+
+def timed_check(shared: Shared, port: int, repeats: int) -> Row:
+    """``celery-probe check`` of the running serve's health path, timed from spawn to exit."""
+    import bench_serve
+
+    url = f"http://127.0.0.1:{port}{bench_serve.HEALTH}"
+    command = Command(CHECK, (shared.tools["celery-probe"], "check", url), expect_exit=0)
+    runs = [run_once(command, shared.env, shared.workdir) for _ in range(repeats + 1)][1:]  # first: warm-up
+    return Row("serve", CHECK, runs)
 
 
 def _ms(value: float | None) -> str:
