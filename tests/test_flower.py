@@ -114,6 +114,42 @@ class TestReasonLinks:
             "queues": "http://f/broker", "workers": {"a": "http://f/worker/a"}}
 
 
+class TestShown:
+    """Text output, mail templates and several-target reports carry the links too."""
+
+    def test_text_output_shows_dashboard_and_reason_pages(self):
+        from celery_probe.render import render_text
+
+        verdict = add_flower_links({**_verdict(("celery_queue_high", "celery=5")), "status": "degraded"},
+                                   "http://u:pw@f:5555")
+        text = render_text(verdict, colour=False)
+        assert "  flower     http://f:5555/" in text
+        assert "  ! celery_queue_high [degraded]: celery=5\n      see http://f:5555/broker" in text
+        assert "pw" not in text
+
+    def test_flower_placeholder_in_mail_templates(self):
+        from celery_probe.alerting.template import check_template
+
+        assert check_template("Flower: $flower", "test template").template == "Flower: $flower"
+
+    def test_each_target_links_to_its_own_flower(self):
+        from celery_probe.verdict import verdicts_by_target
+
+        def failing(target: str) -> dict:
+            return {"nodeid": f"probes/test_workers.py::test_workers_answer_ping[{target}]", "outcome": "failed",
+                    "call": {"outcome": "failed", "crash": {"message": "Failed: no worker answered ping"}},
+                    "metadata": {"probe": {"severity": "critical", "code": "celery_worker_down",
+                                           "target": target}}}
+
+        report = {"created": 0, "duration": 1, "tests": [failing("a"), failing("b")], "celery_probe": {
+            "targets": ["a", "b"],
+            "target_details": {"a": {"target": "A", "flower": "http://fa"}, "b": {"target": "B"}}}}
+        verdict = verdicts_by_target(report)
+        assert verdict["targets"]["a"]["links"]["workers_page"] == "http://fa/workers"
+        assert "links" not in verdict["targets"]["b"]
+        assert {r["target"]: r.get("link") for r in verdict["reasons"]} == {"a": "http://fa/workers", "b": None}
+
+
 class TestSetting:
     """``--flower-url`` follows the settings' precedence and rejects bad values in one line."""
 

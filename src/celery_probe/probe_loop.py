@@ -26,6 +26,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +34,14 @@ from typing import Any
 
 from celery_probe.api import PROCESS_SLACK
 from celery_probe.errors import ProbeUsageError
-from celery_probe.reports import LATEST, load_report
+from celery_probe.reports import LATEST, history_entry, load_report
 from celery_probe.settings import ENV_PREFIX, SPECS, Settings, resolve_settings
 from celery_probe.verdict import unknown_verdict
 
 log = logging.getLogger("celery_probe.serve")
 
 REAP_TIMEOUT = 5.0  # seconds to wait for a SIGKILLed child to be reaped
+RECENT_RUNS = 100  # history entries kept in memory for the status page
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,8 @@ class ProbeLoop:
         self.runs_started = 0
         self.runs_killed = 0
         self.last_success: float | None = None  # Unix time of the latest healthy verdict
+        # The history lines of the latest runs, for the status page when no report dir is kept.
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_RUNS)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -219,6 +223,7 @@ class ProbeLoop:
         snapshot = Snapshot(verdict, report, now, now_mono, self.runs_started, round(now_mono - began, 3))
         if verdict.get("status") == "healthy":
             self.last_success = now
+        self.recent.append(history_entry(verdict))
         self.snapshot = snapshot  # the swap: one reference assignment
         if verdict.get("status") != previous or snapshot.run == 1:
             first = next((r for r in verdict.get("reasons") or [] if r.get("severity") != "info"), None)

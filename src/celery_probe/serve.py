@@ -43,6 +43,8 @@ DEFAULT_INTERVAL = 15.0
 HEALTH_PATH = "/health/celery"
 OPS_ALERTS_PATH = "/metrics/ops-alerts"
 OPENAPI_PATH = "/openapi.json"
+STATUS_PAGE_PATH = "/"
+HTML = "text/html; charset=utf-8"
 JSON = "application/json"
 NO_STORE = "no-store"
 
@@ -309,6 +311,13 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
     }
 
 
+_STATUS_PAGE_DOC = {"get": {
+    "summary": "The status page: verdict, reasons, probes, status timeline and charts (HTML, no script)",
+    "responses": {"200": {"description": "the page", "headers": {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}},
+                          "content": {"text/html": {"schema": {"type": "string"}}}}},
+}}
+
+
 def _route_path(scope: Scope) -> str:
     """The request path below the app's ``root_path`` (set when served under a proxy prefix)."""
     path: str = scope["path"]
@@ -331,15 +340,26 @@ def make_app(
     loop then starts with the first request, because Starlette does not run the lifespan
     of mounted apps. :class:`ProbeMiddleware` ties it to the host's lifespan instead.
     """
+    from celery_probe.status_view import StatusPage
+
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
-    document = json.dumps(service.openapi).encode()
+    status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
+    openapi_paths = {**service.openapi, "paths": {**service.openapi["paths"], STATUS_PAGE_PATH: _STATUS_PAGE_DOC}}
+    document = json.dumps(openapi_paths).encode()
 
     async def openapi(_request: Request) -> Response:
         return Response(document, media_type=JSON)
 
-    # Only the standalone app describes itself: in a host app, /openapi.json is the host's.
-    app = Starlette(routes=[*service.routes(), Route(OPENAPI_PATH, openapi, methods=["GET"])],
+    async def page(_request: Request) -> Response:
+        service.ensure_started()
+        return Response(await status_page.page(), media_type=HTML, headers={"Cache-Control": NO_STORE})
+
+    # Only the standalone app describes itself and serves the page: in a host app, / and
+    # /openapi.json are the host's.
+    app = Starlette(routes=[*service.routes(), Route(OPENAPI_PATH, openapi, methods=["GET"]),
+                            Route(STATUS_PAGE_PATH, page, methods=["GET"])],
                     lifespan=service.lifespan)
+    app.state.status_page = status_page
     app.state.probe = service
     return app
 
