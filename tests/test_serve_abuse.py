@@ -185,12 +185,13 @@ class TestSlowClients:
 
 
 class TestOpenApi:
-    def test_describes_the_four_routes(self, server):
+    def test_describes_the_five_routes(self, server):
         reply = server.get(OPENAPI_PATH)
         assert reply.status == 200 and reply.headers["content-type"] == "application/json"
         document = reply.json()
         assert document["openapi"].startswith("3.1")
-        assert set(document["paths"]) == {HEALTH, "/healthz", "/metrics", OPS_ALERTS}
+        assert set(document["paths"]) == {HEALTH, "/healthz", "/metrics", OPS_ALERTS, "/"}
+        assert list(document["paths"]["/"]["get"]["responses"]["200"]["content"]) == ["text/html"]
         assert set(document["paths"]["/healthz"]["get"]["responses"]) == {"200", "503"}
         # Mounted in a host app the host's own /openapi.json stays the host's.
         service = ProbeService(Settings(broker="redis://127.0.0.1:1/0"), interval=1)
@@ -207,7 +208,7 @@ class TestSchemathesis:
     def test_every_answer_matches_the_openapi_description(self, server):
         schema = schemathesis.openapi.from_url(f"http://127.0.0.1:{server.port}{OPENAPI_PATH}")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert sorted(op.path for op in operations) == sorted([HEALTH, "/healthz", "/metrics", OPS_ALERTS])
+        assert sorted(op.path for op in operations) == sorted([HEALTH, "/healthz", "/metrics", OPS_ALERTS, "/"])
         calls: Counter[str] = Counter()
         for operation in operations:
             answers_as_described(operation, calls)()
