@@ -78,7 +78,7 @@ def line_chart_svg(chart_id: str, title: str, unit: str, values: Sequence[float 
     ``missing`` says in words what a run without a value means (the cross's tooltip).
     """
     count = len(values)
-    height, top, bottom = 200, 12, 172
+    height, top, bottom = 210, 26, 182
     present = [v for v in values if v is not None]
     ceiling = _nice_ceiling(max(present) if present else 0.0)
     if present:
@@ -98,7 +98,7 @@ def line_chart_svg(chart_id: str, title: str, unit: str, values: Sequence[float 
         parts.append(f'<line class="grid" x1="{PLOT_LEFT}" y1="{y:.2f}" x2="{WIDTH - PLOT_RIGHT}" y2="{y:.2f}"/>')
         parts.append(f'<text class="axis" x="{PLOT_LEFT - 6}" y="{y + 4:.2f}" text-anchor="end">'
                      f'{escape(_fmt(value))}</text>')
-    parts.append(f'<text class="axis unit" x="4" y="{top + 4}">{escape(unit)}</text>')
+    parts.append(f'<text class="axis unit" x="4" y="14">{escape(unit)}</text>')
     segment: list[str] = []
     segments: list[list[str]] = []
     for i, value in enumerate(values):
