@@ -220,6 +220,7 @@ _REASON = {
         "severity": {"type": "string", "enum": ["critical", "degraded", "error", "info"]},
         "probe": _NULLABLE_STRING,
         "message": {"type": "string"},
+        "link": {"type": "string", "description": "the Flower page for this reason (with --flower-url)"},
     },
 }
 _SEED = {  # the six keys of get_celery_health(), present in every verdict
@@ -253,6 +254,7 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
             "checked_at": _NULLABLE_STRING,
             "duration_s": _NULLABLE_NUMBER,
             "target": _NULLABLE_STRING,
+            "links": {"type": "object", "description": "Flower's pages (with --flower-url), credentials removed"},
         },
     }
     healthz_body = {
