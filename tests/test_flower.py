@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from conftest import APPS, Target, run_cli
+from serving import HEALTH, ServeProcess
 
 from celery_probe.errors import ProbeUsageError
 from celery_probe.flower import add_flower_links, flower_base, flower_url_problem, safe_links
@@ -314,3 +315,17 @@ def test_down_links_reach_mail_and_webhook(flower, module_target, smtp, hooks, t
     assert {r["code"]: r.get("link") for r in payload["reasons"]}["celery_worker_down"] == f"{base}/workers"
     assert_no_password(result.stdout, result.stderr, body, json.dumps(payload),
                        *(p.read_text() for p in tmp_path.glob("*.json*")))
+
+
+def test_served_verdict_links_to_flower(module_target, tmp_path):
+    """``celery-probe serve --flower-url`` serves the same links; its log never shows the password."""
+    url = f"https://{USER}:{PASSWORD}@flower.example/ops/"
+    args = ["-A", "probe_test_app", "--deadline", "2", "--interval", "30", "--flower-url", url]
+    with ServeProcess(*args, env=module_target.env(), cwd=tmp_path) as server:
+        verdict = wait_until(lambda: (v := server.health())["status"] != "unknown" and v, timeout=30,
+                             what="the first verdict")
+        assert verdict["status"] == "down"  # no worker
+        assert verdict["links"]["workers_page"] == "https://flower.example/ops/workers"
+        assert {r["code"]: r.get("link") for r in verdict["reasons"]}["celery_worker_down"] == \
+            "https://flower.example/ops/workers"
+        assert_no_password(server.get(HEALTH).body.decode(), server.log_text())
