@@ -56,7 +56,8 @@ def probe_verdict(
 ) -> dict[str, Any]:
     """The full verdict dict of one probe run in a child process."""
     env = dict(os.environ)
-    args = ["run", "--format", "json", "--deadline", str(timeout)]
+    # --no-on-down: a web process asking for health must never restart anything.
+    args = ["run", "--format", "json", "--no-on-down", "--deadline", str(timeout)]
     if app is not None and not isinstance(app, str):
         broker = broker or app.conf.broker_url
         configured = app.conf.result_backend

@@ -30,6 +30,7 @@ from celery_probe import __version__
 from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.deadline import Deadline
 from celery_probe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeUsageError, ReportWriteError
+from celery_probe.remediation.options import remediation_options
 from celery_probe.run_outputs import finish_outputs, run_output_options
 from celery_probe.settings import FORMATS, Settings, as_cli_overrides, require_target, resolve_settings
 
@@ -93,6 +94,12 @@ def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
             beat_key=raw.get("beat_key"),
             expect_worker_names=tuple(raw.get("expect_worker_names") or ()),
             expect_consumers=tuple(raw.get("expect_consumers") or ()),
+            on_down=raw.get("on_down"),
+            on_down_after=raw.get("on_down_after"),
+            on_down_every=raw.get("on_down_every"),
+            on_down_timeout=raw.get("on_down_timeout"),
+            on_down_dry_run=raw.get("on_down_dry_run"),
+            on_down_codes=tuple(raw.get("on_down_codes") or ()),
             flower_url=raw.get("flower_url"),
         )
     )
@@ -128,6 +135,7 @@ def cli() -> None:
 @_target_options
 @alert_options
 @run_output_options
+@remediation_options
 @click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
               help="Probe every [targets.NAME] of this TOML file, in parallel (see README).")
 @click.option("--parallel", metavar="N", help="Worker processes for --targets (default: one per CPU, at most one per target).")
@@ -159,6 +167,8 @@ def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: A
     code = emit(context.verdict, settings.format)
     code = finish_outputs(context, code, raw)  # JUnit, textfile, CI gate; also when reports fail
     send_alerts(context.verdict, raw.get("alerting"))  # also when reports fail; keeps the exit code
+    if not raw.get("no_on_down"):
+        _remediate(settings, context)  # --on-down; keeps the exit code too
     if context.write_error:
         raise ReportWriteError(context.write_error)
     return code
@@ -173,6 +183,9 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     if raw.get("app") or raw.get("broker"):
         raise ProbeUsageError("give either --targets FILE or -A/--app / -b/--broker, not both (from --targets)")
     settings = _settings_from(raw)
+    if settings.on_down and not raw.get("no_on_down"):
+        raise ProbeUsageError("on-down acts on a single target and cannot be used with --targets "
+                              f"(from {settings.sources.get('on_down', '--on-down')}; --no-on-down ignores it)")
     overrides = _cli_overrides(raw)
     targets = load_targets(targets_file, overrides)
     workers = _parse_parallel(parallel, len(targets))
@@ -187,6 +200,17 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     if context.write_error:
         raise ReportWriteError(context.write_error)
     return code
+
+
+def _remediate(settings: Settings, context: Any) -> None:
+    """``--on-down``: one line on stdout in text format, on stderr otherwise (JSON stays pure)."""
+    if not settings.on_down or context.verdict is None:
+        return
+    from celery_probe.remediation.apply import remediate, run_secrets
+
+    outcome = remediate(settings, context.verdict, run_secrets(context))
+    if outcome.line:
+        click.echo(outcome.line, err=settings.format != "text")
 
 
 def _parse_parallel(raw: str | None, targets: int) -> int:

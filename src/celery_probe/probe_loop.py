@@ -35,7 +35,7 @@ from typing import Any
 from celery_probe.api import PROCESS_SLACK
 from celery_probe.errors import ProbeUsageError
 from celery_probe.reports import LATEST, history_entry, load_report
-from celery_probe.settings import ENV_PREFIX, SPECS, Settings, resolve_settings
+from celery_probe.settings import ENV_PREFIX, REMEDIATION, SPECS, Settings, resolve_settings
 from celery_probe.verdict import unknown_verdict
 
 log = logging.getLogger("celery_probe.serve")
@@ -57,6 +57,8 @@ class Snapshot:
 
 
 ARGV_SETTINGS = ("report_dir", "format")  # given on the child's command line instead
+# Never passed: only `celery-probe run` remediates; the child runs with --no-on-down.
+NOT_PASSED = (*ARGV_SETTINGS, *REMEDIATION)
 
 
 def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -70,7 +72,7 @@ def child_environment(settings: Settings, base: Mapping[str, str] | None = None)
     """
     env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(ENV_PREFIX)}
     for spec in SPECS:
-        if spec.name in ARGV_SETTINGS:
+        if spec.name in NOT_PASSED:
             continue
         value = _env_value(spec.name, settings)
         if value:
@@ -101,7 +103,7 @@ def check_round_trip(settings: Settings, environ: Mapping[str, str] | None = Non
     for spec in SPECS:
         names = ("queue_threshold", "queue_thresholds") if spec.name == "queue_threshold" else (spec.name,)
         for name in names:
-            if name not in ARGV_SETTINGS and getattr(again, name) != getattr(settings, name):
+            if name not in NOT_PASSED and getattr(again, name) != getattr(settings, name):
                 raise ProbeUsageError(
                     f"setting {name.replace('_', '-')} cannot be passed to the probe process unchanged "
                     f"({getattr(settings, name)!r} would arrive as {getattr(again, name)!r})"
@@ -188,7 +190,8 @@ class ProbeLoop:
             return self._publish(verdict, report, began)
 
     async def _child_run(self, folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        command = [self.python, "-m", "celery_probe", "run", "--format", "json", "--report-dir", str(folder)]
+        command = [self.python, "-m", "celery_probe", "run", "--format", "json", "--no-on-down",
+                   "--report-dir", str(folder)]
         self.runs_started += 1
         proc = await asyncio.create_subprocess_exec(
             *command, env=child_environment(self.settings), stdin=asyncio.subprocess.DEVNULL,

@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 import os
+import shlex
+import shutil
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from celery_probe import durations
 from celery_probe.errors import ProbeUsageError
 from celery_probe.urls import redact_bad_url, redact_url, url_problem
 
@@ -72,6 +75,12 @@ class Settings:
     beat_key: str = "celery-probe:beat:last-tick"
     expect_worker_names: tuple[str, ...] = ()
     expect_consumers: tuple[tuple[str, str], ...] = ()
+    on_down: tuple[str, ...] = ()  # argv of the auto-remediation command (celery_probe.remediation)
+    on_down_after: float = 300.0
+    on_down_every: float = 1800.0
+    on_down_timeout: float = 60.0
+    on_down_dry_run: bool = False
+    on_down_codes: tuple[str, ...] = ()  # empty: any down verdict without celery_broker_unreachable
     flower_url: str | None = None  # may carry credentials: links use celery_probe.flower.flower_base
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -309,6 +318,61 @@ def _parse_flower_url(name: str, raw: Any, source: str) -> str | None:
     return value
 
 
+def _parse_wait(lo: float, hi: float) -> Callable[[str, Any, str], float]:
+    """A length of time that may be zero (``0s``, ``90s``, ``5m``, ``1.5h``; a bare number is seconds)."""
+
+    def parse(name: str, raw: Any, source: str) -> float:
+        try:
+            value = durations.parse_duration(raw)
+        except ValueError as exc:
+            raise _fail(name, raw, str(exc), source) from None
+        if not lo <= value <= hi:
+            raise _fail(name, raw, f"must be between {lo:g} and {hi:g} seconds", source)
+        return value
+
+    return parse
+
+
+def _parse_bool(name: str, raw: Any, source: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise _fail(name, raw, "must be true or false (1/0, yes/no, on/off)", source)
+
+
+def _parse_command(name: str, raw: Any, source: str) -> tuple[str, ...]:
+    """An argv list: a string split as a POSIX shell would (``shlex``), or a TOML list.
+
+    It is run without a shell, so the executable must exist now: a typo fails at start,
+    in one line, rather than on the night the workers go down.
+    """
+    if isinstance(raw, str):
+        try:
+            argv = shlex.split(raw)
+        except ValueError as exc:
+            raise _fail(name, raw, f"cannot be split into arguments ({exc})", source) from None
+    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        argv = list(raw)
+    else:
+        raise _fail(name, raw, "must be a command line or a list of strings", source)
+    if not argv or not argv[0].strip():
+        raise _fail(name, raw, "is empty", source)
+    shown = " ".join(argv)
+    if any(ch in arg for arg in argv for ch in "\x00\n\r"):
+        raise _fail(name, shown, "contains a NUL or a line break", source)
+    executable = argv[0]
+    if os.sep in executable:
+        if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
+            raise _fail(name, shown, f"{executable!r} is not an executable file", source)
+    elif shutil.which(executable) is None:
+        raise _fail(name, shown, f"executable {executable!r} not found on PATH", source)
+    return tuple(argv)
+
+
 @dataclass(frozen=True)
 class _Spec:
     name: str
@@ -340,6 +404,12 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("beat_key", "BEAT_KEY", "--beat-key", _parse_str),
     _Spec("expect_worker_names", "EXPECT_WORKER_NAMES", "--expect-worker-name", _parse_patterns),
     _Spec("expect_consumers", "EXPECT_CONSUMERS", "--expect-consumer", _parse_consumers),
+    _Spec("on_down", "ON_DOWN", "--on-down", _parse_command),
+    _Spec("on_down_after", "ON_DOWN_AFTER", "--on-down-after", _parse_wait(0, 30 * 86400)),
+    _Spec("on_down_every", "ON_DOWN_EVERY", "--on-down-every", _parse_wait(0, 30 * 86400)),
+    _Spec("on_down_timeout", "ON_DOWN_TIMEOUT", "--on-down-timeout", _parse_wait(0.1, 86400)),
+    _Spec("on_down_dry_run", "ON_DOWN_DRY_RUN", "--on-down-dry-run", _parse_bool),
+    _Spec("on_down_codes", "ON_DOWN_CODES", "--on-down-codes", _parse_patterns),
     _Spec("flower_url", "FLOWER_URL", "--flower-url", _parse_flower_url),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
@@ -389,6 +459,8 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
 
 
 RUN_WIDE = ("report_dir", "format", "probes")  # settings of the run, not of one target
+# Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
+REMEDIATION = ("on_down", "on_down_after", "on_down_every", "on_down_timeout", "on_down_dry_run", "on_down_codes")
 TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -422,7 +494,7 @@ def load_targets(
         if not set(name) <= TARGET_NAME_CHARS:
             raise ProbeUsageError(f"invalid target name {name!r} in {path}: use letters, digits, '_', '-' and '.'")
         own = normalize_table(table, label)
-        for key in RUN_WIDE:
+        for key in (*RUN_WIDE, *REMEDIATION):
             if key in own or key in defaults:
                 raise ProbeUsageError(f"{key.replace('_', '-')} is a run-wide setting, not one of a target ({label})")
         merged = {**defaults, **own}
