@@ -1,0 +1,429 @@
+"""Run real commands and write their outputs into the docs, so every example is a real run.
+
+    python docs/capture_examples.py            # everything (about a minute)
+    python docs/capture_examples.py --only cli # just the CLI reference (no broker needed)
+
+A page asks for an example with a pair of markers; everything between them is replaced:
+
+    <!-- example: NAME -->
+    <!-- /example -->
+
+What runs: a private ``redis-server`` on a free loopback port, real ``celery worker``
+processes of the ``proj.py`` that docs/getting-started.md shows (written to a temporary
+folder), the installed ``celery-probe`` command as an operator types it, ``celery-probe
+serve`` queried over HTTP, and an SMTP server (aiosmtpd) that receives the alert mail. The
+CLI reference is click's own ``--help`` of every command, so new options appear by re-running
+this script. Nothing here touches a shared broker, and everything started is stopped again.
+
+The block parsing (markers, fenced blocks marked ``<!-- test: NAME -->``) is also what
+tests/test_docs.py and tests/test_docs_getting_started.py use, so pages, script and tests
+agree on one format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+DOCS = Path(__file__).resolve().parent
+ROOT = DOCS.parent
+EXAMPLE = re.compile(r"(<!-- example: (?P<name>[\w.-]+) -->\n)(?P<body>.*?)(<!-- /example -->)", re.DOTALL)
+TESTED = re.compile(r"<!-- test: (?P<name>[\w.-]+) -->\n```(?P<lang>\w*)\n(?P<body>.*?)```", re.DOTALL)
+RUN_TIMEOUT = 60.0  # a probe run ends within its deadline + 1 s; this only guards a stuck start
+WORKER_NAME = "worker1@%h"
+MAIL_HEADERS = ("Subject", "From", "To")
+
+
+# -- pure helpers, shared with the tests ----------------------------------------------------
+
+
+def tested_blocks(text: str) -> dict[str, str]:
+    """The fenced blocks a page marks with ``<!-- test: NAME -->``, by name."""
+    return {m["name"]: m["body"] for m in TESTED.finditer(text)}
+
+
+def example_names(text: str) -> list[str]:
+    return [m["name"] for m in EXAMPLE.finditer(text)]
+
+
+def example_bodies(text: str) -> dict[str, str]:
+    return {m["name"]: m["body"] for m in EXAMPLE.finditer(text)}
+
+
+def fill_examples(text: str, outputs: Mapping[str, str]) -> str:
+    """``text`` with the body of every known example replaced; unknown ones are left alone."""
+
+    def replace(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in outputs:
+            return match.group(0)
+        return f"{match.group(1)}{outputs[name].rstrip()}\n{match.group(4)}"
+
+    return EXAMPLE.sub(replace, text)
+
+
+def cron_command(cron_block: str) -> str:
+    """The shell command of the first schedule line of a crontab block (five time fields off)."""
+    for line in cron_block.splitlines():
+        fields = line.split(None, 5)
+        if len(fields) == 6 and not line.lstrip().startswith("#") and "=" not in fields[0]:
+            return fields[5]
+    raise ValueError("no schedule line in the crontab block")
+
+
+def fenced(text: str, lang: str = "text") -> str:
+    return f"```{lang}\n{text.rstrip()}\n```"
+
+
+def transcript(shown: str, output: str, code: int | None) -> str:
+    """A shell session as the operator sees it: prompt, output, and the exit code."""
+    lines = [f"$ {shown}", output.rstrip()] if output.strip() else [f"$ {shown}"]
+    if code is not None:
+        lines += ["$ echo $?", str(code)]
+    return fenced("\n".join(lines), "console")
+
+
+# -- the CLI reference: click's own help ----------------------------------------------------
+
+
+def cli_reference() -> str:
+    """``--help`` of the group and of every command, in click's words."""
+    from click.testing import CliRunner
+
+    from celery_probe.cli import cli
+
+    runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "100"})
+    parts = []
+
+    def helptext(*args: str) -> str:
+        result = runner.invoke(cli, [*args, "--help"], prog_name="celery-probe", terminal_width=100)
+        if result.exit_code != 0:
+            raise RuntimeError(f"celery-probe {' '.join(args)} --help failed: {result.output}")
+        return result.output
+
+    parts.append(fenced(f"$ celery-probe --help\n{helptext()}", "console"))
+    for name in sorted(cli.commands):
+        parts.append(f"### `celery-probe {name}`\n\n{fenced(f'$ celery-probe {name} --help' + chr(10) + helptext(name), 'console')}")
+    return "\n\n".join(parts)
+
+
+def settings_table() -> str:
+    """One row per setting: flag, environment variable, pyproject.toml key, default, help."""
+    import dataclasses
+
+    from celery_probe.cli import cli
+    from celery_probe.settings import SPECS, Settings
+
+    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
+    helps = {opt: param.help or "" for param in cli.commands["run"].params for opt in param.opts}
+    rows = ["| flag | environment | `pyproject.toml` key | default | what it sets |", "|---|---|---|---|---|"]
+    for spec in SPECS:
+        flags = spec.flag.split("/")
+        default = defaults.get(spec.name)
+        shown = "–" if default in (None, (), "", dataclasses.MISSING) else f"`{default}`"
+        what = next((helps[flag] for flag in flags if flag in helps), "").replace("|", "\\|")
+        rows.append(f"| {', '.join(f'`{flag}`' for flag in flags)} | `CELERY_PROBE_{spec.env}` | "
+                    f"`{spec.name.replace('_', '-')}` | {shown} | {what} |")
+    return "\n".join(rows)
+
+
+# -- real processes -------------------------------------------------------------------------
+
+
+@dataclass
+class Shell:
+    """Runs ``celery-probe`` as an operator would: by name, in a folder, with plain output."""
+
+    cwd: Path
+    env: dict[str, str]
+
+    def run(self, command: str, *, env: Mapping[str, str] | None = None) -> tuple[str, int]:
+        proc = subprocess.run(
+            ["bash", "-c", command], check=False, cwd=self.cwd, env={**self.env, **(env or {})}, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=RUN_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        return proc.stdout, proc.returncode
+
+    def example(self, command: str, *, show: str | None = None,
+                env: Mapping[str, str] | None = None) -> tuple[str, int]:
+        output, code = self.run(command, env=env)
+        return transcript(show or command, output, code), code
+
+
+class Mailbox:
+    """aiosmtpd on a loopback port; what it accepted, as parsed messages."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        from celery_probe.testing import free_port
+
+        self.port = free_port()
+        self.messages: list[Any] = []
+        mailbox = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+                mailbox.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+                return "250 OK"
+
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def __enter__(self) -> Self:
+        self.controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.controller.stop()
+
+    def wait(self, count: int, timeout: float = 15.0) -> None:
+        from celery_probe.testing import wait_until
+
+        wait_until(lambda: len(self.messages) >= count, timeout=timeout, what=f"{count} mail(s)")
+
+
+class Hooks:
+    """A webhook receiver on a loopback port: the JSON bodies it was sent."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        bodies: list[bytes] = []
+        self.bodies = bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                bodies.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+
+    def __enter__(self) -> Self:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def show_mail(message: Any) -> str:
+    head = "\n".join(f"{name}: {message[name]}" for name in MAIL_HEADERS)
+    return fenced(f"{head}\n\n{message.get_content().replace(chr(13) + chr(10), chr(10)).rstrip()}", "text")
+
+
+def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", path)
+        reply = conn.getresponse()
+        return reply.status, {k.lower(): v for k, v in reply.getheaders()}, reply.read().decode()
+    finally:
+        conn.close()
+
+
+def show_http(port: int, path: str, headers: tuple[str, ...]) -> tuple[str, int]:
+    status, got, body = http_get(port, path)
+    lines = [f"$ curl -si http://127.0.0.1:{port}{path}", f"HTTP/1.1 {status} {http.client.responses[status]}"]
+    lines += [f"{name}: {got[name]}" for name in headers if name in got]
+    return fenced("\n".join([*lines, "", body.rstrip()]), "console"), status
+
+
+@contextmanager
+def serve(env: dict[str, str], cwd: Path, *args: str) -> Iterator[int]:
+    """``celery-probe serve`` on a free port; yields the port once /healthz answers."""
+    from celery_probe.testing import free_port, wait_until
+
+    port = free_port()
+    log = cwd / "serve.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["celery-probe", "serve", "--port", str(port), *args], cwd=cwd, env=env,
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_until(lambda: _answers(port), timeout=30, what="celery-probe serve answering")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz")[0] in (200, 503)
+    except OSError:
+        return False
+
+
+def wait_status(port: int, status: str, timeout: float = 40.0) -> None:
+    from celery_probe.testing import wait_until
+
+    def reached() -> bool:
+        return json.loads(http_get(port, "/api/interactions/health/celery")[2]).get("status") == status
+
+    wait_until(reached, timeout=timeout, interval=0.2, what=f"serve verdict {status}")
+
+
+def expect(code: int, wanted: int, what: str) -> None:
+    """A capture that did not do what the page says is an error, not an example."""
+    if code != wanted:
+        raise SystemExit(f"capture_examples: {what}: exit {code}, wanted {wanted}")
+
+
+def capture_runs(outputs: dict[str, str]) -> None:
+    """Every example that needs a broker, a worker, a mail server or ``serve``."""
+    from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+
+    page = (DOCS / "getting-started.md").read_text()
+    blocks = tested_blocks(page)
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
+        (work / "proj.py").write_text(blocks["proj.py"])
+        redis = RedisServer()
+        stack.callback(redis.close)
+        redis.start()
+        bindir = str(Path(sys.executable).parent)
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
+               "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
+               "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
+        env.pop("FORCE_COLOR", None)
+        shell = Shell(work, env)
+
+        def start_worker(**kwargs: Any) -> CeleryWorker:
+            worker = CeleryWorker("proj", name=WORKER_NAME, env=env, pythonpath=[work], **kwargs)
+            stack.callback(worker.close)
+            return worker.start(timeout=40)
+
+        worker = start_worker(pool="prefork", concurrency=1)
+        first = blocks["first-run"].strip()
+        outputs["gs-run-healthy"], code = shell.example(first)
+        expect(code, 0, first)
+        outputs["verdict-json"], code = shell.example(f"{first} --format json")
+        expect(code, 0, "--format json")
+        outputs["cli-nagios"], code = shell.example(f"{first} --format nagios")
+        expect(code, 0, "--format nagios")
+        outputs["config-error"], code = shell.example(
+            f"CELERY_PROBE_DEADLINE=abc {first}")
+        expect(code, 64, "a bad CELERY_PROBE_DEADLINE")
+
+        with Mailbox() as mailbox, serve(env, work, "-A", "proj", "--expect-workers", "1",
+                                          "--interval", "5") as port:
+            wait_status(port, "healthy")
+            outputs["healthz-healthy"], status = show_http(port, "/healthz", ("content-type", "x-celery-probe-status"))
+            expect(status, 200, "/healthz healthy")
+            outputs["metrics-scrape"] = fenced(
+                f"$ curl -s http://127.0.0.1:{port}/metrics\n{http_get(port, '/metrics')[2]}", "console")
+
+            cron = cron_command(blocks["crontab"])
+            cron = cron.replace("cd /srv/proj && .venv/bin/", "").replace(
+                "--smtp localhost", f"--smtp 127.0.0.1:{mailbox.port}")
+            cron_env = {"HOME": str(work)}
+            _, code = shell.run(cron, env=cron_env)
+            expect(code, 0, "the cron line, worker up")
+
+            worker.stop()
+            outputs["ts-worker-down"], code = shell.example(first)
+            expect(code, 2, "worker stopped")
+            _, code = shell.run(cron, env=cron_env)
+            expect(code, 2, "the cron line, worker down")
+            mailbox.wait(1)
+            outputs["gs-alert-mail"] = show_mail(mailbox.messages[0])
+            wait_status(port, "down")
+            outputs["healthz-down"], status = show_http(port, "/healthz", ("content-type", "x-celery-probe-status"))
+            expect(status, 503, "/healthz down")
+            with Hooks() as hooks:
+                check = (f"celery-probe check http://127.0.0.1:{port}/api/interactions/health/celery "
+                         f"--email oncall@example.com --smtp 127.0.0.1:{mailbox.port} "
+                         f"--webhook http://127.0.0.1:{hooks.port}/hook --label prod-eu")
+                outputs["check-down"], code = shell.example(check)
+                expect(code, 2, "check while down")
+                wait_until(lambda: hooks.bodies, timeout=15, what="the webhook")
+                payload = json.loads(hooks.bodies[0])
+                outputs["webhook-generic"] = fenced(json.dumps(payload, indent=1), "json")
+
+        # A backlog: the only pool process is busy with a long task, so messages pile up behind it.
+        worker = start_worker(pool="prefork", concurrency=1)
+        shell.run("python -c 'import proj; proj.render_report.delay(30); "
+                  "[proj.render_report.delay(0) for _ in range(40)]'")
+        wait_until(lambda: redis.client(0).llen("celery") >= 30, timeout=15, what="a backlog")
+        outputs["ts-high-queue"], code = shell.example(f"{first} --queue-threshold 20")
+        expect(code, 3, "a backlog")
+        worker.kill()
+        redis.client(0).flushall()
+
+        start_worker(pool="prefork", concurrency=1)
+        redis.freeze()
+        try:
+            outputs["ts-frozen-broker"], code = shell.example(f"{first} --deadline 3")
+        finally:
+            redis.thaw()
+        expect(code, 2, "a frozen broker")
+
+
+CAPTURES: dict[str, Callable[[dict[str, str]], None]] = {
+    "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table()}),
+    "runs": capture_runs,
+}
+
+
+def write(outputs: Mapping[str, str]) -> list[str]:
+    """Fill every page under docs/ (and the README); the names of the files that changed."""
+    changed = []
+    for path in [*sorted(DOCS.rglob("*.md")), ROOT / "README.md"]:
+        text = path.read_text()
+        new = fill_examples(text, outputs)
+        if new != text:
+            path.write_text(new)
+            changed.append(str(path.relative_to(ROOT)))
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", choices=sorted(CAPTURES), action="append",
+                        help="capture only these groups (repeatable); default all")
+    args = parser.parse_args(argv)
+    outputs: dict[str, str] = {}
+    started = time.monotonic()
+    for name in args.only or sorted(CAPTURES):
+        CAPTURES[name](outputs)
+    changed = write(outputs)
+    wanted = {name for path in DOCS.rglob("*.md") for name in example_names(path.read_text())}
+    missing = sorted(wanted - set(outputs)) if not args.only else []
+    print(f"captured {len(outputs)} examples in {time.monotonic() - started:.1f}s; "
+          f"updated: {', '.join(changed) or 'nothing'}")
+    if missing:
+        print(f"no capture for: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

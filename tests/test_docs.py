@@ -1,0 +1,271 @@
+"""The operator docs in docs/ cannot drift from the code.
+
+Each test reads the code (reason codes by walking the syntax trees of probes/ and
+src/celery_probe/, CLI options from click, metric names from ``celery_probe.metrics``, settings
+from ``celery_probe.settings.SPECS``) and fails naming what a page is missing. The alert rules
+are checked against a real ``/metrics`` scrape of ``celery-probe serve``, and the systemd units
+with ``systemd-analyze verify``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+from conftest import ROOT, app_env
+
+from celery_probe.testing import wait_until
+
+DOCS = ROOT / "docs"
+sys.path.insert(0, str(DOCS))
+import capture_examples  # docs/ is not a package; the marker format lives there
+
+CODE_SHAPE = re.compile(r"[a-z][a-z0-9]*(_[a-z0-9]+)+")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+METRIC = re.compile(r"\b(celery_probe_[a-z0-9_]+)\b")
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text()
+
+
+def section(text: str, heading: str) -> str:
+    """The text under a ``## heading`` up to the next heading of the same level."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
+    return {slug(line.lstrip("#")) for line in text.splitlines() if re.match(r"#{1,6} ", line)}
+
+
+# -- reason codes ----------------------------------------------------------------------------
+
+
+def emitted_codes() -> dict[str, str]:
+    """Every reason code the code can emit, with where: ``code=…`` keywords, ``note(CODE, …)``,
+    ``{"code": …}`` literals and ``*_CODE`` constants in probes/ and src/celery_probe/."""
+    found: dict[str, str] = {}
+    files = [*sorted((ROOT / "probes").rglob("*.py")), *sorted((ROOT / "src" / "celery_probe").rglob("*.py"))]
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            values: list[ast.expr] = []
+            if isinstance(node, ast.Call):
+                values += [k.value for k in node.keywords if k.arg == "code"]
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+                if name == "note" and node.args:
+                    values.append(node.args[0])
+            elif isinstance(node, ast.Dict):
+                values += [v for k, v in zip(node.keys, node.values)
+                           if isinstance(k, ast.Constant) and k.value == "code"]
+            elif isinstance(node, ast.Assign) and any(
+                    isinstance(t, ast.Name) and t.id.endswith("CODE") for t in node.targets):
+                values.append(node.value)
+            for value in values:
+                if isinstance(value, ast.Constant) and isinstance(value.value, str) \
+                        and CODE_SHAPE.fullmatch(value.value):
+                    found.setdefault(value.value, f"{path.relative_to(ROOT)}:{value.lineno}")
+    return found
+
+
+def documented_codes() -> dict[str, str]:
+    """Code -> severity from the first two columns of the reason-code table."""
+    table = section(page("probes.md"), "Reason codes and severities")
+    rows = re.findall(r"^\| `([a-z0-9_]+)` \| ([a-z]+)", table, flags=re.MULTILINE)
+    return dict(rows)
+
+
+def test_the_code_scan_finds_the_codes_it_must():
+    """Guards the scan itself: a scan that finds nothing would pass the next test vacuously."""
+    codes = emitted_codes()
+    for code in ("celery_worker_down", "celery_roundtrip_unconfirmed", "celery_probe_failed",
+                 "celery_probe_stale", "celery_probe_no_evidence"):
+        assert code in codes
+
+
+def test_every_reason_code_is_in_the_table():
+    missing = {code: where for code, where in emitted_codes().items() if code not in documented_codes()}
+    assert not missing, f"reason codes missing from docs/probes.md's table: {missing}"
+
+
+def test_probe_severities_in_the_table_match_the_markers():
+    documented = documented_codes()
+    for path in sorted((ROOT / "probes").glob("*.py")):
+        for severity, code in re.findall(r'probe\(severity="(\w+)", code="(\w+)"\)', path.read_text()):
+            assert documented.get(code) == severity, f"{code} ({path.name}) is {severity} in the code"
+
+
+# -- CLI, settings, metrics ------------------------------------------------------------------
+
+
+def commands() -> dict[str, click.Command]:
+    from celery_probe.cli import cli
+
+    return dict(cli.commands)
+
+
+def test_every_cli_option_is_in_the_reference():
+    reference = page("cli.md")
+    for name, command in commands().items():
+        heading = f"### `celery-probe {name}`"
+        assert heading in reference, f"celery-probe {name} has no section in docs/cli.md: re-run capture_examples.py"
+        text = reference.split(heading, 1)[1].split("\n### ", 1)[0]
+        for param in command.params:
+            for opt in [*param.opts, *param.secondary_opts]:
+                if opt.startswith("-"):
+                    assert re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", text), \
+                        f"celery-probe {name} {opt} is not in docs/cli.md: re-run capture_examples.py"
+
+
+def test_every_setting_is_in_the_configuration_page():
+    from celery_probe.settings import SPECS
+
+    text = page("configuration.md")
+    missing = [f"CELERY_PROBE_{spec.env}" for spec in SPECS if f"`CELERY_PROBE_{spec.env}`" not in text]
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
+
+
+def test_every_metric_is_in_the_metrics_page():
+    from celery_probe.metrics import HELP
+
+    names = section(page("metrics.md"), "Metric names")
+    missing = [name for name in HELP if f"`{name}" not in names]
+    assert not missing, f"metrics missing from docs/metrics.md's table: {missing}"
+
+
+def test_every_example_has_been_captured():
+    for path in sorted(DOCS.rglob("*.md")):
+        for name, body in capture_examples.example_bodies(path.read_text()).items():
+            assert body.strip(), f"{path.name}: example {name} is empty: run docs/capture_examples.py"
+
+
+# -- links -----------------------------------------------------------------------------------
+
+
+def links(path: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
+    return [target for target in LINK.findall(text) if "://" not in target and not target.startswith("mailto:")]
+
+
+def test_the_readme_links_every_docs_page():
+    linked = {target.split("#")[0] for target in links(ROOT / "README.md")}
+    pages = {f"docs/{p.name}" for p in DOCS.glob("*.md")}
+    assert not pages - linked, f"docs pages the README does not link: {sorted(pages - linked)}"
+
+
+@pytest.mark.parametrize("path", [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))], ids=lambda p: p.name)
+def test_relative_links_resolve(path):
+    for target in links(path):
+        file_part, _, anchor = target.partition("#")
+        resolved = (path.parent / file_part).resolve() if file_part else path
+        assert resolved.exists(), f"{path.name}: link {target} points to nothing"
+        if anchor and resolved.suffix == ".md":
+            assert anchor in anchors(resolved), f"{path.name}: link {target}: no such heading"
+
+
+def test_the_readme_keeps_its_first_screen():
+    """The README opens with what it is and the two commands, unchanged."""
+    text = (ROOT / "README.md").read_text()
+    demo = ("python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/celery-probe demo")
+    suite = ("python3 -m venv .venv && .venv/bin/pip install -q -e '.[test]' && .venv/bin/python -m pytest")
+    first = text.split("\n---\n", 1)[0]
+    assert first.startswith("# celery-probe\n\n**Is Celery healthy right now?**")
+    assert f"```bash\n{demo}\n```" in first and f"```bash\n{suite}\n```" in first
+
+
+# -- alert rules against a real scrape -------------------------------------------------------
+
+
+def alert_rules() -> list[dict]:
+    import yaml
+
+    document = yaml.safe_load((DOCS / "deploy" / "prometheus" / "alerts.yml").read_text())
+    rules = [rule for group in document["groups"] for rule in group["rules"]]
+    for rule in rules:
+        assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}, rule
+        assert rule["alert"] and rule["expr"] and rule["labels"]["severity"] in ("critical", "warning")
+    return rules
+
+
+def test_alert_rules_are_the_ones_the_metrics_page_lists():
+    listed = set(re.findall(r"^\| `(\w+)` \|", section(page("metrics.md"), "Alert rules"), flags=re.MULTILINE))
+    assert {rule["alert"] for rule in alert_rules()} == listed
+
+
+def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_worker, tmp_path):
+    from serving import ServeProcess, parse_metrics
+
+    used = {name for rule in alert_rules() for name in METRIC.findall(rule["expr"])}
+    assert used, "the rules use no celery-probe metric at all"
+    env = app_env(redis_server.url(0), redis_server.url(1))
+    start_worker(env)
+    args = ["-A", "probe_test_app", "--expect-workers", "1", "--interval", "60", "--roundtrip-slow", "4"]
+    with ServeProcess(*args, env=env, cwd=tmp_path) as server:
+        wait_until(lambda: server.health()["status"] == "healthy", timeout=30, what="a healthy verdict")
+        scraped = {name for name, _labels in parse_metrics(server.get("/metrics").body.decode())}
+    assert not used - scraped, f"alerts.yml uses metrics no scrape exposes: {sorted(used - scraped)}"
+
+
+def test_yaml_in_the_docs_parses():
+    import yaml
+
+    for path in sorted(DOCS.rglob("*.md")):
+        for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.DOTALL):
+            if "# …" not in block:  # excerpts of a larger file are marked with "# …"
+                assert yaml.safe_load(block) is not None, path.name
+
+
+# -- deployment files ------------------------------------------------------------------------
+
+
+UNITS = sorted(p.name for p in (DOCS / "deploy").glob("*.service")) + sorted(
+    p.name for p in (DOCS / "deploy").glob("*.timer"))
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("unit", UNITS)
+def test_systemd_units_verify(unit, tmp_path):
+    """``systemd-analyze verify`` accepts the unit; the install path is pointed at this venv,
+    because verify insists that ExecStart's program exists."""
+    venv = str(Path(sys.executable).parent.parent)
+    for name in UNITS:
+        text = (DOCS / "deploy" / name).read_text().replace("/opt/celery-probe/.venv", venv)
+        (tmp_path / name).write_text(text)
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / unit)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_config_is_accepted(tmp_path):
+    """``nginx -t`` on the sample inside a minimal main config; certificate and cache paths are
+    pointed at throwaway ones so the test needs no root and no real certificate."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1"],
+                   capture_output=True, timeout=60, check=True)
+    sample = (DOCS / "deploy" / "nginx-celery-probe.conf").read_text()
+    sample = (sample.replace("/etc/ssl/certs/status.example.com.pem", str(cert))
+              .replace("/etc/ssl/private/status.example.com.key", str(key))
+              .replace("/var/cache/nginx/celery-probe", str(tmp_path / "cache")))
+    (tmp_path / "site.conf").write_text(sample)
+    main = (f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+            f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/site.conf;\n}}\n")
+    (tmp_path / "nginx.conf").write_text(main)
+    proc = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
