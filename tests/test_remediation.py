@@ -263,6 +263,7 @@ class TestRealRuns:
         assert len(actions) == 1
         action = actions[0]
         assert action["dry_run"] is False and action["exit_code"] == 0 and action["timed_out"] is False
+        assert action["outcome"] == "exit 0"
         assert action["command"][1].endswith("restart_worker.py") and "started worker" in action["output_tail"]
         state = json.loads((tmp_path / "reports" / "remediation.json").read_text())
         assert state["down_since"] is None and state["last_action_at"] == action["at"]
@@ -281,6 +282,7 @@ class TestRealRuns:
         assert not marker.exists()
         _runs, actions = history(tmp_path / "reports")
         assert len(actions) == 1 and actions[0]["dry_run"] is True and actions[0]["exit_code"] is None
+        assert actions[0]["outcome"] == "would run"
         real = cli(*args, env=env)  # trying it dry never delays the real thing
         assert "on-down: ran " in real.stderr and marker.read_text() == "x"
 
@@ -297,7 +299,7 @@ class TestRealRuns:
         child = int(child_pidfile.read_text())
         wait_until(lambda: pid_gone(child), timeout=5, what="the command's child to be killed with its group")
         _runs, actions = history(tmp_path / "reports")
-        assert actions[0]["timed_out"] is True and actions[0]["exit_code"] is None
+        assert actions[0]["timed_out"] is True and actions[0]["exit_code"] is None and actions[0]["outcome"] == "timed out"
         assert "hanging" in actions[0]["output_tail"]
 
     def test_broker_unreachable_triggers_nothing_by_default(self, cli, tmp_path):

@@ -136,8 +136,18 @@ def history_line(policy: Policy, secrets: Iterable[str], *, now: datetime, down_
         "down_since": down_since.isoformat(),
         "status": status,
         "codes": codes,
+        # A one-word summary for readers that show actions without knowing this format.
+        "outcome": _outcome(result),
     }
     return scrub(entry, secrets)  # type: ignore[no-any-return]
+
+
+def _outcome(result: CommandResult | None) -> str:
+    if result is None:
+        return "would run"
+    if result.timed_out:
+        return "timed out"
+    return "did not start" if result.exit_code is None else f"exit {result.exit_code}"
 
 
 def _ended(result: CommandResult) -> str:
