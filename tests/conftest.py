@@ -153,11 +153,11 @@ def start_worker() -> Iterator[Callable[..., CeleryWorker]]:
     started: list[CeleryWorker] = []
 
     def start(env: dict[str, str], *, name: str = "w1@%h", queues: tuple[str, ...] | None = None,
-              pool: str = "solo", concurrency: int = 1) -> CeleryWorker:
+              pool: str = "solo", concurrency: int = 1, extra: tuple[str, ...] = ()) -> CeleryWorker:
         queues = queues or (env.get("PROBE_TEST_DEFAULT_QUEUE") or "celery",)
         worker = CeleryWorker(
             "probe_test_app", name=name, queues=queues, pool=pool, concurrency=concurrency,
-            env=env, pythonpath=[APPS],
+            env=env, pythonpath=[APPS], extra=extra,
         )
         started.append(worker)
         return worker.start(timeout=40)

@@ -58,6 +58,9 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--beat-key", metavar="KEY", help="Redis key of the beat tick (default celery-probe:beat:last-tick)."),
         click.option("--expect-worker-name", "expect_worker_names", multiple=True, metavar="PATTERN", help="A worker matching PATTERN (fnmatch, e.g. sync@*) must answer (repeatable)."),
         click.option("--expect-consumer", "expect_consumers", multiple=True, metavar="QUEUE=PATTERN", help="Workers matching PATTERN consume QUEUE, and no others (repeatable)."),
+        click.option("--sla", "sla", multiple=True, metavar="QUEUE=DURATION", help="Round-trip SLA of a queue, e.g. celery=2s or mail=250ms (repeatable)."),
+        click.option("--task-sla", "task_sla", multiple=True, metavar="PATTERN=DURATION", help="Runtime SLA of task types matching PATTERN (fnmatch), e.g. 'app.sync.*=2m' (repeatable; needs --events-window)."),
+        click.option("--events-window", metavar="SECONDS", help="Listen this long to task events (workers started with -E) for runtimes per task type."),
         click.option("--flower-url", metavar="URL", help="Flower's address: verdicts and alerts link to its worker and queue pages (credentials never shown)."),
     ]
     for option in reversed(options):
@@ -94,6 +97,9 @@ def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
             beat_key=raw.get("beat_key"),
             expect_worker_names=tuple(raw.get("expect_worker_names") or ()),
             expect_consumers=tuple(raw.get("expect_consumers") or ()),
+            sla=tuple(raw.get("sla") or ()),
+            task_sla=tuple(raw.get("task_sla") or ()),
+            events_window=raw.get("events_window"),
             on_down=raw.get("on_down"),
             on_down_after=raw.get("on_down_after"),
             on_down_every=raw.get("on_down_every"),

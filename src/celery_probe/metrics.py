@@ -43,6 +43,13 @@ HELP: dict[str, str] = {
     "celery_probe_queue_consumers": "Workers consuming the queue.",
     "celery_probe_queue_threshold": "Backlog at which the queue counts as high.",
     "celery_probe_roundtrip_seconds": "Round-trip latency of the no-op task per queue; absent when not confirmed.",
+    "celery_probe_queue_sla_seconds": "Round-trip SLA of the queue (--sla).",
+    "celery_probe_queue_sla_breach": "1 when the queue's round trip exceeded its SLA, 0 when within; absent when not measured.",
+    "celery_probe_task_runs": "Task runs that succeeded in the events window, per task type.",
+    "celery_probe_task_runtime_p95_seconds": "95th percentile runtime per task type in the events window.",
+    "celery_probe_task_runtime_max_seconds": "Longest runtime per task type in the events window.",
+    "celery_probe_task_sla_seconds": "Runtime SLA of the task type (--task-sla).",
+    "celery_probe_task_sla_breach": "1 when the task type's p95 runtime exceeded its SLA, else 0; absent without an SLA.",
     "celery_probe_probe_duration_seconds": "Setup, call and teardown time of each probe in the latest run.",
     "celery_probe_probe_failed": "1 when the probe failed or errored in the latest run.",
     "celery_probe_reason": "1 for each reason code in the latest verdict.",
@@ -159,6 +166,19 @@ def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Ma
         gauge("celery_probe_queue_consumers", _number(info.get("consumers")), labels)
         gauge("celery_probe_queue_threshold", _number(info.get("threshold")), labels)
         gauge("celery_probe_roundtrip_seconds", _ms(info.get("roundtrip_ms")), labels)
+        gauge("celery_probe_queue_sla_seconds", _ms(info.get("sla_ms")), labels)
+        breach = info.get("sla_breach")
+        gauge("celery_probe_queue_sla_breach", float(breach) if isinstance(breach, bool) else None, labels)
+    tasks = _mapping(_mapping(verdict.get("task_runtimes")).get("tasks"))
+    for task, raw in sorted(tasks.items()):
+        info = _mapping(raw)
+        labels = {**base, "task": str(task)}
+        gauge("celery_probe_task_runs", _number(info.get("count")), labels)
+        gauge("celery_probe_task_runtime_p95_seconds", _ms(info.get("p95_ms")), labels)
+        gauge("celery_probe_task_runtime_max_seconds", _ms(info.get("max_ms")), labels)
+        sla = _ms(info.get("sla_ms"))
+        gauge("celery_probe_task_sla_seconds", sla, labels)
+        gauge("celery_probe_task_sla_breach", None if sla is None else float(info.get("breach") is True), labels)
 
 
 def verdict_timestamp(verdict: Mapping[str, Any]) -> float | None:

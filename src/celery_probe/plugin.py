@@ -51,6 +51,9 @@ _PYTEST_LABELS = {
     "expect_worker_names": "--expect-worker-name",
     "expect_consumers": "--expect-consumer",
     "flower_url": "--flower-url",
+    "sla": "--sla",
+    "task_sla": "--task-sla",
+    "events_window": "--events-window",
 }
 
 
@@ -139,6 +142,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--expect-worker-name", action="append", default=[], help="a worker matching this pattern must answer (repeatable)")
     group.addoption("--expect-consumer", action="append", default=[], help="QUEUE=PATTERN: matching workers consume QUEUE, no others (repeatable)")
     group.addoption("--flower-url", help="Flower's URL: verdicts link to its worker and queue pages")
+    group.addoption("--sla", action="append", default=[], help="QUEUE=DURATION: round-trip SLA of a queue, e.g. celery=2s (repeatable)")
+    group.addoption("--task-sla", action="append", default=[], help="PATTERN=DURATION: runtime SLA of matching task types (repeatable)")
+    group.addoption("--events-window", help="seconds to listen to task events for runtimes per task type")
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
 
 
@@ -191,6 +197,9 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "expect_worker_names": tuple(opt.expect_worker_name),
         "expect_consumers": tuple(opt.expect_consumer),
         "flower_url": opt.flower_url,
+        "sla": tuple(opt.sla),
+        "task_sla": tuple(opt.task_sla),
+        "events_window": opt.events_window,
     }
     try:
         if opt.celery_targets:
@@ -317,7 +326,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 # trip), so a failure upstream is known before anything downstream waits for it.
 BUILTIN_ORDER = (
     "test_broker.py", "test_workers.py", "test_drift.py", "test_queues.py", "test_backlog.py",
-    "test_beat.py", "test_endpoint.py", "test_roundtrip.py",
+    "test_beat.py", "test_endpoint.py", "test_roundtrip.py", "test_sla.py", "test_task_runtimes.py",
 )
 
 

@@ -69,6 +69,7 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
         lines.append(f"  queues     {', '.join(shown)}{more}  total {verdict.get('queue_length')}")
     if verdict.get("roundtrip_ms") is not None:
         lines.append(f"  roundtrip  {_ms(verdict.get('roundtrip_ms'))} (slowest queue)")
+    lines.extend(_sla_lines(queues, verdict.get("task_runtimes")))
     beat = verdict.get("beat")
     if isinstance(beat, Mapping):
         age, every = beat.get("last_tick_age_s"), beat.get("interval_s")
@@ -94,6 +95,26 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
         codes = ", ".join(sorted({str(r.get("code")) for r in consequences}))
         lines.append(f"  … not attempted because of the above: {codes}")
     return "\n".join(lines)
+
+
+def _sla_lines(queues: Mapping[str, Any], runtimes: Any) -> list[str]:
+    """Round trips against queue SLAs, then task runtimes per type from the events window."""
+    lines = []
+    judged = [(name, q) for name, q in queues.items() if isinstance(q, Mapping) and q.get("sla_ms") is not None]
+    if judged:
+        shown = [f"{name} {_ms(q.get('roundtrip_ms'))} of {q['sla_ms']:g} ms" + (" (over)" if q.get("sla_breach") else "")
+                 for name, q in judged[:8]]
+        lines.append(f"  sla        {', '.join(shown)}")
+    if isinstance(runtimes, Mapping) and isinstance(runtimes.get("tasks"), Mapping):
+        tasks = runtimes["tasks"]
+        window = runtimes.get("window_s")
+        head = f"  runtimes   {len(tasks)} task types in {window:.1f}s" if isinstance(window, (int, float)) else "  runtimes"
+        lines.append(head + ("" if tasks else " (no task events)"))
+        for name, t in list(tasks.items())[:8]:
+            sla = f", SLA {t['sla_ms']:g} ms" + (" (over)" if t.get("breach") else "") if t.get("sla_ms") is not None else ""
+            lines.append(f"    {name} x{t.get('count')}: p50 {_ms(t.get('p50_ms'))}, p95 {_ms(t.get('p95_ms'))}, "
+                         f"max {_ms(t.get('max_ms'))}{sla}" + (f", {t['failed']} failed" if t.get("failed") else ""))
+    return lines
 
 
 def nagios_exit_code(status: str) -> int:

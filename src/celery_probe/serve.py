@@ -255,6 +255,8 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
             "duration_s": _NULLABLE_NUMBER,
             "target": _NULLABLE_STRING,
             "links": {"type": "object", "description": "Flower's pages (with --flower-url), credentials removed"},
+            "task_runtimes": {"type": "object",
+                              "description": "with --events-window: runtimes per task type against --task-sla"},
         },
     }
     healthz_body = {

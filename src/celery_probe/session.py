@@ -249,6 +249,10 @@ class ProbeRun:
 
         return self._once("trips", compute)
 
+    def sent_task_ids(self) -> frozenset[str]:
+        """Ids of the round-trip tasks this run published (not the deployment's own work)."""
+        return frozenset(t.result.id for t in self._cache.get("sent", []) if t.result is not None)
+
     def _rotation(self, reachable: list[str]) -> list[str]:
         """At most ``roundtrip_max_queues`` round trips a run; more queues take turns."""
         limit = self.settings.roundtrip_max_queues

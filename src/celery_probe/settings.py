@@ -82,11 +82,18 @@ class Settings:
     on_down_dry_run: bool = False
     on_down_codes: tuple[str, ...] = ()  # empty: any down verdict without celery_broker_unreachable
     flower_url: str | None = None  # may carry credentials: links use celery_probe.flower.flower_base
+    sla: tuple[tuple[str, float], ...] = ()  # (queue, seconds): round-trip SLA per queue
+    task_sla: tuple[tuple[str, float], ...] = ()  # (fnmatch pattern, seconds), first match wins
+    events_window: float | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
         """The backlog at which ``queue`` counts as high."""
         return self.queue_thresholds.get(queue, self.queue_threshold)
+
+    def sla_for(self, queue: str) -> float | None:
+        """The round-trip SLA of ``queue`` in seconds, if it has one."""
+        return next((seconds for name, seconds in self.sla if name == queue), None)
 
     def describe_target(self) -> str:
         """A printable name for the target, with credentials masked."""
@@ -287,6 +294,30 @@ def _parse_patterns(name: str, raw: Any, source: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(patterns))
 
 
+def _parse_duration_rules(what: str) -> Callable[[str, Any, str], tuple[tuple[str, float], ...]]:
+    """``NAME=DURATION`` items (``celery=2s``); a TOML table maps a name to a duration."""
+
+    def parse(name: str, raw: Any, source: str) -> tuple[tuple[str, float], ...]:
+        items = [f"{k}={v}" for k, v in raw.items()] if isinstance(raw, Mapping) else _as_list(raw)
+        rules: dict[str, float] = {}
+        for item in items:
+            key, sep, duration = str(item).partition("=")
+            if not sep or not key.strip() or not duration.strip():
+                raise _fail(name, item, f"must be {what}=DURATION (e.g. {what.lower()}=2s)", source)
+            if any(ord(ch) < 32 for ch in str(item)):
+                raise _fail(name, item, "contains a control character", source)
+            try:
+                seconds = durations.parse_duration(duration)
+            except ValueError as exc:
+                raise _fail(name, item, f"duration {duration.strip()!r} {exc}", source) from None
+            if not 0 < seconds <= 86_400:
+                raise _fail(name, item, "duration must be more than 0 and at most a day", source)
+            rules[key.strip()] = seconds
+        return tuple(rules.items())
+
+    return parse
+
+
 def _parse_consumers(name: str, raw: Any, source: str) -> tuple[tuple[str, str], ...]:
     """``QUEUE=PATTERN`` items; a TOML table maps a queue to a pattern or a list of them."""
     items: list[Any]
@@ -411,11 +442,15 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("on_down_dry_run", "ON_DOWN_DRY_RUN", "--on-down-dry-run", _parse_bool),
     _Spec("on_down_codes", "ON_DOWN_CODES", "--on-down-codes", _parse_patterns),
     _Spec("flower_url", "FLOWER_URL", "--flower-url", _parse_flower_url),
+    _Spec("sla", "SLA", "--sla", _parse_duration_rules("QUEUE")),
+    _Spec("task_sla", "TASK_SLA", "--task-sla", _parse_duration_rules("PATTERN")),
+    _Spec("events_window", "EVENTS_WINDOW", "--events-window", _parse_wait(0.1, 3600)),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.
 _PYPROJECT_ALIASES = {"queue_thresholds": "queue_threshold", "queue": "queues", "endpoint": "endpoints",
-                      "expect_worker_name": "expect_worker_names", "expect_consumer": "expect_consumers"}
+                      "expect_worker_name": "expect_worker_names", "expect_consumer": "expect_consumers",
+                      "slas": "sla", "task_slas": "task_sla"}
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
@@ -560,8 +595,33 @@ def resolve_settings(
     if default_threshold is not None:
         values["queue_threshold"] = default_threshold
     values["queue_thresholds"] = per_queue
+    _check_events_window(values, sources)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)
+
+
+EVENTS_RESERVE = 1.0  # seconds of the deadline kept for the other probes beside the events window
+
+
+def _check_events_window(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """The events window must leave the other probes time within the deadline.
+
+    The window is spent listening after every other probe; a window as long as the
+    deadline would leave nothing for the broker, ping and round trip before it.
+    """
+    window = values.get("events_window")
+    deadline = values.get("deadline", Settings.deadline)
+    if window is None:
+        if values.get("task_sla"):
+            raise ProbeUsageError(
+                f"task-sla needs an events window to measure runtimes: add --events-window SECONDS "
+                f"(from {sources['task_sla']})"
+            )
+        return
+    if window > deadline - EVENTS_RESERVE:
+        raise _fail("events-window", window, f"must leave at least {EVENTS_RESERVE:g}s of the "
+                    f"{deadline:g}s deadline to the other probes: raise --deadline to at least "
+                    f"{window + EVENTS_RESERVE:g}", sources["events_window"])
 
 
 def require_target(settings: Settings, where: str = "") -> None:

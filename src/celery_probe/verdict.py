@@ -225,6 +225,12 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
                 queues.setdefault(str(name), {})["roundtrip_ms"] = latency
                 if latency is not None:
                     latencies.append(latency)
+    for table in _maps(measured.get("sla")):
+        for name, info in table.items():
+            if isinstance(info, Mapping):
+                breach = info.get("breach")
+                queues.setdefault(str(name), {}).update(
+                    sla_ms=_number(info.get("sla_ms")), sla_breach=breach if isinstance(breach, bool) else None)
     verdict["queues"] = dict(sorted(queues.items()))
     lengths = [q["length"] for q in queues.values() if isinstance(q.get("length"), int)]
     verdict["queue_length"] = sum(lengths) if lengths else None
@@ -236,6 +242,25 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
     ticks = _maps(measured.get("beat"))
     if ticks:
         verdict["beat"] = _beat(ticks[-1])
+    windows = _maps(measured.get("task_runtimes"))
+    if windows:
+        verdict["task_runtimes"] = _task_runtimes(windows[-1])
+
+
+def _task_runtimes(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Runtimes per task type seen in the events window, each against its SLA."""
+    tasks: dict[str, dict[str, Any]] = {}
+    raw = info.get("tasks")
+    for name, entry in (raw.items() if isinstance(raw, Mapping) else ()):
+        if isinstance(entry, Mapping):
+            tasks[str(name)] = {
+                "count": _int(entry.get("count")),
+                "failed": _int(entry.get("failed")),
+                **{key: _number(entry.get(key)) for key in ("p50_ms", "p95_ms", "max_ms", "sla_ms")},
+                "breach": entry.get("breach") is True,
+            }
+    return {"window_s": _number(info.get("window_s")), "task_events": _int(info.get("task_events")),
+            "unnamed": _int(info.get("unnamed")), "tasks": dict(sorted(tasks.items()))}
 
 
 def _beat(info: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ app.conf.worker_hijack_root_logger = False
 # neither see nor disturb anybody else's workers.
 app.conf.task_default_queue = os.environ.get("PROBE_TEST_DEFAULT_QUEUE") or "celery"
 app.conf.control_exchange = os.environ.get("PROBE_TEST_CONTROL_EXCHANGE") or "celery"
+app.conf.event_exchange = os.environ.get("PROBE_TEST_EVENT_EXCHANGE") or "celeryev"
 app.conf.broker_connection_retry_on_startup = True
 if os.environ.get("PROBE_TEST_QUEUES"):
     from kombu import Queue
