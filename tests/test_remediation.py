@@ -244,12 +244,11 @@ class TestRealRuns:
             healthy = wait_until(lambda: (r := cli(*args, env=env)).code == 0 and r, timeout=60, interval=0.5,
                                  what="a healthy run after the restart")
             assert "on-down" not in healthy.stdout
-        finally:
-            if pidfile.exists():
-                pid = int(pidfile.read_text())
+        finally:  # every worker the command started, even if a bug started several
+            for pid in map(int, pidfile.read_text().split() if pidfile.exists() else []):
                 try:
                     os.kill(pid, signal.SIGTERM)
-                    wait_until(lambda: pid_gone(pid), timeout=15, what="the restarted worker to stop")
+                    wait_until(lambda pid=pid: pid_gone(pid), timeout=15, what="the restarted worker to stop")
                 except ProcessLookupError:
                     pass
         recorded = [json.loads(line) for line in calls.read_text().splitlines()]
@@ -329,8 +328,8 @@ class TestRealRuns:
                 result = cli("run", "-b", url, "--backend", redis.url(1), "--report-dir", str(tmp_path / "reports"),
                              "--deadline", "3", "--on-down", command, "--on-down-after", "0s")
             finally:
-                if (tmp_path / "pid").exists():  # the launcher waits 600 s before starting a worker: stop it
-                    os.kill(int((tmp_path / "pid").read_text()), signal.SIGKILL)
+                for pid in map(int, (tmp_path / "pid").read_text().split() if (tmp_path / "pid").exists() else []):
+                    os.kill(pid, signal.SIGKILL)  # the launcher waits 600 s before starting a worker
         assert result.code == 2 and "on-down: ran " in result.stdout, result.stdout + result.stderr
         assert password not in result.stdout + result.stderr
         _runs, actions = history(tmp_path / "reports")

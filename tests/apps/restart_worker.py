@@ -5,7 +5,7 @@
 Appends one JSON line to CALLS (its arguments and the CELERY_PROBE_* variables it got),
 prints URL and the password in it (the run must scrub both from what it records), then
 starts ``celery worker`` for probe_test_app in a session of its own, DELAY seconds later,
-writing its pid to PIDFILE so the test can stop it. The worker inherits the broker settings
+adding its pid to PIDFILE so the test can stop it. The worker inherits the broker settings
 (PROBE_TEST_*) from this process's environment, as a real restart script would from its unit.
 """
 
@@ -49,7 +49,8 @@ def main(argv: list[str]) -> int:
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    Path(pidfile).write_text(str(proc.pid))
+    with open(pidfile, "a", encoding="utf-8") as handle:  # one line per start: the test stops them all
+        handle.write(f"{proc.pid}\n")
     print(f"started worker {name} (pid {proc.pid})")
     return 0
 
