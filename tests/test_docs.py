@@ -139,6 +139,15 @@ def test_every_setting_is_in_the_configuration_page():
     assert not missing, f"settings missing from docs/configuration.md: {missing}"
 
 
+def test_every_pytest_option_is_in_the_configuration_page():
+    plugin = (ROOT / "src" / "celery_probe" / "plugin.py").read_text()
+    options = re.findall(r'addoption\(\s*"(--[\w-]+)"', plugin)
+    assert "--celery-app" in options
+    text = section(page("configuration.md"), "pytest options")
+    missing = [opt for opt in options if f"`{opt}`" not in text]
+    assert not missing, f"pytest options missing from docs/configuration.md: {missing}"
+
+
 def test_every_metric_is_in_the_metrics_page():
     from celery_probe.metrics import HELP
 
