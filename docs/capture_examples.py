@@ -329,6 +329,11 @@ def capture_runs(outputs: dict[str, str]) -> None:
         expect(code, 0, "--format json")
         outputs["cli-nagios"], code = shell.example(f"{first} --format nagios")
         expect(code, 0, "--format nagios")
+        probes = work / "ops" / "probes"
+        probes.mkdir(parents=True)
+        (probes / "test_task_registered.py").write_text((DOCS / "examples" / "test_task_registered.py").read_text())
+        outputs["custom-probe-run"], code = shell.example(f"{first} --probes ops/probes/")
+        expect(code, 3, "the custom probe example (proj has no myapp.sync_chats)")
         outputs["config-error"], code = shell.example(
             f"CELERY_PROBE_DEADLINE=abc {first}")
         expect(code, 64, "a bad CELERY_PROBE_DEADLINE")
