@@ -290,10 +290,6 @@ from celery_probe.status_report import report  # noqa: E402
 
 cli.add_command(report)
 
-from celery_probe.status_report import report  # noqa: E402
-
-cli.add_command(report)
-
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: map every operator mistake to one line and its exit code."""
