@@ -329,6 +329,10 @@ def capture_runs(outputs: dict[str, str]) -> None:
         expect(code, 0, "--format json")
         outputs["cli-nagios"], code = shell.example(f"{first} --format nagios")
         expect(code, 0, "--format nagios")
+        gate, code = shell.example(f"{first} --fail-on degraded --junitxml reports/celery-probe.xml")
+        expect(code, 0, "the CI gate")
+        junit, code = shell.example("cat reports/celery-probe.xml")
+        outputs["ci-gate"] = f"{gate}\n\n{junit}"
         probes = work / "ops" / "probes"
         probes.mkdir(parents=True)
         (probes / "test_task_registered.py").write_text((DOCS / "examples" / "test_task_registered.py").read_text())

@@ -109,6 +109,15 @@ def test_probe_severities_in_the_table_match_the_markers():
             assert documented.get(code) == severity, f"{code} ({path.name}) is {severity} in the code"
 
 
+def test_every_built_in_probe_is_in_the_probes_table():
+    table = section(page("probes.md"), "The built-in probes")
+    names = [name for path in sorted((ROOT / "probes").glob("*.py"))
+             for name in re.findall(r"^def (test_\w+)", path.read_text(), flags=re.MULTILINE)]
+    assert names, "no probe found in probes/"
+    missing = [name for name in names if f"| `{name}` |" not in table]
+    assert not missing, f"probes missing from docs/probes.md's table: {missing}"
+
+
 # -- CLI, settings, metrics ------------------------------------------------------------------
 
 
