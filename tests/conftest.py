@@ -147,6 +147,18 @@ def app_env(broker: str, backend: str | None = None, **extra: str) -> dict[str, 
     return env
 
 
+def missing_system_program(what: str) -> None:
+    """Skip a test whose system program (Chromium, nginx) is missing; fail instead under CI.
+
+    A check that silently never runs is a defect: CI (``CI`` set, as ``.ci/run`` does) has
+    run ``scripts/install-test-deps``, so a missing program there is an error.
+    """
+    message = f"{what}: run scripts/install-test-deps (and pip install -e '.[test]')"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so this test may not skip")
+    pytest.skip(message)
+
+
 @pytest.fixture
 def start_worker() -> Iterator[Callable[..., CeleryWorker]]:
     """Start real `celery worker` processes of tests/apps/probe_test_app; all stopped at teardown."""

@@ -3,7 +3,7 @@
 Real runs against a real worker (healthy), then with the worker killed (down), write a
 report dir; ``celery-probe report --html`` renders it, and a real ``celery-probe serve``
 serves it at ``/``. Debian's Chromium (``/usr/bin/chromium``, installed by
-``scripts/install-browser``) opens both, driven by Playwright, which never downloads a
+``scripts/install-test-deps``) opens both, driven by Playwright, which never downloads a
 browser of its own here. Every request the page makes is recorded: it must make none
 beyond its own document. Screenshots go to tests/artifacts/ (ignored by git, kept by CI's
 checkout); the test prints where.
@@ -12,12 +12,11 @@ checkout); the test prints where.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, run_cli
+from conftest import APPS, ROOT, missing_system_program, run_cli
 from serving import HEALTH, ServeProcess
 
 from celery_probe.testing import CeleryWorker, wait_until
@@ -33,21 +32,14 @@ TIMEOUT_MS = 20_000
 PROBE_ARGS = ["-A", "probe_test_app", "--expect-workers", "1", "--deadline", "5", "--roundtrip-slow", "4"]
 
 
-def _missing(what: str) -> None:
-    message = f"{what}: run scripts/install-browser (and pip install -e '.[test]')"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}; CI is set, so the browser test may not skip")
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        _missing(f"{CHROMIUM} is not installed")
+        missing_system_program(f"{CHROMIUM} is not installed")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("the playwright package is not installed")
+        missing_system_program("the playwright package is not installed")
     with sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True,
                                           timeout=TIMEOUT_MS)
