@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -224,17 +225,43 @@ def test_alert_rules_are_the_ones_the_metrics_page_lists():
     assert {rule["alert"] for rule in alert_rules()} == listed
 
 
+def _keep_sending(broker: str, stop: threading.Event) -> None:
+    """A short task every 0.1 s (at most 600), so the events window has runtimes to measure."""
+    from celery import Celery
+
+    client = Celery(broker=broker)
+    try:
+        for _ in range(600):
+            if stop.wait(0.1):
+                return
+            client.send_task("probe_test.sleep", args=(0.01,), ignore_result=True)
+    finally:
+        client.close()
+
+
 def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_worker, tmp_path):
+    """The scrape comes from a run with every optional family switched on: queue and task SLAs,
+    and an events window over a worker started with -E while tasks flow."""
     from serving import ServeProcess, parse_metrics
 
     used = {name for rule in alert_rules() for name in METRIC.findall(rule["expr"])}
     assert used, "the rules use no celery-probe metric at all"
     env = app_env(redis_server.url(0), redis_server.url(1))
-    start_worker(env)
-    args = ["-A", "probe_test_app", "--expect-workers", "1", "--interval", "60", "--roundtrip-slow", "4"]
-    with ServeProcess(*args, env=env, cwd=tmp_path) as server:
-        wait_until(lambda: server.health()["status"] == "healthy", timeout=30, what="a healthy verdict")
-        scraped = {name for name, _labels in parse_metrics(server.get("/metrics").body.decode())}
+    start_worker(env, pool="threads", concurrency=2, extra=("-E",))
+    args = ["-A", "probe_test_app", "--expect-workers", "1", "--interval", "5", "--roundtrip-slow", "4",
+            "--deadline", "5", "--sla", "celery=30s", "--events-window", "1.5", "--task-sla", "*=60s"]
+    stop = threading.Event()
+    sender = threading.Thread(target=_keep_sending, args=(redis_server.url(0), stop), daemon=True)
+    sender.start()
+    try:
+        with ServeProcess(*args, env=env, cwd=tmp_path) as server:
+            wait_until(lambda: server.health()["status"] == "healthy"
+                       and (server.health().get("task_runtimes") or {}).get("tasks"),
+                       timeout=40, interval=0.2, what="a healthy verdict with task runtimes")
+            scraped = {name for name, _labels in parse_metrics(server.get("/metrics").body.decode())}
+    finally:
+        stop.set()
+        sender.join(timeout=10)
     assert not used - scraped, f"alerts.yml uses metrics no scrape exposes: {sorted(used - scraped)}"
 
 
@@ -268,22 +295,4 @@ def test_systemd_units_verify(unit, tmp_path):
     assert proc.returncode == 0 and not proc.stderr.strip(), proc.stderr
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
-def test_nginx_config_is_accepted(tmp_path):
-    """``nginx -t`` on the sample inside a minimal main config; certificate and cache paths are
-    pointed at throwaway ones so the test needs no root and no real certificate."""
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1"],
-                   capture_output=True, timeout=60, check=True)
-    sample = (DOCS / "deploy" / "nginx-celery-probe.conf").read_text()
-    sample = (sample.replace("/etc/ssl/certs/status.example.com.pem", str(cert))
-              .replace("/etc/ssl/private/status.example.com.key", str(key))
-              .replace("/var/cache/nginx/celery-probe", str(tmp_path / "cache")))
-    (tmp_path / "site.conf").write_text(sample)
-    main = (f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
-            f"http {{\n  access_log off;\n  client_body_temp_path {tmp_path};\n  include {tmp_path}/site.conf;\n}}\n")
-    (tmp_path / "nginx.conf").write_text(main)
-    proc = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert proc.returncode == 0, proc.stderr
+# The nginx sample is run for real, in front of a real serve: tests/test_docs_nginx.py.
