@@ -338,6 +338,8 @@ def capture_runs(outputs: dict[str, str]) -> None:
         (probes / "test_task_registered.py").write_text((DOCS / "examples" / "test_task_registered.py").read_text())
         outputs["custom-probe-run"], code = shell.example(f"{first} --probes ops/probes/")
         expect(code, 3, "the custom probe example (proj has no myapp.sync_chats)")
+        outputs["custom-probe-reason"] = fenced(compact_json(reason(work / "reports", "myapp_task_not_registered")),
+                                                "json")
         outputs["config-error"], code = shell.example(
             f"CELERY_PROBE_DEADLINE=abc {first}")
         expect(code, 64, "a bad CELERY_PROBE_DEADLINE")
@@ -396,9 +398,289 @@ def capture_runs(outputs: dict[str, str]) -> None:
         expect(code, 2, "a frozen broker")
 
 
+def verdict_of(reports: Path) -> dict[str, Any]:
+    return json.loads((reports / "verdict.json").read_text())
+
+
+def reason(reports: Path, code: str) -> dict[str, Any]:
+    """The reason with ``code`` in the verdict the last run wrote."""
+    found = [r for r in verdict_of(reports)["reasons"] if r["code"] == code]
+    if not found:
+        raise SystemExit(f"capture_examples: no {code} in {reports / 'verdict.json'}")
+    return found[0]
+
+
+def compact_json(document: Any) -> str:
+    """Each key of ``document`` on a line of its own, and each item of a list value too."""
+    if not isinstance(document, dict):
+        return json.dumps(document)
+
+    def value(item: Any) -> str:
+        if isinstance(item, list) and item and all(isinstance(x, dict) for x in item):
+            return "[\n" + ",\n".join(f"  {json.dumps(x)}" for x in item) + "\n ]"
+        return json.dumps(item)
+
+    body = ",\n".join(f" {json.dumps(key)}: {value(item)}" for key, item in document.items())
+    return f"{{\n{body}\n}}"
+
+
+def sla_excerpt(verdict: dict[str, Any]) -> str:
+    """The verdict's SLA keys: the queue's round trip against its SLA, and the events window
+    with one line per task type (the queue's other keys are left out)."""
+    queue = {key: verdict["queues"]["celery"][key] for key in ("roundtrip_ms", "sla_ms", "sla_breach")}
+    window = dict(verdict["task_runtimes"])
+    tasks = window.pop("tasks")
+    head = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in window.items())
+    rows = ",\n".join(f"   {json.dumps(name)}: {json.dumps(entry)}" for name, entry in tasks.items())
+    return (f'{{\n "queues": {{"celery": {json.dumps(queue)}}},\n "task_runtimes": {{\n  {head},\n'
+            f'  "tasks": {{\n{rows}\n  }}\n }}\n}}')
+
+
+RESTART_SCRIPT = """#!/bin/sh
+# Stands in for `sudo -n systemctl restart celery-worker` on this demo machine.
+echo "celery is $CELERY_PROBE_STATUS since $CELERY_PROBE_DOWN_SINCE ($CELERY_PROBE_CODES): starting a worker"
+exec celery -A proj worker -n worker1@%h --detach --pidfile "$PWD/worker.pid" --logfile "$PWD/worker.log"
+"""
+BEAT_APP = """from celery import Celery
+
+from celery_probe.beat import install_beat_tick
+
+app = Celery("beatproj")
+install_beat_tick(app, interval=60)
+"""
+SENDER = """import sys, time
+import proj
+for _ in range(int(sys.argv[1])):
+    proj.render_report.delay(0.3)
+    proj.app.send_task("celery.accumulate", args=("fast",))
+    time.sleep(0.1)
+"""
+FLOWER_USER, FLOWER_PASSWORD = "ops", "s3cret-flower"
+SCREENSHOT = DOCS / "img" / "status-page.png"
+SCREENSHOT_MAX_BYTES = 150_000
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def pid_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def stop_pidfile(path: Path) -> None:
+    """SIGTERM the process a ``--pidfile`` names and wait (bounded) until it is gone."""
+    import signal
+
+    from celery_probe.testing import wait_until
+
+    if not path.exists():
+        return
+    pid = int(path.read_text().split()[0])
+    try:
+        os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: pid_gone(pid), timeout=20, what=f"process {pid} to stop")
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def flower(env: dict[str, str], cwd: Path) -> Iterator[int]:
+    """``celery -A proj flower`` behind basic authentication on a free port; yields the port."""
+    import signal
+
+    from celery_probe.testing import free_port, wait_until
+
+    port = free_port()
+    with open(cwd / "flower.log", "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "proj", "flower", "--address=127.0.0.1", f"--port={port}",
+             f"--basic_auth={FLOWER_USER}:{FLOWER_PASSWORD}"],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"capture_examples: flower exited: {(cwd / 'flower.log').read_text()[-1000:]}")
+        try:
+            return http_get(port, "/healthcheck")[0] == 200
+        except OSError:
+            return False
+
+    try:
+        wait_until(up, timeout=40, interval=0.2, what="flower listening")
+        yield port
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def flower_page(port: int, url: str) -> int:
+    """The status of a Flower page the verdict links to, asked with the password as Basic auth."""
+    import base64
+    from urllib.parse import urlsplit
+
+    token = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request("GET", urlsplit(url).path or "/", headers={"Authorization": f"Basic {token}"})
+        reply = conn.getresponse()
+        reply.read()
+        return reply.status
+    finally:
+        conn.close()
+
+
+def screenshot(page: Path, shot: Path) -> str:
+    """A PNG of ``page`` in headless Chromium (Debian's), kept under SCREENSHOT_MAX_BYTES."""
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        raise SystemExit(f"capture_examples: {CHROMIUM} is missing: run scripts/install-test-deps")
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+        try:
+            tab = browser.new_page(viewport={"width": 1000, "height": 900})
+            tab.goto(page.as_uri(), wait_until="load")
+            for height in (None, 1400, 1000, 700):
+                clip = None if height is None else {"x": 0, "y": 0, "width": 1000, "height": height}
+                tab.screenshot(path=str(shot), full_page=True, clip=clip)
+                if shot.stat().st_size <= SCREENSHOT_MAX_BYTES:
+                    break
+        finally:
+            browser.close()
+    if shot.stat().st_size > SCREENSHOT_MAX_BYTES:
+        raise SystemExit(f"capture_examples: {shot} is {shot.stat().st_size} bytes even clipped")
+    return str(shot.relative_to(ROOT))
+
+
+def capture_features(outputs: dict[str, str]) -> None:
+    """SLA tracking, task events, Flower links, auto-remediation, beat's tick and the status page.
+
+    One report folder collects every run, in this order, so the status page at the end shows
+    a real history: degraded runs over SLA, a down stretch, a restart by ``--on-down``.
+    """
+    from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+
+    blocks = tested_blocks((DOCS / "getting-started.md").read_text())
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
+        (work / "proj.py").write_text(blocks["proj.py"])
+        redis = RedisServer()
+        stack.callback(redis.close)
+        redis.start()
+        bindir = str(Path(sys.executable).parent)
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
+               "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
+               "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
+        env.pop("FORCE_COLOR", None)
+        shell = Shell(work, env)
+        reports = work / "reports"
+        first = blocks["first-run"].strip()
+
+        def start_worker(app: str = "proj", **kwargs: Any) -> CeleryWorker:
+            worker = CeleryWorker(app, name=WORKER_NAME, env=env, pythonpath=[work], **kwargs)
+            stack.callback(worker.close)
+            return worker.start(timeout=40)
+
+        # -- SLA tracking: a worker with -E, a slow and a fast task type sent throughout the window
+        worker = start_worker(pool="threads", concurrency=4, extra=("-E",))
+        _, code = shell.run("python -c 'import proj; proj.render_report.delay(0).get(timeout=20)'")
+        expect(code, 0, "a first task through the -E worker")
+        (work / "send_tasks.py").write_text(SENDER)
+        sender = subprocess.Popen([sys.executable, "send_tasks.py", "80"], cwd=work, env=env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(lambda: sender.poll() is None and sender.kill())
+        try:
+            sla = (f"{first} --deadline 8 --events-window 3 --task-sla 'proj.render_report=250ms' "
+                   "--task-sla 'celery.*=1s' --sla celery=2s")
+            outputs["sla-run"], code = shell.example(sla)
+            expect(code, 3, "task runtimes over their SLA")
+        finally:
+            sender.wait(timeout=30)
+        outputs["sla-verdict"] = fenced(sla_excerpt(verdict_of(reports)), "json")
+        outputs["sla-queue-breach"], code = shell.example(f"{first} --sla celery=1ms")
+        expect(code, 3, "a queue round trip over a 1 ms SLA")
+
+        # -- the same window over a worker without -E: a note, still healthy
+        worker.stop()
+        worker = start_worker(pool="prefork", concurrency=1)
+        outputs["sla-events-missing"], code = shell.example(
+            f"{first} --events-window 2 --task-sla 'proj.*=2m'")
+        expect(code, 0, "an events window over workers without -E")
+
+        # -- Flower links: the worker killed, three messages left in its queue
+        worker.kill()
+        shell.run("python -c 'import proj; [proj.render_report.delay(0) for _ in range(3)]'")
+        with flower(env, work) as port:
+            url = f"http://{FLOWER_USER}:{FLOWER_PASSWORD}@127.0.0.1:{port}/"
+            outputs["flower-run"], code = shell.example(f'{first} --flower-url "$FLOWER_URL"',
+                                                        env={"FLOWER_URL": url})
+            expect(code, 2, "worker down, with Flower links")
+            if FLOWER_PASSWORD in outputs["flower-run"] + (reports / "latest.json").read_text():
+                raise SystemExit("capture_examples: the Flower password reached the output or the report")
+            verdict = verdict_of(reports)
+            linked = [r for r in verdict["reasons"] if r.get("link")]
+            for link in {verdict["links"]["flower"], *(r["link"] for r in linked)}:
+                expect(flower_page(port, link), 200, f"Flower page {link}")
+            outputs["flower-verdict"] = fenced(compact_json(
+                {"links": verdict["links"], "reasons": [{k: r[k] for k in ("code", "link")} for r in linked]}),
+                "json")
+
+        # -- auto-remediation: a real command brings the killed worker back
+        script = work / "restart-worker.sh"
+        script.write_text(RESTART_SCRIPT)
+        script.chmod(0o755)
+        stack.callback(stop_pidfile, work / "worker.pid")
+        remediate = f"{first} --on-down ./restart-worker.sh --on-down-after 0s --on-down-every 30m"
+        outputs["remediation-ran"], code = shell.example(remediate)
+        expect(code, 2, "the run that restarts the worker (the verdict stays down)")
+        wait_until(lambda: shell.run(remediate)[1] == 0, timeout=60, interval=0.5, what="the restarted worker")
+        outputs["remediation-healthy"], code = shell.example(remediate)
+        expect(code, 0, "healthy after the restart")
+        actions = [json.loads(line) for line in (reports / "history.jsonl").read_text().splitlines()
+                   if '"event":"remediation"' in line]
+        if len(actions) != 1:
+            raise SystemExit(f"capture_examples: {len(actions)} remediation lines in history.jsonl, wanted 1")
+        outputs["remediation-history"] = fenced(compact_json(actions[0]), "json")
+        stop_pidfile(work / "worker.pid")
+        outputs["remediation-rate-limited"], code = shell.example(remediate)
+        expect(code, 2, "down again within --on-down-every")
+        outputs["remediation-dry-run"], code = shell.example(
+            f"{first} --on-down ./restart-worker.sh --on-down-after 0s --on-down-dry-run")
+        expect(code, 2, "a dry run")
+
+        # -- beat's tick, as a worker of an app with install_beat_tick stores it
+        (work / "beatproj.py").write_text(BEAT_APP)
+        beat_worker = start_worker("beatproj")
+        _, code = shell.run("python -c 'import beatproj; beatproj.app.send_task(\"celery_probe.beat_tick\", "
+                            "kwargs={\"key\": \"celery-probe:beat:last-tick\", \"interval\": 60.0})'")
+        expect(code, 0, "sending a beat tick")
+        wait_until(lambda: redis.client(0).get("celery-probe:beat:last-tick"), timeout=20, what="the beat tick")
+        outputs["beat-tick"] = fenced(json.dumps(json.loads(redis.client(0).get("celery-probe:beat:last-tick"))),
+                                      "json")
+        beat_worker.stop()
+
+        # -- the status page of all of the above, and healthy runs to end it
+        start_worker(pool="prefork", concurrency=1)
+        for _ in range(3):
+            _, code = shell.run(first)
+            expect(code, 0, "healthy runs for the status page")
+        outputs["status-page-report"], code = shell.example("celery-probe report --html --report-dir reports")
+        expect(code, 0, "celery-probe report --html")
+        outputs["status-page-shot"] = f"![The status page of these runs]({Path(screenshot(reports / 'index.html', SCREENSHOT)).relative_to('docs')})"
+
+
 CAPTURES: dict[str, Callable[[dict[str, str]], None]] = {
     "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table()}),
     "runs": capture_runs,
+    "features": capture_features,
 }
 
 

@@ -29,7 +29,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--smtp-user", "smtp_user", {"metavar": "USER", "help": "SMTP login; the password comes from CELERY_PROBE_SMTP_PASSWORD."}),
     ("--mail-from", "mail_from", {"metavar": "ADDR", "help": "Sender address (default celery-probe@HOSTNAME)."}),
     ("--sendmail", "sendmail", {"metavar": "PATH", "help": "Hand mail to this sendmail program instead of SMTP."}),
-    ("--mail-template", "mail_template", {"metavar": "PATH", "help": "string.Template file for problem mails (placeholders in the README)."}),
+    ("--mail-template", "mail_template", {"metavar": "PATH", "help": "string.Template file for problem mails (placeholders: docs/alerting.md)."}),
     ("--recovery-template", "recovery_template", {"metavar": "PATH", "help": "string.Template file for recovery mails."}),
     ("--service-name", "service_name", {"metavar": "UNIT", "help": "The worker's systemd unit, named in the mail's steps (default celery)."}),
     ("--broker-service", "broker_service", {"metavar": "UNIT", "help": "The broker's systemd unit, named in the mail's steps (default redis)."}),
