@@ -12,8 +12,12 @@ What runs: a private ``redis-server`` on a free loopback port, real ``celery wor
 processes of the ``proj.py`` that docs/getting-started.md shows (written to a temporary
 folder), the installed ``celery-probe`` command as an operator types it, ``celery-probe
 serve`` queried over HTTP, and an SMTP server (aiosmtpd) that receives the alert mail. The
-CLI reference is click's own ``--help`` of every command, so new options appear by re-running
-this script. Nothing here touches a shared broker, and everything started is stopped again.
+feature pages add a worker started with ``-E`` while tasks flow (SLA tracking), a killed worker
+brought back by a real ``--on-down`` script, a Flower process behind basic authentication, and
+``celery-probe report --html`` of all those runs, photographed in Debian's headless Chromium
+(docs/img/status-page.png, kept under 150 KB). The CLI reference is click's own ``--help`` of
+every command, so new options appear by re-running this script. Nothing here touches a shared
+broker, and everything started is stopped again.
 
 The block parsing (markers, fenced blocks marked ``<!-- test: NAME -->``) is also what
 tests/test_docs.py and tests/test_docs_getting_started.py use, so pages, script and tests

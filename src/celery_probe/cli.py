@@ -1,6 +1,6 @@
 """The ``celery-probe`` command.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/cli.md):
 
 ====  =====================================================================
 0     healthy
@@ -143,7 +143,7 @@ def cli() -> None:
 @run_output_options
 @remediation_options
 @click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Probe every [targets.NAME] of this TOML file, in parallel (see README).")
+              help="Probe every [targets.NAME] of this TOML file, in parallel (see docs/cli.md).")
 @click.option("--parallel", metavar="N", help="Worker processes for --targets (default: one per CPU, at most one per target).")
 @click.option("-v", "--verbose", is_flag=True, help="Show pytest's own output on stderr.")
 def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: Any) -> int:
