@@ -112,7 +112,7 @@ def cli_reference() -> str:
     """``--help`` of the group and of every command, in click's words."""
     from click.testing import CliRunner
 
-    from celery_probe.cli import cli
+    from celery_probe.cli import all_commands, cli
 
     runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "100"})
     parts = []
@@ -124,7 +124,7 @@ def cli_reference() -> str:
         return result.output
 
     parts.append(fenced(f"$ celery-probe --help\n{helptext()}", "console"))
-    for name in sorted(cli.commands):
+    for name in sorted(all_commands()):
         parts.append(f"### `celery-probe {name}`\n\n{fenced(f'$ celery-probe {name} --help' + chr(10) + helptext(name), 'console')}")
     return "\n\n".join(parts)
 
@@ -133,11 +133,11 @@ def settings_table() -> str:
     """One row per setting: flag, environment variable, pyproject.toml key, default, help."""
     import dataclasses
 
-    from celery_probe.cli import cli
+    from celery_probe.cli import all_commands
     from celery_probe.settings import SPECS, Settings
 
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    helps = {opt: param.help or "" for param in cli.commands["run"].params for opt in param.opts}
+    helps = {opt: param.help or "" for param in all_commands()["run"].params for opt in param.opts}
     rows = ["| flag | environment | `pyproject.toml` key | default | what it sets |", "|---|---|---|---|---|"]
     for spec in SPECS:
         flags = spec.flag.split("/")

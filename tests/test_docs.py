@@ -123,9 +123,9 @@ def test_every_built_in_probe_is_in_the_probes_table():
 
 
 def commands() -> dict[str, click.Command]:
-    from celery_probe.cli import cli
+    from celery_probe.cli import all_commands
 
-    return dict(cli.commands)
+    return all_commands()
 
 
 def test_every_cli_option_is_in_the_reference():

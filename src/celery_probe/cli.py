@@ -131,10 +131,54 @@ def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | No
     return exit_code(status)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """A click group whose rarer commands are imported only when invoked or listed.
+
+    ``celery-probe run`` is what cron starts every minute: it should not pay for importing
+    the web server, the HTTP client or the status page (the pattern of click's documentation,
+    "Lazily Loading Subcommands").
+    """
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands or {}  # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_subcommands.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+LAZY_COMMANDS = {
+    "serve": "celery_probe.serve_cli:serve",
+    "check": "celery_probe.check:check",
+    "ingest": "celery_probe.ingest:ingest",
+    "report": "celery_probe.status_report:report",
+}
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="celery-probe")
 def cli() -> None:
     """Health checks for Celery: is Celery healthy right now, with evidence."""
+
+
+def all_commands() -> dict[str, click.Command]:
+    """Every subcommand by name, the lazy ones imported (for the docs and their tests)."""
+    ctx = click.Context(cli)
+    found = {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
 
 
 @cli.command()
@@ -272,23 +316,6 @@ def demo(keep: bool) -> int:
     from celery_probe.demo import run_demo
 
     return run_demo(keep=keep)
-
-
-from celery_probe.serve_cli import serve  # noqa: E402  (it reuses _target_options above)
-
-cli.add_command(serve)
-
-from celery_probe.check import check as check_command  # noqa: E402
-
-cli.add_command(check_command)
-
-from celery_probe.ingest import ingest  # noqa: E402
-
-cli.add_command(ingest)
-
-from celery_probe.status_report import report  # noqa: E402
-
-cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> None:
