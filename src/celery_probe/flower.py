@@ -100,6 +100,23 @@ def reason_link(base: str, code: str, message: str, worker_names: list[str]) -> 
     return None
 
 
+def worker_names(verdict: Mapping[str, Any]) -> list[str]:
+    """The names of the workers that answered, sorted: the ones that get a page of their own."""
+    workers = verdict.get("workers")
+    return sorted(str(name) for name in workers) if isinstance(workers, Mapping) else []
+
+
+def verdict_base(verdict: Mapping[str, Any]) -> str | None:
+    """The Flower base a verdict's ``links`` were built on; None when the run had no Flower URL.
+
+    Documents derived from a verdict (ops-alerts) receive only the verdict, whose ``links``
+    exist only when the report recorded ``celery_probe.flower``. The value is checked again,
+    so a verdict from elsewhere cannot smuggle in credentials or another scheme.
+    """
+    found = verdict.get("links")
+    return flower_base(found.get("flower")) if isinstance(found, Mapping) else None
+
+
 def add_flower_links(verdict: dict[str, Any], url: Any) -> dict[str, Any]:
     """Add ``links`` and each fitting reason's ``link`` to ``verdict`` (in place, returned).
 
@@ -109,8 +126,7 @@ def add_flower_links(verdict: dict[str, Any], url: Any) -> dict[str, Any]:
     base = flower_base(url)
     if base is None:
         return verdict
-    workers = verdict.get("workers")
-    names = sorted(str(name) for name in workers) if isinstance(workers, Mapping) else []
+    names = worker_names(verdict)
     verdict["links"] = links(base, names)
     for reason in verdict.get("reasons") or []:
         if isinstance(reason, dict):

@@ -3,6 +3,11 @@
 ``celery_worker_down`` (critical) when the verdict is down, ``celery_queue_high``
 (medium) when a queue is long, one alert per other reason code, and every alert passed in
 (``sync_health`` and friends) kept untouched, in front.
+
+When the run had a Flower URL (the verdict's ``links``), each alert about a worker or a queue
+gets a ``link`` to the Flower page that fits, chosen by the same mapping as the verdict's
+reasons (:func:`celery_probe.flower.reason_link`) and without credentials. Without one, alerts
+have no ``link`` key at all, so the document keeps the shape it always had.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from celery_probe.flower import reason_link, verdict_base, worker_names
 from celery_probe.verdict import seed_shape
 
 ALERT_SEVERITY = {"critical": "critical", "degraded": "medium", "error": "low"}
@@ -21,11 +27,17 @@ def get_ops_alerts(verdict: Mapping[str, Any], alerts: Iterable[Mapping[str, Any
     status = verdict.get("status")
     reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
     seen: set[str] = set()
+    flower = verdict_base(verdict)
+    names = worker_names(verdict) if flower else []
 
     def add(code: str, severity: str, message: str) -> None:
         if code not in seen:
             seen.add(code)
-            out.append({"code": code, "severity": severity, "source": "celery", "message": message})
+            alert = {"code": code, "severity": severity, "source": "celery", "message": message}
+            link = reason_link(flower, code, message, names) if flower else None
+            if link is not None:
+                alert["link"] = link
+            out.append(alert)
 
     if status == "down":
         first = next((r for r in reasons if r.get("severity") == "critical"), None)

@@ -269,7 +269,9 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
         "type": "object",
         "required": ["code", "severity", "source", "message"],
         "properties": {"code": {"type": "string"}, "severity": {"type": "string", "enum": ["critical", "medium", "low"]},
-                       "source": {"type": "string"}, "message": {"type": "string"}},
+                       "source": {"type": "string"}, "message": {"type": "string"},
+                       "link": {"type": "string",
+                                "description": "the Flower page for this alert (with --flower-url), credentials removed"}},
     }
     alerts_body = {
         "type": "object",
