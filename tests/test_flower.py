@@ -30,6 +30,7 @@ from celery_probe.testing import free_port, wait_until
 pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook fixtures
 
 USER, PASSWORD = "ops", "fl0wer-s3cret"
+OPS_ALERTS = "/api/interactions/metrics/ops-alerts"
 OPS = "ops@example.com"
 
 
@@ -149,6 +150,53 @@ class TestShown:
         assert verdict["targets"]["a"]["links"]["workers_page"] == "http://fa/workers"
         assert "links" not in verdict["targets"]["b"]
         assert {r["target"]: r.get("link") for r in verdict["reasons"]} == {"a": "http://fa/workers", "b": None}
+
+
+class TestOpsAlerts:
+    """Ops-alerts about a worker or a queue link to the page the verdict's reasons use."""
+
+    def test_alerts_link_like_the_reasons(self):
+        from celery_probe.ops_alerts import get_ops_alerts
+
+        verdict = add_flower_links({**_verdict(
+            ("celery_queue_high", "queue backlog at or above threshold: celery=5"),
+            ("celery_worker_unresponsive", "answered ping but not inspect: b@h"),
+            ("celery_roundtrip_slow", "round trip slower than 1000 ms: celery=1200 ms"),
+        ), "status": "degraded"}, "https://u:pw@flower.example/f/")
+        existing = {"code": "sync_health", "severity": "high", "message": "behind"}
+        document = get_ops_alerts(verdict, alerts=[existing])
+        assert document["alerts"][0] == existing  # untouched: no link added to others' alerts
+        assert {a["code"]: a.get("link") for a in document["alerts"][1:]} == {
+            "celery_queue_high": "https://flower.example/f/broker",
+            "celery_worker_unresponsive": "https://flower.example/f/worker/b%40h",
+            "celery_roundtrip_slow": None,
+        }
+        assert "link" not in document["alerts"][3]  # no page fits: no key, not null
+        assert "pw" not in json.dumps(document)
+
+    def test_down_alert_links_to_the_workers_page(self):
+        from celery_probe.ops_alerts import get_ops_alerts
+
+        verdict = add_flower_links({"status": "down", "workers": {}, "reasons": [
+            {"code": "celery_broker_unreachable", "severity": "critical", "message": "refused"}]}, "http://f")
+        alerts = get_ops_alerts(verdict)["alerts"]
+        assert [(a["code"], a.get("link")) for a in alerts] == [
+            ("celery_worker_down", "http://f/workers"), ("celery_broker_unreachable", None)]
+
+    @pytest.mark.parametrize("links", [
+        None, {}, {"flower": "javascript:alert(1)"}, {"flower": 5}, "http://f/",
+    ])
+    def test_without_a_usable_flower_no_alert_has_a_link_key(self, links):
+        from celery_probe.ops_alerts import get_ops_alerts
+
+        verdict = {**_verdict(("celery_queue_high", "celery=5")), "links": links}
+        assert all("link" not in alert for alert in get_ops_alerts(verdict)["alerts"])
+
+    def test_credentials_in_a_verdicts_links_never_reach_an_alert(self):
+        from celery_probe.ops_alerts import get_ops_alerts
+
+        verdict = {**_verdict(("celery_queue_high", "celery=5")), "links": {"flower": "http://u:pw@f:1/x/"}}
+        assert get_ops_alerts(verdict)["alerts"][0]["link"] == "http://f:1/x/broker"
 
 
 class TestSetting:
@@ -317,6 +365,37 @@ def test_down_links_reach_mail_and_webhook(flower, module_target, smtp, hooks, t
                        *(p.read_text() for p in tmp_path.glob("*.json*")))
 
 
+def test_killed_worker_ops_alerts_link_to_flower(flower, module_target, start_worker, hooks, tmp_path):
+    """A real run after the only worker is killed: ingest prints and posts the /workers link."""
+    worker = start_worker(module_target.env(), name="flowerkill@%h")
+    worker.kill()
+    with_flower, without = tmp_path / "with", tmp_path / "without"
+    with_flower.mkdir()
+    without.mkdir()
+    result = probe(flower, module_target, with_flower, "--expect-workers", "1")
+    assert result.code == 2, result.stdout
+
+    ingested = run_cli("ingest", str(with_flower / "latest.json"), "--post", hooks.url("/ops"), cwd=tmp_path)
+    assert ingested.code == 2, ingested.stderr
+    document = json.loads(ingested.stdout)
+    down = document["alerts"][0]
+    base = f"http://127.0.0.1:{flower.port}"
+    assert (down["code"], down["link"]) == ("celery_worker_down", f"{base}/workers")
+    for link in {a["link"] for a in document["alerts"] if "link" in a}:
+        assert flower.get(link)[0] == 200, link
+    posted = hooks.wait_for(1)[0]
+    assert posted.json() == document
+    assert_no_password(ingested.stdout, ingested.stderr, posted.body.decode())
+
+    plain = run_cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--format", "json",
+                    "--report-dir", str(without), env=module_target.env(), cwd=without, timeout=60)
+    assert plain.code == 2, plain.stdout
+    bare = run_cli("ingest", str(without / "latest.json"), cwd=tmp_path)
+    alerts = json.loads(bare.stdout)["alerts"]
+    assert alerts[0]["code"] == "celery_worker_down"
+    assert all("link" not in alert for alert in alerts)  # no --flower-url: no link key at all
+
+
 def test_served_verdict_links_to_flower(module_target, tmp_path):
     """``celery-probe serve --flower-url`` serves the same links; its log never shows the password."""
     url = f"https://{USER}:{PASSWORD}@flower.example/ops/"
@@ -328,4 +407,8 @@ def test_served_verdict_links_to_flower(module_target, tmp_path):
         assert verdict["links"]["workers_page"] == "https://flower.example/ops/workers"
         assert {r["code"]: r.get("link") for r in verdict["reasons"]}["celery_worker_down"] == \
             "https://flower.example/ops/workers"
-        assert_no_password(server.get(HEALTH).body.decode(), server.log_text())
+        alerts = server.get(OPS_ALERTS).json()["alerts"]
+        assert {a["code"]: a.get("link") for a in alerts}["celery_worker_down"] == \
+            "https://flower.example/ops/workers"
+        assert_no_password(server.get(HEALTH).body.decode(), server.get(OPS_ALERTS).body.decode(),
+                           server.log_text())

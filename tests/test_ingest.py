@@ -30,6 +30,7 @@ class TestDocument:
         codes = [a["code"] for a in document["alerts"]]
         assert codes[0] == "celery_worker_down" and document["alerts"][0]["severity"] == "critical"
         assert "celery_roundtrip_failed" not in codes  # "not attempted": a consequence, no alert of its own
+        assert all("link" not in alert for alert in document["alerts"])  # no Flower URL recorded: no link key
         assert document["celery_health"]["status"] == "down"
 
     def test_existing_alerts_kept_first_and_untouched(self, tmp_path):
@@ -41,6 +42,23 @@ class TestDocument:
         alerts = json.loads(result.stdout)["alerts"]
         assert alerts[0] == existing[0]
         assert {"code": "celery_queue_high", "severity": "medium"}.items() <= alerts[1].items()
+
+    def test_each_target_links_to_its_own_flower(self, tmp_path):
+        def failing(target: str) -> dict:
+            return {"nodeid": f"probes/test_workers.py::test_workers_answer_ping[{target}]", "outcome": "failed",
+                    "call": {"outcome": "failed", "crash": {"message": "Failed: no worker answered ping"}},
+                    "metadata": {"probe": {"severity": "critical", "code": "celery_worker_down", "target": target}}}
+
+        report = {"created": 0, "duration": 1, "tests": [failing("a"), failing("b")], "celery_probe": {
+            "targets": ["a", "b"],  # a foreign report may hold credentials: they never reach a link
+            "target_details": {"a": {"target": "A", "flower": "http://ops:pw-in-report@fa/"}, "b": {"target": "B"}}}}
+        (tmp_path / "r.json").write_text(json.dumps(report))
+        result = ingest(str(tmp_path / "r.json"), cwd=tmp_path)
+        assert result.code == 2, result.stderr
+        alerts = json.loads(result.stdout)["alerts"]
+        assert [(a["target"], a["code"], a.get("link")) for a in alerts] == [
+            ("a", "celery_worker_down", "http://fa/workers"), ("b", "celery_worker_down", None)]
+        assert "link" not in alerts[1] and "pw-in-report" not in result.stdout
 
     def test_unreadable_report_is_unknown(self, tmp_path):
         (tmp_path / "r.json").write_text('{"tests": [')
