@@ -636,6 +636,17 @@ def capture_features(outputs: dict[str, str]) -> None:
             outputs["flower-verdict"] = fenced(compact_json(
                 {"links": verdict["links"], "reasons": [{k: r[k] for k in ("code", "link")} for r in linked]}),
                 "json")
+            ingested, code = shell.run("celery-probe ingest reports/latest.json")
+            expect(code, 2, "ingest of the run with Flower links")
+            if FLOWER_PASSWORD in ingested:
+                raise SystemExit("capture_examples: the Flower password reached the ops-alerts document")
+            alerts = json.loads(ingested)["alerts"]
+            alert_links = {a["link"] for a in alerts if "link" in a}
+            if not alert_links:
+                raise SystemExit("capture_examples: no ops alert links to Flower")
+            for link in alert_links:
+                expect(flower_page(port, link), 200, f"Flower page {link} of an ops alert")
+            outputs["flower-ops-alerts"] = fenced(compact_json({"alerts": alerts}), "json")
 
         # -- auto-remediation: a real command brings the killed worker back
         script = work / "restart-worker.sh"
