@@ -101,7 +101,13 @@ def check_report_dir(folder: Path) -> None:
 
 
 def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
-    """The compact line kept per run: enough to draw a trend, small enough to keep many."""
+    """The compact line kept per run: enough to draw a trend, small enough to keep many.
+
+    With several targets, ``targets`` keeps its ``{name: status}`` shape (what readers of
+    older lines expect) and ``target_figures`` adds each target's figures beside it, so the
+    status page can draw a series per target without reading the verdicts back.
+    """
+    targets = verdict.get("targets") if isinstance(verdict.get("targets"), dict) else None
     return {
         "checked_at": verdict.get("checked_at"),
         "status": verdict.get("status"),
@@ -111,8 +117,18 @@ def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
         "roundtrip_ms": verdict.get("roundtrip_ms"),
         "duration_s": verdict.get("duration_s"),
         "codes": sorted({r.get("code") for r in verdict.get("reasons") or [] if r.get("severity") != "info"}),
-        **({"targets": {name: v.get("status") for name, v in verdict["targets"].items()}}
-           if isinstance(verdict.get("targets"), dict) else {}),
+        **({"targets": {name: v.get("status") for name, v in targets.items()},
+            "target_figures": {name: target_figures(v) for name, v in targets.items()}}
+           if targets is not None else {}),
+    }
+
+
+def target_figures(verdict: dict[str, Any]) -> dict[str, Any]:
+    """One target's figures in a history line: what the round-trip and queue charts draw."""
+    return {
+        "roundtrip_ms": verdict.get("roundtrip_ms"),
+        "queue_length": verdict.get("queue_length"),
+        "workers": len(verdict.get("workers") or {}),
     }
 
 

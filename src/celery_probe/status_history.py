@@ -29,6 +29,15 @@ TIME_KEYS = ("at", "checked_at", "time", "started_at", "finished_at")
 
 
 @dataclass(frozen=True)
+class Figures:
+    """One target's figures in a run (``target_figures`` of a history line)."""
+
+    roundtrip_ms: float | None = None
+    queue_length: int | None = None
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
 class Run:
     """One probe run as a history line records it."""
 
@@ -40,6 +49,8 @@ class Run:
     duration_s: float | None = None
     codes: tuple[str, ...] = ()
     targets: tuple[tuple[str, str], ...] = ()  # (target name, its status), several targets per run
+    # (target name, its figures); empty on lines written before they were recorded
+    target_figures: tuple[tuple[str, Figures], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,18 @@ def from_document(document: Any) -> Run | Action | str:
             (str(name)[:100], s if s in STATUSES else "unknown")
             for name, s in list(document["targets"].items())[:MAX_TARGETS]
         ) if isinstance(document.get("targets"), Mapping) else (),
+        target_figures=_target_figures(document.get("target_figures")),
+    )
+
+
+def _target_figures(value: Any) -> tuple[tuple[str, Figures], ...]:
+    """``target_figures`` of a line; a target whose entry is not an object is left out."""
+    if not isinstance(value, Mapping):
+        return ()
+    return tuple(
+        (str(name)[:100], Figures(_number(figures.get("roundtrip_ms")), _count(figures.get("queue_length")),
+                                  _count(figures.get("workers"))))
+        for name, figures in list(value.items())[:MAX_TARGETS] if isinstance(figures, Mapping)
     )
 
 

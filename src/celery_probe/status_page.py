@@ -16,12 +16,20 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from celery_probe.status_history import History, Run
-from celery_probe.status_svg import STATUS_COLOURS, line_chart_svg, timeline_svg
+from celery_probe.status_history import Figures, History, Run
+from celery_probe.status_svg import (
+    STATUS_COLOURS,
+    Series,
+    line_chart_svg,
+    series_chart_svg,
+    timeline_svg,
+)
 
 MAX_PROBES = 500
 MAX_REASONS = 200
 MAX_TARGETS = 50
+MAX_SERIES = 12  # targets drawn on the round-trip and queue charts; more would be unreadable
+SINGLE = "single target"  # the series of runs made without --targets, in a history that has both
 
 CSS = """
 :root { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1c1c1c; }
@@ -243,15 +251,10 @@ def _charts(runs: Sequence[Run]) -> list[str]:
     names = list(dict.fromkeys(name for run in runs for name, _status in run.targets))[:MAX_TARGETS]
     for name in names:
         rows.append((name, [dict(run.targets).get(name) for run in runs]))
-    several = [('<p class="note">Round trip and queue length are recorded per run for a single target only; '
-               "with several targets, see each target's own verdict.</p>")] if names else []
+    if names:
+        return [*_timeline(rows, labels), *_target_charts(runs, labels)]
     return [
-        '<section id="timeline"><h2>Status timeline</h2>',
-        timeline_svg("timeline-chart", rows, labels),
-        '<p class="note">' + " ".join(
-            f'<span class="pill status-{s}">{s}</span>' for s in STATUS_COLOURS) + "</p>",
-        "</section>",
-        *several,
+        *_timeline(rows, labels),
         '<section id="roundtrip"><h2>Round-trip latency</h2>',
         line_chart_svg("roundtrip-chart", "Round-trip latency", "ms", [r.roundtrip_ms for r in runs], labels,
                        missing="no round trip completed"),
@@ -262,6 +265,68 @@ def _charts(runs: Sequence[Run]) -> list[str]:
                        missing="queue length not measured"),
         "</section>",
     ]
+
+
+def _timeline(rows: list[tuple[str, Sequence[str | None]]], labels: list[str]) -> list[str]:
+    return [
+        '<section id="timeline"><h2>Status timeline</h2>',
+        timeline_svg("timeline-chart", rows, labels),
+        '<p class="note">' + " ".join(
+            f'<span class="pill status-{s}">{s}</span>' for s in STATUS_COLOURS) + "</p>",
+        "</section>",
+    ]
+
+
+def _target_charts(runs: Sequence[Run], labels: list[str]) -> list[str]:
+    """Round-trip and queue charts of a history with several targets: one line per target.
+
+    The targets of the newest run come first, then the others, newest first; past
+    ``MAX_SERIES`` they are named in a note, not drawn. Runs made without ``--targets``
+    among them are a series of their own; runs recorded before per-target figures were
+    kept leave every target empty, and a note counts them.
+    """
+    names: list[str] = []
+    for run in reversed(runs):
+        names += [name for name, _status in run.targets if name not in names]
+    single = [None if run.targets else (run.roundtrip_ms, run.queue_length) for run in runs]
+    with_single = any(pair is not None and pair != (None, None) for pair in single)
+    drawn = names[:MAX_SERIES - 1] if with_single else names[:MAX_SERIES]
+    left_out = names[len(drawn):]
+    figures = [dict(run.target_figures) for run in runs]
+
+    def series(pick: str) -> list[Series]:
+        lines = [Series(name, [_figure(f.get(name), pick) for f in figures], [name in f for f in figures])
+                 for name in drawn]
+        if with_single:
+            lines.append(Series(SINGLE, [_figure(Figures(*pair), pick) if pair else None for pair in single],
+                                [pair is not None for pair in single]))
+        return lines
+
+    notes = []
+    if left_out:
+        shown = ", ".join(left_out[:20]) + (", …" if len(left_out) > 20 else "")
+        notes.append(f"{len(left_out)} more target{'s are' if len(left_out) != 1 else ' is'} not drawn on the "
+                     f"charts (at most {MAX_SERIES} lines each): {shown}. The table of runs has their figures.")
+    older = sum(1 for run in runs if run.targets and not run.target_figures)
+    if older:
+        notes.append(f"{older} run{'s were' if older != 1 else ' was'} recorded without per-target figures "
+                     "(by an older celery-probe) and left empty on the charts.")
+    return [
+        *[f'<p class="note" id="series-note-{i}">{escape(note)}</p>' for i, note in enumerate(notes)],
+        '<section id="roundtrip"><h2>Round-trip latency</h2>',
+        series_chart_svg("roundtrip-chart", "Round-trip latency", "ms", series("roundtrip_ms"), labels,
+                         missing="no round trip completed", left_out=len(left_out)),
+        "</section>",
+        '<section id="queue"><h2>Queue length</h2>',
+        series_chart_svg("queue-chart", "Queue length", "messages", series("queue_length"), labels,
+                         missing="queue length not measured", left_out=len(left_out)),
+        "</section>",
+    ]
+
+
+def _figure(figures: Figures | None, pick: str) -> float | None:
+    value = getattr(figures, pick) if figures is not None else None
+    return None if value is None else float(value)
 
 
 def _probes_section(rows: list[ProbeRow] | None) -> list[str]:
@@ -304,9 +369,15 @@ def _runs_table(runs: Sequence[Run]) -> list[str]:
     for i in range(len(runs) - 1, -1, -1):
         run = runs[i]
         statuses = run.status + "".join(f"; {name}: {s}" for name, s in run.targets)
+        if run.target_figures:  # one figure per target, as the charts draw them
+            trip, queue, workers = (
+                "; ".join(f"{name}: {_num(getattr(f, pick), unit)}" for name, f in run.target_figures)
+                for pick, unit in (("roundtrip_ms", " ms"), ("queue_length", ""), ("workers", "")))
+        else:
+            trip, queue, workers = _num(run.roundtrip_ms, " ms"), _num(run.queue_length), _num(run.workers)
         parts.append(f"<tr><td>{escape(_label(run, i))}</td><td>{escape(statuses)}</td>"
-                     f'<td class="num">{escape(_num(run.roundtrip_ms, " ms"))}</td>'
-                     f'<td class="num">{escape(_num(run.queue_length))}</td><td class="num">{escape(_num(run.workers))}</td>'
+                     f'<td class="num">{escape(trip)}</td>'
+                     f'<td class="num">{escape(queue)}</td><td class="num">{escape(workers)}</td>'
                      f"<td>{escape(', '.join(run.codes))}</td></tr>")
     return parts + ["</tbody></table></details>"]
 

@@ -9,13 +9,34 @@ what it shows. Every text that reaches the markup goes through :func:`html.escap
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from html import escape
 
 WIDTH = 800
 PLOT_LEFT = 56
 PLOT_RIGHT = 12
 STATUS_COLOURS = {"healthy": "#2e7d32", "degraded": "#e6a100", "down": "#c62828", "unknown": "#78909c"}
+# One colour per series, and a dash pattern too, so two series still differ without colour.
+SERIES_COLOURS = ("#1565c0", "#c2185b", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f",
+                  "#5d4037", "#827717", "#283593", "#d84315", "#00695c", "#455a64")
+SERIES_DASHES = ("", "6 3", "2 3")
+LEGEND_COLUMNS = 4
+LEGEND_NAME = 24  # characters of a name shown in the legend; its tooltip has all of it
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line of a chart with several: a value per run, or None where the run has none.
+
+    ``recorded[i]`` is False where run ``i`` holds no figures for this series at all (the
+    target was not probed, or the line predates per-target figures): no mark is drawn
+    there, where a None that was recorded gets a cross.
+    """
+
+    name: str
+    values: Sequence[float | None]
+    recorded: Sequence[bool]
 
 
 def _fmt(value: float) -> str:
@@ -92,13 +113,7 @@ def line_chart_svg(chart_id: str, title: str, unit: str, values: Sequence[float 
     def y_of(value: float) -> float:
         return bottom - (bottom - top) * (value / ceiling if ceiling else 0.0)
 
-    for step in range(5):  # gridlines and their labels
-        value = ceiling * step / 4
-        y = y_of(value)
-        parts.append(f'<line class="grid" x1="{PLOT_LEFT}" y1="{y:.2f}" x2="{WIDTH - PLOT_RIGHT}" y2="{y:.2f}"/>')
-        parts.append(f'<text class="axis" x="{PLOT_LEFT - 6}" y="{y + 4:.2f}" text-anchor="end">'
-                     f'{escape(_fmt(value))}</text>')
-    parts.append(f'<text class="axis unit" x="4" y="14">{escape(unit)}</text>')
+    parts += _grid(ceiling, y_of, unit)
     segment: list[str] = []
     segments: list[list[str]] = []
     for i, value in enumerate(values):
@@ -125,6 +140,109 @@ def line_chart_svg(chart_id: str, title: str, unit: str, values: Sequence[float 
     parts += _time_axis(labels, height - 6)
     parts.append("</svg>")
     return "\n".join(parts)
+
+
+def series_chart_svg(chart_id: str, title: str, unit: str, series: Sequence[Series], labels: Sequence[str], *,
+                     missing: str, left_out: int = 0) -> str:
+    """One line per series (a target), each in its colour and dash, with a legend under the plot.
+
+    As :func:`line_chart_svg`, a run where a series has no value gets a cross on the axis,
+    in that series' colour; ``left_out`` says how many series the caller did not draw.
+    """
+    count = len(labels)
+    base, top, bottom = 210, 26, 182
+    rows = math.ceil(len(series) / LEGEND_COLUMNS)
+    height = base + rows * 18 + (6 if rows else 0)
+    present = [v for line in series for v in line.values if v is not None]
+    ceiling = _nice_ceiling(max(present) if present else 0.0)
+    summaries = [_series_text(line, unit) for line in series]
+    desc = (f"{title} of the last {count} runs, one line per target, oldest on the left: "
+            + ("; ".join(summaries) if summaries else "no target has a value")
+            + (f"; {left_out} more targets not drawn" if left_out else ""))
+    parts = _open(chart_id, height, title, desc, "line-chart series-chart")
+
+    def y_of(value: float) -> float:
+        return bottom - (bottom - top) * (value / ceiling if ceiling else 0.0)
+
+    parts += _grid(ceiling, y_of, unit)
+    radius = 3.5 if count <= 120 else 2
+    for index, line in enumerate(series):
+        colour, dash = SERIES_COLOURS[index % len(SERIES_COLOURS)], SERIES_DASHES[index % len(SERIES_DASHES)]
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
+        parts.append(f'<g class="series" data-series="{index}">')
+        for points in _segments(line.values, count, y_of):
+            if len(points) > 1:
+                parts.append(f'<polyline class="series-line" points="{" ".join(points)}" fill="none" '
+                             f'stroke="{colour}" stroke-width="2"{dashed}/>')
+        for i, value in enumerate(line.values):
+            if i >= count or not line.recorded[i]:
+                continue
+            x = _x(i, count)
+            if value is None:
+                parts.append(f'<path class="series-gap" d="M{x - 3:.2f},{bottom - 3} l6,6 m0,-6 l-6,6" '
+                             f'stroke="{colour}" stroke-width="2" fill="none">'
+                             f"<title>{escape(labels[i])}: {escape(line.name)}: {escape(missing)}</title></path>")
+            else:
+                parts.append(f'<circle class="series-point" cx="{x:.2f}" cy="{y_of(value):.2f}" r="{radius}" '
+                             f'fill="{colour}"><title>{escape(labels[i])}: {escape(line.name)}: '
+                             f"{escape(_fmt(value))} {escape(unit)}</title></circle>")
+        parts.append("</g>")
+    parts += _time_axis(labels, base - 6)
+    parts += _legend(series, base + 12)
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _series_text(line: Series, unit: str) -> str:
+    values = [v for v, kept in zip(line.values, line.recorded) if kept and v is not None]
+    if not values:
+        return f"{line.name}: no value"
+    return (f"{line.name}: latest {_latest_text(line.values, unit)}, lowest {_fmt(min(values))} {unit}, "
+            f"highest {_fmt(max(values))} {unit}")
+
+
+def _segments(values: Sequence[float | None], count: int, y_of: Callable[[float], float]) -> list[list[str]]:
+    """The runs of consecutive values, as polyline points; a missing value breaks the line."""
+    segments: list[list[str]] = [[]]
+    for i, value in enumerate(values):
+        if value is None:
+            segments.append([])
+        else:
+            segments[-1].append(f"{_x(i, count):.2f},{y_of(value):.2f}")
+    return [points for points in segments if points]
+
+
+def _legend(series: Sequence[Series], y: int) -> list[str]:
+    """Each series' swatch (its colour and dash) and name, ``LEGEND_COLUMNS`` to a row."""
+    if not series:
+        return []
+    column = (WIDTH - PLOT_LEFT - PLOT_RIGHT) / LEGEND_COLUMNS
+    parts = ['<g class="legend">']
+    for index, line in enumerate(series):
+        x = PLOT_LEFT + column * (index % LEGEND_COLUMNS)
+        row_y = y + 18 * (index // LEGEND_COLUMNS)
+        colour, dash = SERIES_COLOURS[index % len(SERIES_COLOURS)], SERIES_DASHES[index % len(SERIES_DASHES)]
+        dashed = f' stroke-dasharray="{dash}"' if dash else ""
+        shown = line.name if len(line.name) <= LEGEND_NAME else line.name[:LEGEND_NAME - 1] + "…"
+        parts.append(f'<g class="legend-item" data-series="{index}"><title>{escape(line.name)}</title>'
+                     f'<line x1="{x:.2f}" y1="{row_y - 4}" x2="{x + 22:.2f}" y2="{row_y - 4}" stroke="{colour}" '
+                     f'stroke-width="2"{dashed}/>'
+                     f'<text class="axis legend-name" x="{x + 28:.2f}" y="{row_y}">{escape(shown)}</text></g>')
+    parts.append("</g>")
+    return parts
+
+
+def _grid(ceiling: float, y_of: Callable[[float], float], unit: str) -> list[str]:
+    """Five gridlines with their values, and the unit in the corner."""
+    parts = []
+    for step in range(5):
+        value = ceiling * step / 4
+        y = y_of(value)
+        parts.append(f'<line class="grid" x1="{PLOT_LEFT}" y1="{y:.2f}" x2="{WIDTH - PLOT_RIGHT}" y2="{y:.2f}"/>')
+        parts.append(f'<text class="axis" x="{PLOT_LEFT - 6}" y="{y + 4:.2f}" text-anchor="end">'
+                     f'{escape(_fmt(value))}</text>')
+    parts.append(f'<text class="axis unit" x="4" y="14">{escape(unit)}</text>')
+    return parts
 
 
 def _latest_text(values: Sequence[float | None], unit: str) -> str:
