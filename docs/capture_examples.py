@@ -692,10 +692,53 @@ def capture_features(outputs: dict[str, str]) -> None:
         outputs["status-page-shot"] = f"![The status page of these runs]({Path(screenshot(reports / 'index.html', SCREENSHOT)).relative_to('docs')})"
 
 
+def capture_targets(outputs: dict[str, str]) -> None:
+    """Two targets, a Redis and a worker each: the history line that gives each its own series.
+
+    Two healthy runs, then one with the ``reports`` worker stopped, so the line shown has a
+    target without a round trip.
+    """
+    from celery_probe.testing import CeleryWorker, RedisServer
+
+    blocks = tested_blocks((DOCS / "getting-started.md").read_text())
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
+        (work / "proj.py").write_text(blocks["proj.py"])
+        bindir = str(Path(sys.executable).parent)
+        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
+               "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")])}
+        env.pop("FORCE_COLOR", None)
+        tables, workers = [], []
+        for name in ("main", "reports"):
+            redis = RedisServer()
+            stack.callback(redis.close)
+            redis.start()
+            tables.append(f'[targets.{name}]\nbroker = "{redis.url(0)}"\nbackend = "{redis.url(1)}"\n'
+                          "expect-workers = 1\n")
+            worker_env = {**env, "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
+            worker = CeleryWorker("proj", name=f"{name}@%h", env=worker_env, pythonpath=[work])
+            stack.callback(worker.close)
+            workers.append(worker.start(timeout=40))
+        (work / "targets.toml").write_text("\n".join(tables))
+        shell = Shell(work, env)
+        run = "celery-probe run --targets targets.toml"
+        for _ in range(2):
+            _, code = shell.run(run)
+            expect(code, 0, "two healthy targets")
+        workers[1].stop()
+        _, code = shell.run(run)
+        expect(code, 2, "the reports target without its worker")
+        line = (work / "reports" / "history.jsonl").read_text().splitlines()[-1]
+        outputs["status-page-targets-line"] = fenced(compact_json(json.loads(line)), "json")
+        outputs["status-page-targets-report"], code = shell.example("celery-probe report --html --report-dir reports")
+        expect(code, 0, "celery-probe report --html of two targets")
+
+
 CAPTURES: dict[str, Callable[[dict[str, str]], None]] = {
     "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table()}),
     "runs": capture_runs,
     "features": capture_features,
+    "targets": capture_targets,
 }
 
 
