@@ -301,23 +301,37 @@ def expect(code: int, wanted: int, what: str) -> None:
         raise SystemExit(f"capture_examples: {what}: exit {code}, wanted {wanted}")
 
 
+def docs_project(stack: ExitStack) -> tuple[Path, dict[str, str], dict[str, str]]:
+    """A temporary folder holding the getting-started page's ``proj.py``, the environment an
+    operator's shell has there (plain output, the venv's commands first), and the page's blocks."""
+    blocks = tested_blocks((DOCS / "getting-started.md").read_text())
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
+    (work / "proj.py").write_text(blocks["proj.py"])
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
+           "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")])}
+    env.pop("FORCE_COLOR", None)
+    return work, env, blocks
+
+
+def started_redis(stack: ExitStack) -> Any:
+    """A private redis-server on a free port, stopped when ``stack`` closes."""
+    from celery_probe.testing import RedisServer
+
+    redis = RedisServer()
+    stack.callback(redis.close)
+    redis.start()
+    return redis
+
+
 def capture_runs(outputs: dict[str, str]) -> None:
     """Every example that needs a broker, a worker, a mail server or ``serve``."""
-    from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+    from celery_probe.testing import CeleryWorker, wait_until
 
-    page = (DOCS / "getting-started.md").read_text()
-    blocks = tested_blocks(page)
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
-        (work / "proj.py").write_text(blocks["proj.py"])
-        redis = RedisServer()
-        stack.callback(redis.close)
-        redis.start()
-        bindir = str(Path(sys.executable).parent)
-        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
-               "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
-               "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
-        env.pop("FORCE_COLOR", None)
+        work, env, blocks = docs_project(stack)
+        redis = started_redis(stack)
+        env.update(CELERY_BROKER_URL=redis.url(0), CELERY_RESULT_BACKEND=redis.url(1))
         shell = Shell(work, env)
 
         def start_worker(**kwargs: Any) -> CeleryWorker:
@@ -570,20 +584,12 @@ def capture_features(outputs: dict[str, str]) -> None:
     One report folder collects every run, in this order, so the status page at the end shows
     a real history: degraded runs over SLA, a down stretch, a restart by ``--on-down``.
     """
-    from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+    from celery_probe.testing import CeleryWorker, wait_until
 
-    blocks = tested_blocks((DOCS / "getting-started.md").read_text())
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
-        (work / "proj.py").write_text(blocks["proj.py"])
-        redis = RedisServer()
-        stack.callback(redis.close)
-        redis.start()
-        bindir = str(Path(sys.executable).parent)
-        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
-               "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")]),
-               "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
-        env.pop("FORCE_COLOR", None)
+        work, env, blocks = docs_project(stack)
+        redis = started_redis(stack)
+        env.update(CELERY_BROKER_URL=redis.url(0), CELERY_RESULT_BACKEND=redis.url(1))
         shell = Shell(work, env)
         reports = work / "reports"
         first = blocks["first-run"].strip()
@@ -698,21 +704,13 @@ def capture_targets(outputs: dict[str, str]) -> None:
     Two healthy runs, then one with the ``reports`` worker stopped, so the line shown has a
     target without a round trip.
     """
-    from celery_probe.testing import CeleryWorker, RedisServer
+    from celery_probe.testing import CeleryWorker
 
-    blocks = tested_blocks((DOCS / "getting-started.md").read_text())
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="celery-probe-docs-")))
-        (work / "proj.py").write_text(blocks["proj.py"])
-        bindir = str(Path(sys.executable).parent)
-        env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(work),
-               "PATH": os.pathsep.join([bindir, os.environ.get("PATH", "")])}
-        env.pop("FORCE_COLOR", None)
+        work, env, _blocks = docs_project(stack)
         tables, workers = [], []
         for name in ("main", "reports"):
-            redis = RedisServer()
-            stack.callback(redis.close)
-            redis.start()
+            redis = started_redis(stack)
             tables.append(f'[targets.{name}]\nbroker = "{redis.url(0)}"\nbackend = "{redis.url(1)}"\n'
                           "expect-workers = 1\n")
             worker_env = {**env, "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
