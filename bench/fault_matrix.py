@@ -28,18 +28,16 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 try:
-    from celery_probe.testing import CeleryWorker, RedisServer, TcpProxy, free_port, wait_until
+    from celery_probe.testing import CeleryWorker, HealthEndpoint, RedisServer, TcpProxy, free_port, wait_until
 except ImportError:  # pragma: no cover - wrong interpreter
     sys.exit("fault_matrix.py: celery_probe is not importable; run it with the virtualenv's python")
 
@@ -48,7 +46,6 @@ APP = "fault_app"
 CAP = 30.0  # a probe process still running after this is a hang: killed, reported, not ok
 RABBITMQ = ("127.0.0.1", 5672)
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:{port}//"
-BIG_BODY = 50 * 1024 * 1024
 HANG_LIMIT = 20.0  # the hanging endpoint still lets go after this, so no thread lingers
 
 
@@ -308,55 +305,11 @@ def delete_rabbitmq_names(url: str, queue: str, exchange: str) -> None:
                 channel = conn.channel()
 
 
-class _Endpoint(BaseHTTPRequestHandler):
-    """/hang never answers, /500 is an error, /html is not JSON, /big sends 50 MB."""
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes, kind: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        if path == "/hang":
-            self.server.release.wait(HANG_LIMIT)  # type: ignore[attr-defined]
-        elif path == "/500":
-            self._send(500, b'{"status": "healthy"}', "application/json")
-        elif path == "/html":
-            self._send(200, b"<html><body>OK</body></html>", "text/html")
-        elif path == "/big":
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(BIG_BODY))
-            self.end_headers()
-            chunk = b" " * 65536
-            try:
-                for _ in range(BIG_BODY // len(chunk)):
-                    self.wfile.write(chunk)
-            except OSError:
-                pass  # the probe stopped reading, as it should
-        else:
-            self._send(200, b'{"status": "healthy"}', "application/json")
-
-
 @contextmanager
 def endpoint_server() -> Iterator[Callable[[str], str]]:
-    server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _Endpoint)
-    server.daemon_threads = True
-    server.release = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"
-    finally:
-        server.release.set()
-        server.shutdown()
-        server.server_close()
+    """/hang never answers, /500 is an error, /html is not JSON, /big sends 50 MB."""
+    with HealthEndpoint(hang_limit=HANG_LIMIT) as server:
+        yield server.url
 
 
 def endpoint_cases(m: Matrix) -> Iterator[Row]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from celery_probe.testing import CeleryWorker, RedisServer
+from celery_probe.testing import CeleryWorker, HealthEndpoint, RedisServer
 
 TESTS = Path(__file__).resolve().parent
 APPS = TESTS / "apps"
@@ -220,66 +220,12 @@ def cli(tmp_path: Path) -> Callable[..., CliResult]:
 
 # ----------------------------------------------------------------------------- HTTP server
 
-import threading  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
-
-HANG_LIMIT = 15.0  # a "hanging" endpoint still gives up after this, so no test thread lingers
-
-
-class _HealthHandler(BaseHTTPRequestHandler):
-    """Serves health documents and misbehaviours by path: /healthy, /down, /500, /html, /hang, /big."""
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def _send(self, code: int, body: bytes, kind: str = "application/json") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_GET(self) -> None:
-        path = self.path.split("?")[0]
-        self.server.hits.append(path)  # type: ignore[attr-defined]
-        if path in ("/healthy", "/degraded", "/down", "/unknown"):
-            self._send(200, json.dumps({"status": path[1:], "worker_alive": path == "/healthy"}).encode())
-        elif path == "/500":
-            self._send(500, b'{"status": "healthy"}')
-        elif path == "/html":
-            self._send(200, b"<html><body>OK</body></html>", "text/html")
-        elif path == "/hang":
-            self.server.release.wait(HANG_LIMIT)  # type: ignore[attr-defined]
-        elif path == "/big":
-            size = 50 * 1024 * 1024
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(size))
-            self.end_headers()
-            chunk = b" " * 65536
-            try:
-                for _ in range(size // len(chunk)):
-                    self.wfile.write(chunk)
-            except OSError:
-                pass
-        else:
-            self._send(404, b'{"error": "not found"}')
-
 
 @pytest.fixture
-def http_server() -> Iterator[Any]:
-    """A real HTTP server on a free loopback port; `.url(path)` builds addresses."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
-    server.daemon_threads = True
-    server.hits = []  # type: ignore[attr-defined]
-    server.release = threading.Event()  # type: ignore[attr-defined]
-    server.url = lambda path: f"http://127.0.0.1:{server.server_address[1]}{path}"  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.release.set()  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
+def http_server() -> Iterator[HealthEndpoint]:
+    """A real HTTP server on a free loopback port (see HealthEndpoint); `.url(path)` builds addresses."""
+    with HealthEndpoint(hang_limit=15.0) as server:
+        yield server
 
 
 def redis_state(redis: RedisServer) -> dict[tuple[int, str], tuple[str, int]]:
