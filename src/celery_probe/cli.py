@@ -32,7 +32,14 @@ from celery_probe.deadline import Deadline
 from celery_probe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeUsageError, ReportWriteError
 from celery_probe.remediation.options import remediation_options
 from celery_probe.run_outputs import finish_outputs, run_output_options
-from celery_probe.settings import FORMATS, Settings, as_cli_overrides, require_target, resolve_settings
+from celery_probe.settings import (
+    FORMATS,
+    SPECS,
+    Settings,
+    as_cli_overrides,
+    require_target,
+    resolve_settings,
+)
 
 
 def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,42 +80,15 @@ def _settings_from(raw: dict[str, Any]) -> Settings:
 
 
 def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
-    """The settings given as flags, by setting name (unset ones left out)."""
-    return (
-        as_cli_overrides(
-            app=raw.get("app"),
-            broker=raw.get("broker"),
-            backend=raw.get("backend"),
-            queues=tuple(raw.get("queues") or ()),
-            expect_workers=raw.get("expect_workers"),
-            endpoints=tuple(raw.get("endpoints") or ()),
-            deadline=raw.get("deadline"),
-            queue_threshold=tuple(raw.get("queue_threshold") or ()),
-            roundtrip_slow=raw.get("roundtrip_slow"),
-            roundtrip_task=raw.get("roundtrip_task"),
-            roundtrip_max_queues=raw.get("roundtrip_max_queues"),
-            ping_window=raw.get("ping_window"),
-            report_dir=raw.get("report_dir"),
-            format=raw.get("format_"),
-            probes=tuple(raw.get("probes") or ()),
-            backlog_sample=raw.get("backlog_sample"),
-            beat_interval=raw.get("beat_interval"),
-            beat_grace=raw.get("beat_grace"),
-            beat_key=raw.get("beat_key"),
-            expect_worker_names=tuple(raw.get("expect_worker_names") or ()),
-            expect_consumers=tuple(raw.get("expect_consumers") or ()),
-            sla=tuple(raw.get("sla") or ()),
-            task_sla=tuple(raw.get("task_sla") or ()),
-            events_window=raw.get("events_window"),
-            on_down=raw.get("on_down"),
-            on_down_after=raw.get("on_down_after"),
-            on_down_every=raw.get("on_down_every"),
-            on_down_timeout=raw.get("on_down_timeout"),
-            on_down_dry_run=raw.get("on_down_dry_run"),
-            on_down_codes=tuple(raw.get("on_down_codes") or ()),
-            flower_url=raw.get("flower_url"),
-        )
-    )
+    """The settings given as flags, by setting name (unset ones left out).
+
+    Every setting's flag stores its value under the setting's name, except ``--format``
+    (``format_``, as ``format`` is a builtin).
+    """
+    return as_cli_overrides(**{spec.name: raw.get(_RAW_NAMES.get(spec.name, spec.name)) for spec in SPECS})
+
+
+_RAW_NAMES = {"format": "format_"}  # setting name -> click parameter name, where they differ
 
 
 def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | None = None) -> int:
