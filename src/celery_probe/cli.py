@@ -36,6 +36,7 @@ from celery_probe.settings import (
     FORMATS,
     SPECS,
     Settings,
+    _parse_int,
     as_cli_overrides,
     require_target,
     resolve_settings,
@@ -246,13 +247,7 @@ def _remediate(settings: Settings, context: Any) -> None:
 def _parse_parallel(raw: str | None, targets: int) -> int:
     if raw is None:
         return max(1, min(targets, os.cpu_count() or 1))
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ProbeUsageError(f"invalid parallel {raw!r}: is not a whole number (from --parallel)") from None
-    if not 1 <= value <= 256:
-        raise ProbeUsageError(f"invalid parallel {raw!r}: must be between 1 and 256 (from --parallel)")
-    return value
+    return _parse_int("parallel", raw, "--parallel", lo=1, hi=256)
 
 
 def _give_up(settings: Settings) -> None:
