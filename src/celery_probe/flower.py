@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from celery_probe.urls import http_url_problem
+
 WORKERS_PAGE = "/workers"
 QUEUES_PAGE = "/broker"
 WORKER_PAGE = "/worker/"
@@ -38,17 +40,10 @@ QUEUE_CODES = frozenset({"celery_queue_high", "celery_queue_unconsumed", "celery
 
 def flower_url_problem(url: str) -> str | None:
     """Why ``url`` cannot be Flower's address (http or https, a host, a path to append to)."""
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        return "contains white space or a control character"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        return f"cannot be parsed ({exc})"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "must start with http:// or https://"
-    if not parts.hostname:
-        return "has no host"
+    problem = http_url_problem(url)
+    if problem is not None:
+        return problem
+    parts = urlsplit(url)
     if parts.query or parts.fragment or url.rstrip().endswith(("?", "#")):
         return "must not have a query or fragment (pages are appended to its path)"
     return None

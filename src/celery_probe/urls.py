@@ -121,3 +121,23 @@ def url_problem(url: str, known_schemes: Iterable[str]) -> str | None:
         except ValueError as exc:
             return f"cannot be parsed ({exc})"
     return None
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be an http(s) address to call (a host, a numeric port), or None.
+
+    Shared by the webhooks and Flower, whose URLs may carry credentials: callers show a
+    failing value only through :func:`redact_bad_url` or their own display.
+    """
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "contains white space or a control character"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"cannot be parsed ({exc})"
+    if parts.scheme not in ("http", "https"):  # urlsplit lowercases the scheme
+        return "must start with http:// or https://"
+    if not parts.hostname:
+        return "has no host"
+    return None

@@ -30,7 +30,7 @@ from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification
 from celery_probe.alerting.template import short_text
 from celery_probe.bounded_http import BoundedCallError, http_request
-from celery_probe.urls import scrub
+from celery_probe.urls import http_url_problem, scrub
 
 FORMATS = ("generic", "slack", "telegram")
 MAX_ANSWER = 64 * 1024
@@ -39,18 +39,7 @@ TELEGRAM_LIMIT = 4096
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` cannot be a webhook (http or https, a host, a numeric port), or None."""
-    if any(ch.isspace() or not ch.isprintable() for ch in url):
-        return "contains white space or a control character"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        return f"cannot be parsed ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return "must start with http:// or https://"
-    if not parts.hostname:
-        return "has no host"
-    return None
+    return http_url_problem(url)
 
 
 def safe_display(url: str) -> str:
