@@ -37,7 +37,15 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from celery_probe.testing import CeleryWorker, HealthEndpoint, RedisServer, TcpProxy, free_port, wait_until
+    from celery_probe.testing import (
+        CeleryWorker,
+        HealthEndpoint,
+        RedisServer,
+        TcpProxy,
+        delete_rabbitmq_names,
+        free_port,
+        wait_until,
+    )
 except ImportError:  # pragma: no cover - wrong interpreter
     sys.exit("fault_matrix.py: celery_probe is not importable; run it with the virtualenv's python")
 
@@ -274,7 +282,7 @@ def rabbitmq_cases(m: Matrix) -> Iterator[Row]:
     queue = exchange = f"fault-{suffix}"
     direct = RABBITMQ_URL.format(port=RABBITMQ[1])
     env = m.env(direct, "rpc://", FAULT_DEFAULT_QUEUE=queue, FAULT_CONTROL_EXCHANGE=exchange)
-    m.stack.callback(delete_rabbitmq_names, direct, queue, exchange)
+    m.stack.callback(delete_rabbitmq_names, direct, [queue], exchange)
     m.worker(env, queue=queue)
     with TcpProxy(RABBITMQ[1]) as proxy:
         via = RABBITMQ_URL.format(port=proxy.port)
@@ -286,23 +294,6 @@ def rabbitmq_cases(m: Matrix) -> Iterator[Row]:
         proxy.blackhole()
         yield m.row(names[1], ("down",), ("celery_broker_unreachable",),
                     m.probe(env, "-b", RABBITMQ_URL.format(port=proxy.port)))
-
-
-def delete_rabbitmq_names(url: str, queue: str, exchange: str) -> None:
-    from kombu import Connection
-
-    with Connection(url, connect_timeout=5) as conn:
-        channel = conn.channel()
-        for name in (queue,):
-            try:
-                channel.queue_delete(name)
-            except Exception:  # noqa: BLE001 - already gone: go on with a fresh channel
-                channel = conn.channel()
-        for name in (f"{exchange}.pidbox", f"reply.{exchange}.pidbox", queue):
-            try:
-                channel.exchange_delete(name)
-            except Exception:  # noqa: BLE001 - already gone: go on with a fresh channel
-                channel = conn.channel()
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from celery_probe.testing import CeleryWorker, HealthEndpoint, RedisServer
+from celery_probe.testing import CeleryWorker, HealthEndpoint, RedisServer, delete_rabbitmq_names
 
 TESTS = Path(__file__).resolve().parent
 APPS = TESTS / "apps"
@@ -82,21 +82,7 @@ class Target:
 
 
 def _delete_rabbitmq_names(target: Target) -> None:
-    from kombu import Connection
-
-    with Connection(target.broker_url, connect_timeout=5) as conn:
-        channel = conn.channel()
-        for queue in {target.default_queue, *target.created_queues}:
-            try:
-                channel.queue_delete(queue)
-            except Exception:
-                channel = conn.channel()
-        for exchange in (f"{target.control_exchange}.pidbox", f"reply.{target.control_exchange}.pidbox",
-                         target.default_queue, *target.created_queues):
-            try:
-                channel.exchange_delete(exchange)
-            except Exception:
-                channel = conn.channel()
+    delete_rabbitmq_names(target.broker_url, [target.default_queue, *target.created_queues], target.control_exchange)
 
 
 @pytest.fixture

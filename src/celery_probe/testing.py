@@ -527,3 +527,25 @@ def _health_handler(endpoint: HealthEndpoint, hang_limit: float) -> Any:
                 self._send(404, b'{"error": "not found"}')
 
     return Handler
+
+
+def delete_rabbitmq_names(url: str, queues: Sequence[str], control_exchange: str) -> None:
+    """Delete a test's RabbitMQ queues, its pidbox exchanges and the queues' exchanges.
+
+    Names already gone are skipped (RabbitMQ closes the channel on such an error, so a fresh
+    one is opened). The connection is bounded by a 5 s connect timeout.
+    """
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=5) as conn:
+        channel = conn.channel()
+        for queue in dict.fromkeys(queues):
+            try:
+                channel.queue_delete(queue)
+            except Exception:  # noqa: BLE001 - already gone: go on with a fresh channel
+                channel = conn.channel()
+        for exchange in (f"{control_exchange}.pidbox", f"reply.{control_exchange}.pidbox", *dict.fromkeys(queues)):
+            try:
+                channel.exchange_delete(exchange)
+            except Exception:  # noqa: BLE001 - already gone: go on with a fresh channel
+                channel = conn.channel()
