@@ -152,6 +152,26 @@ class TestHistoryFiles:
         assert len(history.runs) == 100 and history.corrupt == 0  # the garbage line is far back
         assert took < 0.5, took
 
+    def test_an_endless_line_is_one_corrupt_line_read_once(self, tmp_path):
+        one = line("healthy_two_workers") + "\n"
+        (tmp_path / "history.jsonl").write_bytes(
+            b"x" * 40_000_000 + b"\n" + one.encode() + b"y" * 3_000_000 + b"\n" + one.encode())
+        (tmp_path / "history.jsonl.1").write_bytes(b"z" * 5_000_000)  # no newline at all
+        started = time.perf_counter()
+        history = read_history(tmp_path, runs=100)
+        took = time.perf_counter() - started
+        assert [r.status for r in history.runs] == ["healthy", "healthy"]
+        assert history.corrupt == 2  # the 3 MB line and the rotated file's; the 40 MB one is past the bound
+        assert took < 0.5, took
+
+    def test_lines_across_block_boundaries_read_back_whole(self, tmp_path):
+        documents = [{"status": "healthy", "checked_at": f"2026-11-24T10:{n % 60:02d}:00+00:00",
+                      "codes": ["c" * (n * 997 % 70_000)]} for n in range(40)]
+        (tmp_path / "history.jsonl").write_text("".join(json.dumps(d) + "\n" for d in documents))
+        history = read_history(tmp_path, runs=100)
+        assert history.corrupt == 0
+        assert [r.checked_at for r in history.runs] == [d["checked_at"] for d in documents]
+
     def test_a_last_line_without_newline_is_still_read(self, tmp_path):
         (tmp_path / "history.jsonl").write_text(line("healthy_two_workers") + "\n" + line("no_worker"))
         assert [r.status for r in read_history(tmp_path, runs=10).runs] == ["healthy", "down"]

@@ -22,6 +22,8 @@ from celery_probe.verdict import STATUSES
 
 BLOCK = 65_536
 MAX_READ_BYTES = 16_000_000  # per file: far past what N runs take; a bound, not a target
+MAX_LINE = 1_000_000  # a history line is about 300 bytes; a longer one is not ours
+OVERSIZED = b"\x00"  # stands for a line past MAX_LINE: not JSON, so counted as corrupt
 MAX_TEXT = 500
 MAX_CODES = 20
 MAX_TARGETS = 50
@@ -193,21 +195,33 @@ def _action(document: Mapping[str, Any]) -> Action:
 
 
 def _lines_from_end(path: Path) -> Iterator[bytes]:
-    """The lines of ``path``, newest first, read backwards a block at a time (bounded)."""
+    """The lines of ``path``, newest first, read backwards a block at a time (bounded).
+
+    A line longer than :data:`MAX_LINE` is not gathered: it comes out as :data:`OVERSIZED`,
+    which reads as a corrupt line, so a file of one endless line costs no more than
+    :data:`MAX_READ_BYTES` read once.
+    """
     with open(path, "rb") as handle:
         position = handle.seek(0, 2)
-        rest = b""
+        rest = b""  # the end of a line whose start lies further back
+        oversized = False  # the line being gathered passed MAX_LINE: its bytes are dropped
         consumed = 0
         while position > 0 and consumed < MAX_READ_BYTES:
             step = min(BLOCK, position)
             position -= step
             handle.seek(position)
-            pieces = (handle.read(step) + rest).split(b"\n")
+            pieces = handle.read(step).split(b"\n")
             consumed += step
-            rest = pieces[0]  # may continue in the block before this one
-            yield from reversed(pieces[1:])
-        if position == 0 and rest:
-            yield rest  # the file's first line, whole
+            if len(pieces) > 1:
+                yield OVERSIZED if oversized else pieces[-1] + rest
+                yield from reversed(pieces[1:-1])
+                rest, oversized = pieces[0], False
+            elif oversized or len(rest) + step > MAX_LINE:
+                rest, oversized = b"", True
+            else:
+                rest = pieces[0] + rest
+        if position == 0 and (rest or oversized):
+            yield OVERSIZED if oversized else rest  # the file's first line, whole
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
