@@ -22,7 +22,7 @@ from conftest import APPS
 from celery_probe.durations import format_duration, parse_duration
 from celery_probe.errors import ProbeUsageError
 from celery_probe.probe_loop import check_round_trip, child_environment
-from celery_probe.remediation.apply import history_line
+from celery_probe.remediation.apply import history_line, remediate
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide
 from celery_probe.settings import resolve_settings
@@ -205,6 +205,26 @@ class TestCommand:
     def test_missing_executable_is_an_error_not_an_exception(self, tmp_path):
         result = run_command([str(tmp_path / "gone")], env={}, timeout=5)
         assert result.exit_code is None and "cannot start" in (result.error or "")
+
+
+class TestStateFile:
+    """REPORT_DIR/remediation.json: a damaged one is set aside, the run goes on."""
+
+    @pytest.mark.parametrize("content", ["{torn", '{"version": 2}', "[" * 100_000, "x" * 200_000])
+    def test_a_damaged_state_is_moved_aside_with_one_warning(self, tmp_path, content):
+        settings = resolve_settings({"broker": "redis://127.0.0.1:1/0", "report_dir": str(tmp_path),
+                                     "on_down": f"{PY} -c pass", "on_down_after": "0s", "on_down_dry_run": "1"},
+                                    environ={}, pyproject=False)
+        (tmp_path / "remediation.json").write_text(content)
+        verdict = {"status": "down", "reasons": [{"code": "celery_worker_down", "severity": "critical"}]}
+        outcome = remediate(settings, verdict, now=T0)
+        warning, line = outcome.line.splitlines()
+        assert warning.startswith("celery-probe: on-down: warning: state file ") and "is damaged" in warning
+        assert "starting afresh" in warning and "Traceback" not in outcome.line
+        assert line.startswith("celery-probe: on-down: would run ")
+        assert (tmp_path / "remediation.json.corrupt").read_text() == content
+        stored = State.from_dict(json.loads((tmp_path / "remediation.json").read_text()))
+        assert stored.down_since == T0 and stored.last_dry_run_at == T0
 
 
 # ----------------------------------------------------------------------------- real runs

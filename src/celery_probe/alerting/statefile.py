@@ -19,15 +19,17 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 from celery_probe.alerting.state import AlertState
 from celery_probe.reports import atomic_write_json
 
 MAX_STATE_BYTES = 2_000_000
 LOCK_POLL = 0.05
+T = TypeVar("T")
 
 
 class LockBusy(Exception):
@@ -61,9 +63,14 @@ def locked(state_path: Path, timeout: float) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def load_state(path: Path) -> tuple[AlertState | None, str | None]:
+def load_state(
+    path: Path, parse: Callable[[Any], T] = AlertState.from_dict,  # type: ignore[assignment]
+    max_bytes: int = MAX_STATE_BYTES,
+) -> tuple[T | None, str | None]:
     """The stored state, or (None, why) when there is none usable.
 
+    ``parse`` turns the JSON document into the state (ValueError when it is not one); the
+    alerting state by default, the remediation state for :mod:`celery_probe.remediation`.
     A damaged state file is renamed to ``STATE.corrupt`` (kept for a human to read) and
     the run starts afresh; the caller prints ``why`` as a one-line warning.
     """
@@ -74,11 +81,11 @@ def load_state(path: Path) -> tuple[AlertState | None, str | None]:
     except OSError as exc:
         return None, f"cannot read state file {path}: {exc.strerror or exc}"
     problem: str | None = None
-    if size > MAX_STATE_BYTES:
-        problem = f"{size} bytes, over the {MAX_STATE_BYTES}-byte limit"
+    if size > max_bytes:
+        problem = f"{size} bytes, over the {max_bytes}-byte limit"
     else:
         try:
-            return AlertState.from_dict(json.loads(path.read_text(encoding="utf-8"))), None
+            return parse(json.loads(path.read_text(encoding="utf-8"))), None
         except OSError as exc:
             return None, f"cannot read state file {path}: {exc.strerror or exc}"
         except (ValueError, UnicodeDecodeError) as exc:

@@ -13,15 +13,12 @@ run's exit code, which answers "is Celery healthy".
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from celery_probe.alerting.statefile import LockBusy, locked
+from celery_probe.alerting.statefile import LockBusy, load_state, locked
 from celery_probe.durations import format_duration
 from celery_probe.remediation.command import CommandResult, command_environment, run_command
 from celery_probe.remediation.policy import Decision, Policy, State, decide
@@ -87,7 +84,9 @@ def _remediate(settings: Settings, verdict: Mapping[str, Any], secrets: list[str
     warnings: list[str] = []
     try:
         with locked(path, LOCK_TIMEOUT):
-            previous = _load(path, warnings)
+            previous, problem = load_state(path, State.from_dict, MAX_STATE_BYTES)
+            if problem:  # a damaged file is set aside as .corrupt and the streak starts afresh
+                warnings.append(problem)
             decision = decide(previous, status, codes, now, policy)
             try:
                 atomic_write_json(path, decision.state.to_dict())
@@ -162,21 +161,3 @@ def _ended(result: CommandResult) -> str:
 def _join(warnings: list[str], line: str | None) -> str | None:
     parts = [f"{PREFIX}: warning: {w}" for w in warnings] + ([line] if line else [])
     return "\n".join(parts) if parts else None
-
-
-def _load(path: Path, warnings: list[str]) -> State | None:
-    """The stored state; a damaged one is set aside as ``.corrupt`` and the streak starts afresh."""
-    try:
-        if path.stat().st_size > MAX_STATE_BYTES:
-            raise ValueError(f"over {MAX_STATE_BYTES} bytes")
-        return State.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
-        aside = path.with_name(path.name + ".corrupt")
-        try:
-            os.replace(path, aside)
-        except OSError:
-            pass
-        warnings.append(f"state file {path} is damaged ({' '.join(str(exc).split())[:120]}); starting afresh")
-        return None
