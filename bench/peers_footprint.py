@@ -43,7 +43,7 @@ def peak_rss(argv: tuple[str, ...], env: dict[str, str], cwd: os.PathLike[str] |
     """Run ``argv`` to completion (capped at CAP) and read its peak RSS from the kernel."""
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    timer = threading.Timer(CAP, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer = threading.Timer(CAP, _kill_group, args=(proc.pid,))
     timer.start()
     try:
         _pid, status, usage = os.wait4(proc.pid, 0)
@@ -51,6 +51,14 @@ def peak_rss(argv: tuple[str, ...], env: dict[str, str], cwd: os.PathLike[str] |
         timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; Popen must not wait again
     return Peak(int(usage.ru_maxrss), proc.returncode)
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL a capped check and what it spawned; it may have exited just now."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def resident_high_water(pid: int) -> int | None:
