@@ -375,6 +375,20 @@ class TestUsageErrors:
         assert "Traceback" not in result.stderr and not (tmp_path / "reports" / "verdict.json").exists()
         assert result.elapsed < 10
 
+    @pytest.mark.parametrize(("env", "why"), [
+        ({"CELERY_PROBE_ON_DOWN": "true", "CELERY_PROBE_ON_DOWN_DRY_RUN": "maybe"},
+         "invalid on-down-dry-run 'maybe': must be true or false"),
+        ({"CELERY_PROBE_ON_DOWN": "true", "CELERY_PROBE_ON_DOWN_EVERY": "-1m"}, "invalid on-down-every '-1m'"),
+        ({"CELERY_PROBE_ON_DOWN": "restart 'unclosed"}, "cannot be split into arguments"),
+    ])
+    def test_bad_environment_is_one_line_exit_64(self, cli, tmp_path, env, why):
+        result = cli("run", "-b", "redis://10.255.255.1:6379/0", "--deadline", "30", "--report-dir",
+                     str(tmp_path / "reports"), env=env, timeout=20)
+        assert result.code == 64 and why in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert "(from environment variable CELERY_PROBE_ON_DOWN" in result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "reports" / "verdict.json").exists()
+        assert result.elapsed < 10
+
     def test_not_with_targets(self, cli, tmp_path):
         (tmp_path / "targets.toml").write_text('[targets.a]\nbroker = "redis://127.0.0.1:1/0"\n')
         result = cli("run", "--targets", str(tmp_path / "targets.toml"), "--on-down", "true")
