@@ -14,8 +14,6 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
-import os
-import signal
 import subprocess
 import sys
 import threading
@@ -28,7 +26,7 @@ from typing import Any
 
 from bench_run import CAP, Run
 
-from celery_probe.testing import CeleryWorker, GaveUp, free_port, wait_until
+from celery_probe.testing import CeleryWorker, GaveUp, _Process, free_port, wait_until
 
 STATUS = "/api/workers?status=true"
 QUEUES = "/api/queues/length"
@@ -118,7 +116,7 @@ def queues_text(answer: Answer) -> str:
     return f"{len(queues)} queues, {sum(int(q.get('messages') or 0) for q in queues)} messages"
 
 
-class Flower:
+class Flower(_Process):
     """``celery -A APP flower`` on a free loopback port, started in its own session."""
 
     def __init__(self, app: str, env: dict[str, str], workdir: Path) -> None:
@@ -187,19 +185,8 @@ class Flower:
         return Run(answer.seconds, 0 if answer.status == 200 else 1, said=describe(answer))
 
     def close(self) -> None:
-        """SIGTERM its process group, SIGKILL after 10 s."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, signum)
-            except ProcessLookupError:
-                return
-            try:
-                self.proc.wait(timeout=wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """SIGTERM to its process group, SIGKILL if it has not gone within 10 s."""
+        self.stop(timeout=10)
 
 
 @dataclass

@@ -11,7 +11,6 @@ import base64
 import http.client
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ from serving import HEALTH, ServeProcess
 from celery_probe.errors import ProbeUsageError
 from celery_probe.flower import add_flower_links, flower_base, flower_url_problem, safe_links
 from celery_probe.settings import resolve_settings
-from celery_probe.testing import free_port, wait_until
+from celery_probe.testing import _Process, free_port, wait_until
 
 pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook fixtures
 
@@ -229,7 +228,7 @@ class TestSetting:
 # ------------------------------------------------------------------------------ real Flower
 
 
-class Flower:
+class Flower(_Process):
     """``celery -A probe_test_app flower`` on a free loopback port, behind basic authentication."""
 
     def __init__(self, target: Target, workdir: Path) -> None:
@@ -277,17 +276,8 @@ class Flower:
             conn.close()
 
     def close(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        for signum, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, signum)
-                self.proc.wait(timeout=wait)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        """SIGTERM to its process group, SIGKILL if it has not gone within 10 s."""
+        self.stop(timeout=10)
 
 
 @pytest.fixture(scope="module")
