@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from celery_probe.probe_loop import ProbeLoop
+from celery_probe.probe_loop import RECENT_RUNS, ProbeLoop
 from celery_probe.reports import HISTORY
 
-PAGE_RUNS = 100
+PAGE_RUNS = RECENT_RUNS  # without a report dir the loop's memory is the history: as many runs as it keeps
 MIN_REFRESH = 5
 
 
