@@ -77,18 +77,18 @@ class History:
     files: tuple[str, ...] = field(default=())
 
 
-def parse_lines(lines: Iterable[str | bytes], *, runs: int) -> History:
+def parse_lines(lines: Iterable[str | bytes | Mapping[str, Any]], *, runs: int) -> History:
     """The last ``runs`` runs in ``lines`` (oldest first), with the actions and skips among them.
 
-    ``lines`` come oldest first; only the newest ``runs`` runs are kept, and the actions
-    and skipped lines counted are those no older than the oldest run kept.
+    ``lines`` come oldest first, as text or as history entries already parsed (those
+    ``serve`` keeps in memory without a report dir); only the newest ``runs`` runs are
+    kept, and the actions and skipped lines counted are those no older than the oldest
+    run kept.
     """
     return _collect(reversed(list(lines)), runs=runs, files=())
 
 
-def from_entries(entries: Iterable[Mapping[str, Any]], *, runs: int) -> History:
-    """As :func:`parse_lines`, for history entries kept in memory (``serve`` without a report dir)."""
-    return _collect(reversed(list(entries)), runs=runs, files=())
+from_entries = parse_lines  # the name for history entries kept in memory
 
 
 def read_history(folder: Path, *, runs: int) -> History:
