@@ -15,6 +15,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import APPS
@@ -22,7 +23,7 @@ from conftest import APPS
 from celery_probe.durations import format_duration, parse_duration
 from celery_probe.errors import ProbeUsageError
 from celery_probe.probe_loop import check_round_trip, child_environment
-from celery_probe.remediation.apply import history_line, remediate
+from celery_probe.remediation.apply import history_line, remediate, run_secrets
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide
 from celery_probe.settings import resolve_settings
@@ -148,6 +149,16 @@ class TestPolicy:
                             codes=["celery_worker_down"], result=None)
         assert line["event"] == "remediation" and line["dry_run"] is True
         assert "hunter22" not in json.dumps(line)
+
+
+    def test_run_secrets_cover_every_url_of_the_settings(self):
+        settings = resolve_settings({"broker": "redis://:pw-broker@127.0.0.1:1/0",
+                                     "backend": "redis://:pw-backend@127.0.0.1:1/1",
+                                     "endpoints": ("https://u:pw-endpoint@example.test/health",),
+                                     "flower_url": "http://admin:pw-flower@127.0.0.1:5555"},
+                                    environ={}, pyproject=False)
+        context = SimpleNamespace(settings=settings, run=SimpleNamespace(secrets={"pw-app"}))
+        assert run_secrets(context) >= {"pw-broker", "pw-backend", "pw-endpoint", "pw-flower", "pw-app"}
 
 
 class TestSettings:

@@ -24,7 +24,7 @@ from celery_probe.remediation.command import CommandResult, command_environment,
 from celery_probe.remediation.policy import Decision, Policy, State, decide
 from celery_probe.reports import HISTORY, append_line, atomic_write_json
 from celery_probe.settings import Settings
-from celery_probe.urls import scrub
+from celery_probe.urls import scrub, secrets_in
 
 STATE_FILE = "remediation.json"
 LOCK_TIMEOUT = 5.0
@@ -48,12 +48,10 @@ def policy_of(settings: Settings) -> Policy:
 
 def run_secrets(context: Any) -> set[str]:
     """Every password the run knows of (its URLs, the app's), for scrubbing the command's output."""
-    from celery_probe.urls import secrets_in
-
     settings = context.settings
     run = getattr(context, "run", None)
     found = set(run.secrets) if run is not None else set()
-    return found | secrets_in([settings.broker, settings.backend, *settings.endpoints])
+    return found | secrets_in([settings.broker, settings.backend, *settings.endpoints, settings.flower_url])
 
 
 def reason_codes(verdict: Mapping[str, Any]) -> list[str]:
