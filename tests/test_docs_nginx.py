@@ -32,7 +32,7 @@ import pytest
 from conftest import APPS, ROOT, app_env, missing_system_program
 from serving import HEALTH, Reply, ServeProcess
 
-from celery_probe.testing import CeleryWorker, GaveUp, free_port, wait_until
+from celery_probe.testing import CeleryWorker, GaveUp, _Process, free_port, wait_until
 
 pytestmark = pytest.mark.redis_only  # a private redis-server; nginx does not depend on --broker
 
@@ -80,7 +80,7 @@ def main_config(nginx: str, folder: Path) -> str:
 
 
 @dataclass
-class Nginx:
+class Nginx(_Process):
     """A foreground nginx with its own prefix; requests over TLS from a chosen source address."""
 
     binary: str
@@ -130,18 +130,14 @@ class Nginx:
             conn.close()
 
     def stop(self) -> None:
-        """SIGQUIT (graceful), then SIGKILL to the group if it lingers."""
-        if self.proc is None or self.proc.poll() is not None:
+        """SIGQUIT (graceful) to its process group, then SIGKILL if it lingers past 10 s."""
+        if self.proc is None:
             return
-        for signum, wait in ((signal.SIGQUIT, 10), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(self.proc.pid, signum)
-                self.proc.wait(timeout=wait)
-                return
-            except ProcessLookupError:
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        self._signal(signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 @pytest.fixture(scope="module")
