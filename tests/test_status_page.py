@@ -258,6 +258,18 @@ class TestReportCommand:
         assert 'data-status="down"' in html and "of at most 50 runs" in html
         assert [p.name for p in folder.iterdir() if p.name.startswith(".")] == []  # no temp file left
 
+    def test_an_old_page_is_replaced_by_rename_never_rewritten_in_place(self, tmp_path):
+        folder = tmp_path / "reports"
+        folder.mkdir()
+        (folder / "history.jsonl").write_text(line("no_worker") + "\n")
+        (folder / "index.html").write_text("the page a web server is sending")
+        os.link(folder / "index.html", tmp_path / "being-served.html")  # the old page's inode, still open elsewhere
+        result = run_cli("report", "--html", "--report-dir", str(folder))
+        assert result.code == 0, result.stderr
+        assert (tmp_path / "being-served.html").read_text() == "the page a web server is sending"
+        assert 'data-status="down"' in (folder / "index.html").read_text()
+        assert (folder / "index.html").stat().st_ino != (tmp_path / "being-served.html").stat().st_ino
+
     def test_report_dir_from_the_environment_and_output_elsewhere(self, tmp_path):
         folder = tmp_path / "r"
         folder.mkdir()
