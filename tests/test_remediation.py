@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import APPS
 
+from celery_probe.api import probe_verdict
 from celery_probe.durations import format_duration, parse_duration
 from celery_probe.errors import ProbeUsageError
 from celery_probe.probe_loop import check_round_trip, child_environment
@@ -346,6 +347,18 @@ class TestRealRuns:
             f'[tool.celery-probe]\non-down = ["{PY}", "-c", "open({str(marker)!r}, \'w\')"]\non-down-after = "0s"\n')
         result = cli(*base_args(target, tmp_path / "reports", "--no-on-down"), env=target.env())
         assert result.code == 2 and "on-down" not in result.stdout + result.stderr and not marker.exists()
+
+    def test_get_celery_health_never_acts_on_what_pyproject_asks(self, cli, tmp_path, monkeypatch):
+        marker = tmp_path / "ran"
+        (tmp_path / "pyproject.toml").write_text(
+            f'[tool.celery-probe]\non-down = ["{PY}", "-c", "open({str(marker)!r}, \'w\')"]\non-down-after = "0s"\n'
+            'on-down-codes = ["celery_broker_unreachable"]\n')
+        monkeypatch.chdir(tmp_path)
+        verdict = probe_verdict(3, broker="redis://127.0.0.1:1/0")
+        assert verdict["status"] == "down" and not marker.exists()
+        # The same pyproject.toml does act from `celery-probe run`: the check above can fail.
+        result = cli("run", "-b", "redis://127.0.0.1:1/0", "--report-dir", str(tmp_path / "reports"))
+        assert result.code == 2 and "on-down: ran " in result.stdout and marker.exists()
 
     @pytest.mark.redis_only
     def test_a_password_never_reaches_output_or_history(self, cli, tmp_path):
