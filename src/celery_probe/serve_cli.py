@@ -17,20 +17,14 @@ import click
 
 from celery_probe.cli import _settings_from, _target_options
 from celery_probe.errors import ProbeUsageError
-from celery_probe.settings import require_target
+from celery_probe.settings import _parse_int, require_target
 
 DEFAULT_PREFIX = "/api/interactions"  # repeated from celery_probe.serve, which needs the extra
 MIN_INTERVAL, MAX_INTERVAL = 0.5, 86_400.0
 
 
 def parse_port(raw: str) -> int:
-    try:
-        port = int(raw)
-    except ValueError:
-        raise ProbeUsageError(f"invalid port {raw!r}: is not a whole number (from --port)") from None
-    if not 0 <= port <= 65535:
-        raise ProbeUsageError(f"invalid port {raw!r}: must be between 0 and 65535 (from --port)")
-    return port
+    return _parse_int("port", raw, "--port", lo=0, hi=65535)
 
 
 def parse_interval(raw: str) -> float:
