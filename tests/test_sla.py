@@ -21,7 +21,7 @@ from celery_probe.sla import percentile, queue_slas, rule_for, runtime_stats
 from celery_probe.testing import wait_until
 from celery_probe.verdict import verdict_from_report
 
-from conftest import redis_state
+from conftest import app_env, redis_state
 
 SLEEP = 0.3  # seconds each slow task sleeps
 WINDOW = "2.5"
@@ -290,3 +290,32 @@ def _bindings_of(exchange: str) -> list[str]:
     listed = subprocess.run(["rabbitmqctl", "list_bindings", "source_name", "destination_name", "-q"],
                             capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
     return [line for line in listed if line.split("\t")[0] == exchange]
+
+
+@pytest.mark.redis_only
+def test_broker_frozen_during_the_window_is_a_verdict_within_the_deadline(redis_server, start_worker, cli):
+    """The broker stops answering while the events window is open: the run still ends on time."""
+    env = app_env(redis_server.url(0), redis_server.url(1))
+    start_worker(env, extra=("-E",))
+    deadline, window = 4.0, 3.0
+    # Start-up, ping and the round trip take well under a second on a healthy broker, so
+    # 1.5 s in the window is open; it would have run until about 3.5 s.
+    freezer = threading.Timer(1.5, redis_server.freeze)
+    started = time.monotonic()
+    freezer.start()
+    try:
+        result = cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--format", "json",
+                     "--deadline", str(deadline), "--events-window", str(window), env=env, timeout=30)
+    finally:
+        freezer.cancel()
+        redis_server.thaw()
+    elapsed = time.monotonic() - started
+    assert elapsed < deadline + 1.0 + 0.6 + 1.5, (elapsed, result.stdout, result.stderr)  # + 1 s slack + start-up
+    assert result.stdout.strip(), (result.code, result.stderr)
+    verdict = result.verdict()
+    assert verdict["status"] in {"healthy", "degraded", "down"}, verdict
+    assert "Traceback" not in result.stderr
+    # The window's own result reached the report: closing the listener did not wait on the frozen broker.
+    assert verdict["task_runtimes"]["window_s"] > 1.0, verdict
+    assert not [r for r in verdict["reasons"] if "test_task_runtimes" in (r["probe"] or "")
+                and "timed out" in r["message"]], verdict["reasons"]
