@@ -26,7 +26,7 @@ from typing import Any
 
 from bench_run import CAP, Run
 
-from celery_probe.testing import CeleryWorker, GaveUp, _Process, free_port, wait_until
+from celery_probe.testing import CeleryWorker, GaveUp, GroupProcess, free_port, wait_until
 
 STATUS = "/api/workers?status=true"
 QUEUES = "/api/queues/length"
@@ -116,7 +116,7 @@ def queues_text(answer: Answer) -> str:
     return f"{len(queues)} queues, {sum(int(q.get('messages') or 0) for q in queues)} messages"
 
 
-class Flower(_Process):
+class Flower(GroupProcess):
     """``celery -A APP flower`` on a free loopback port, started in its own session."""
 
     def __init__(self, app: str, env: dict[str, str], workdir: Path) -> None:

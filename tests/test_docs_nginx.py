@@ -32,7 +32,7 @@ import pytest
 from conftest import APPS, ROOT, app_env, missing_system_program
 from serving import HEALTH, Reply, ServeProcess
 
-from celery_probe.testing import CeleryWorker, GaveUp, _Process, free_port, wait_until
+from celery_probe.testing import CeleryWorker, GaveUp, GroupProcess, free_port, wait_until
 
 pytestmark = pytest.mark.redis_only  # a private redis-server; nginx does not depend on --broker
 
@@ -80,7 +80,7 @@ def main_config(nginx: str, folder: Path) -> str:
 
 
 @dataclass
-class Nginx(_Process):
+class Nginx(GroupProcess):
     """A foreground nginx with its own prefix; requests over TLS from a chosen source address."""
 
     binary: str

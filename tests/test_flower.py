@@ -24,7 +24,7 @@ from serving import HEALTH, ServeProcess
 from celery_probe.errors import ProbeUsageError
 from celery_probe.flower import add_flower_links, flower_base, flower_url_problem, safe_links
 from celery_probe.settings import resolve_settings
-from celery_probe.testing import _Process, free_port, wait_until
+from celery_probe.testing import GroupProcess, free_port, wait_until
 
 pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook fixtures
 
@@ -228,7 +228,7 @@ class TestSetting:
 # ------------------------------------------------------------------------------ real Flower
 
 
-class Flower(_Process):
+class Flower(GroupProcess):
     """``celery -A probe_test_app flower`` on a free loopback port, behind basic authentication."""
 
     def __init__(self, target: Target, workdir: Path) -> None:

@@ -57,8 +57,12 @@ def wait_until(check: Callable[[], T], *, timeout: float, interval: float = 0.02
         time.sleep(interval)
 
 
-class _Process:
-    """Signals for a child started in its own session (so its children go with it)."""
+class GroupProcess:
+    """Signals for a child started in its own session (so its children go with it).
+
+    Subclass it for any helper process a test or benchmark starts (``proc`` set by its
+    ``start``): freeze, thaw, kill and a bounded ``stop`` come with it.
+    """
 
     proc: subprocess.Popen[bytes] | None = None
 
@@ -106,7 +110,7 @@ class _Process:
         return self.proc is not None and self.proc.poll() is None
 
 
-class RedisServer(_Process):
+class RedisServer(GroupProcess):
     """A private ``redis-server`` on a free loopback port, persisting nothing."""
 
     def __init__(self, port: int | None = None, *, password: str | None = None, extra: Sequence[str] = ()) -> None:
@@ -166,7 +170,7 @@ class RedisServer(_Process):
         self.close()
 
 
-class CeleryWorker(_Process):
+class CeleryWorker(GroupProcess):
     """A real ``celery worker`` process for the app at ``app_path``."""
 
     def __init__(
@@ -370,7 +374,7 @@ class TcpProxy:
         self.close()
 
 
-class CeleryBeat(_Process):
+class CeleryBeat(GroupProcess):
     """A real ``celery beat`` process for the app at ``app_path``, its state in ``workdir``."""
 
     def __init__(
