@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from datetime import datetime, timezone
 from types import SimpleNamespace
 
@@ -168,6 +169,22 @@ class TestRenderer:
         assert list(marks) == names[:MAX_SERIES] and set(marks.values()) == {(3, 0)}
         assert "3 more targets are not drawn on the charts (at most 12 lines each): t12, t13, t14." in html
         assert "; 3 more targets not drawn</desc>" in chart(html, "queue-chart")
+
+    def test_a_new_set_of_target_names_on_every_line_renders_in_time(self, multi_history):
+        _folder, lines = multi_history
+        entry = json.loads(lines[0])
+        figures = entry["target_figures"]["main"]
+        many = []
+        for run in range(600):  # 30,000 names: a hostile or very churned history
+            names = [f"r{run}-t{n}" for n in range(50)]
+            many.append(json.dumps({**entry, "targets": {name: "healthy" for name in names},
+                                    "target_figures": {name: figures for name in names}}))
+        started = time.perf_counter()
+        html = render(many, runs=600)
+        took = time.perf_counter() - started
+        assert list(series_marks(html, "roundtrip-chart")) == [f"r599-t{n}" for n in range(MAX_SERIES)]
+        assert f"{600 * 50 - MAX_SERIES} more targets are not drawn" in html
+        assert took < 3, took
 
     def test_the_newest_runs_targets_come_first(self, multi_history):
         _folder, lines = multi_history

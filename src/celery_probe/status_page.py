@@ -285,9 +285,7 @@ def _target_charts(runs: Sequence[Run], labels: list[str]) -> list[str]:
     among them are a series of their own; runs recorded before per-target figures were
     kept leave every target empty, and a note counts them.
     """
-    names: list[str] = []
-    for run in reversed(runs):
-        names += [name for name, _status in run.targets if name not in names]
+    names = list(dict.fromkeys(name for run in reversed(runs) for name, _status in run.targets))
     single = [None if run.targets else (run.roundtrip_ms, run.queue_length) for run in runs]
     with_single = any(pair is not None and pair != (None, None) for pair in single)
     drawn = names[:MAX_SERIES - 1] if with_single else names[:MAX_SERIES]
