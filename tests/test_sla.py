@@ -319,3 +319,26 @@ def test_broker_frozen_during_the_window_is_a_verdict_within_the_deadline(redis_
     assert verdict["task_runtimes"]["window_s"] > 1.0, verdict
     assert not [r for r in verdict["reasons"] if "test_task_runtimes" in (r["probe"] or "")
                 and "timed out" in r["message"]], verdict["reasons"]
+
+
+def test_collector_joins_names_and_skips_the_probes_own_tasks():
+    """Outcomes take their task's name from task-received; the probe's own tasks and odd events count as events only."""
+    from celery_probe.events import EventWindow, _Collector
+
+    window = EventWindow()
+    handlers = _Collector(window, frozenset({"ours"})).handlers()
+    handlers["task-received"]({"type": "task-received", "uuid": "a", "name": "app.slow"})
+    handlers["task-received"]({"type": "task-received", "uuid": "b", "name": "app.slow"})
+    handlers["task-received"]({"type": "task-received", "uuid": "ours", "name": "celery.accumulate"})
+    handlers["task-succeeded"]({"type": "task-succeeded", "uuid": "a", "runtime": 1.5})
+    handlers["task-succeeded"]({"type": "task-succeeded", "uuid": "b", "runtime": None})  # no runtime: not judged
+    handlers["task-failed"]({"type": "task-failed", "uuid": "b"})
+    handlers["task-succeeded"]({"type": "task-succeeded", "uuid": "ours", "runtime": 0.01})
+    handlers["task-failed"]({"type": "task-failed", "uuid": "ours"})
+    handlers["task-succeeded"]({"type": "task-succeeded", "uuid": "before-the-window", "runtime": 2.0})
+    handlers["task-failed"]({"type": "task-failed", "uuid": ["not", "hashable"]})
+    handlers["task-succeeded"]({"type": "task-succeeded", "uuid": {"x": 1}, "runtime": True})
+    handlers["*"]({"type": "worker-heartbeat"})
+    assert window.runtimes == {"app.slow": [1.5]} and window.failed == {"app.slow": 1}
+    assert window.unnamed == 2  # before-the-window, and the failure with a list for a uuid
+    assert (window.events, window.task_events) == (12, 11)

@@ -69,38 +69,38 @@ class _Collector:
             self.window.task_events += 1
 
     def received(self, event: dict[str, Any]) -> None:
-        self.window.events += 1
-        self.window.task_events += 1
+        self._count(event)
         uuid, name = event.get("uuid"), event.get("name")
         if isinstance(uuid, str) and isinstance(name, str) and len(self.names) < MAX_TRACKED:
             self.names[uuid] = name
 
     def succeeded(self, event: dict[str, Any]) -> None:
-        self.window.events += 1
-        self.window.task_events += 1
-        uuid = event.get("uuid")
-        if uuid in self.exclude:
+        if not self._count(event):
             return
         runtime = event.get("runtime")
         if isinstance(runtime, bool) or not isinstance(runtime, (int, float)) or runtime < 0:
             return  # runtime is None for some outcomes (a result already stored elsewhere)
-        name = self.names.pop(uuid, None) if isinstance(uuid, str) else None
-        if name is None:
-            self.window.unnamed += 1
-        else:
+        if (name := self._name(event)) is not None:
             self.window.add_runtime(name, float(runtime))
 
     def failed(self, event: dict[str, Any]) -> None:
+        if self._count(event) and (name := self._name(event)) is not None:
+            self.window.add_failure(name)
+
+    def _count(self, event: dict[str, Any]) -> bool:
+        """Count a task event; False when it is about one of the probe's own tasks."""
         self.window.events += 1
         self.window.task_events += 1
         uuid = event.get("uuid")
-        if uuid in self.exclude:
-            return
+        return not (isinstance(uuid, str) and uuid in self.exclude)
+
+    def _name(self, event: dict[str, Any]) -> str | None:
+        """The task's name from its ``task-received``, forgotten now; None (counted unnamed) if unseen."""
+        uuid = event.get("uuid")
         name = self.names.pop(uuid, None) if isinstance(uuid, str) else None
         if name is None:
             self.window.unnamed += 1
-        else:
-            self.window.add_failure(name)
+        return name
 
     def handlers(self) -> dict[str, Any]:
         return {"task-received": self.received, "task-succeeded": self.succeeded,
