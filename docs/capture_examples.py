@@ -506,9 +506,7 @@ def stop_pidfile(path: Path) -> None:
 @contextmanager
 def flower(env: dict[str, str], cwd: Path) -> Iterator[int]:
     """``celery -A proj flower`` behind basic authentication on a free port; yields the port."""
-    import signal
-
-    from celery_probe.testing import free_port, wait_until
+    from celery_probe.testing import GroupProcess, free_port, wait_until
 
     port = free_port()
     with open(cwd / "flower.log", "wb") as out:
@@ -529,12 +527,9 @@ def flower(env: dict[str, str], cwd: Path) -> Iterator[int]:
         wait_until(up, timeout=40, interval=0.2, what="flower listening")
         yield port
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        process = GroupProcess()
+        process.proc = proc
+        process.stop(timeout=10)
 
 
 def flower_page(port: int, url: str) -> int:
