@@ -342,3 +342,22 @@ def test_collector_joins_names_and_skips_the_probes_own_tasks():
     assert window.runtimes == {"app.slow": [1.5]} and window.failed == {"app.slow": 1}
     assert window.unnamed == 2  # before-the-window, and the failure with a list for a uuid
     assert (window.events, window.task_events) == (12, 11)
+
+
+@pytest.mark.redis_only
+def test_broker_killed_during_the_window_is_one_line(redis_server, start_worker, cli):
+    """The broker goes away while the events window is open: the probe says so in one line, no traceback."""
+    env = app_env(redis_server.url(0), redis_server.url(1))
+    start_worker(env, extra=("-E",))
+    killer = threading.Timer(1.5, redis_server.kill)
+    killer.start()
+    try:
+        result = cli("run", "-A", "probe_test_app", "--expect-workers", "1", "--format", "json",
+                     "--deadline", "4", "--events-window", "3", env=env, timeout=30)
+    finally:
+        killer.cancel()
+    assert result.elapsed < 4 + 1.0 + 0.6, result.elapsed
+    verdict = result.verdict()
+    [reason] = [r for r in verdict["reasons"] if "test_task_runtimes" in (r["probe"] or "")]
+    assert reason["message"].startswith("events window cut short: "), reason
+    assert "\n" not in reason["message"] and "Traceback" not in result.stderr
