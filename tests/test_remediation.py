@@ -27,7 +27,7 @@ from celery_probe.probe_loop import check_round_trip, child_environment
 from celery_probe.remediation.apply import history_line, remediate, run_secrets
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide
-from celery_probe.settings import resolve_settings
+from celery_probe.settings import REMEDIATION, resolve_settings
 from celery_probe.testing import RedisServer, wait_until
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
@@ -359,6 +359,22 @@ class TestRealRuns:
         # The same pyproject.toml does act from `celery-probe run`: the check above can fail.
         result = cli("run", "-b", "redis://127.0.0.1:1/0", "--report-dir", str(tmp_path / "reports"))
         assert result.code == 2 and "on-down: ran " in result.stdout and marker.exists()
+
+    def test_a_tool_missing_on_this_host_stops_only_what_would_run_it(self, cli, tmp_path, monkeypatch):
+        """on-down names a restart tool of the cron host: serve, get_celery_health, verdict and
+        --no-on-down runs on other hosts never run it, so they neither check nor refuse it."""
+        (tmp_path / "pyproject.toml").write_text('[tool.celery-probe]\non-down = "no-such-restart-tool --all"\n')
+        monkeypatch.chdir(tmp_path)
+        args = ["-b", "redis://127.0.0.1:1/0", "--report-dir", str(tmp_path / "reports"), "--deadline", "2"]
+        refused = cli("run", *args)
+        assert refused.code == 64 and "no-such-restart-tool" in refused.stderr
+        assert cli("run", *args, "--no-on-down").code == 2
+        assert probe_verdict(3, broker="redis://127.0.0.1:1/0")["status"] == "down"
+        assert cli("verdict", str(tmp_path / "reports" / "latest.json")).code == 2
+        settings = resolve_settings(ignore=REMEDIATION)
+        assert settings.on_down == () and "on_down" not in settings.sources
+        with pytest.raises(ProbeUsageError, match="no-such-restart-tool"):
+            resolve_settings()
 
     @pytest.mark.redis_only
     def test_a_password_never_reaches_output_or_history(self, cli, tmp_path):

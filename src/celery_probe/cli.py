@@ -34,6 +34,7 @@ from celery_probe.remediation.options import remediation_options
 from celery_probe.run_outputs import finish_outputs, run_output_options
 from celery_probe.settings import (
     FORMATS,
+    REMEDIATION,
     SPECS,
     Settings,
     _parse_int,
@@ -76,8 +77,10 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _settings_from(raw: dict[str, Any]) -> Settings:
-    return resolve_settings(_cli_overrides(raw))
+def _settings_from(raw: dict[str, Any], *, remediation: bool = True) -> Settings:
+    """The command's settings; the ``on-down`` ones are not read at all without remediation."""
+    off = not remediation or raw.get("no_on_down")
+    return resolve_settings(_cli_overrides(raw), ignore=REMEDIATION if off else ())
 
 
 def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +282,7 @@ def verdict(report: Path, format_: str | None) -> int:
     """Map an existing pytest-json-report REPORT to a verdict (same output and exit codes)."""
     from celery_probe.reports import verdict_for_file
 
-    settings = resolve_settings(as_cli_overrides(format=format_))
+    settings = resolve_settings(as_cli_overrides(format=format_), ignore=REMEDIATION)
     result, _report = verdict_for_file(report)
     return emit(result, settings.format)
 

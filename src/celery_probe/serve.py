@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from celery_probe.metrics import CONTENT_TYPE, RunCounters, metric_families, render
 from celery_probe.ops_alerts import get_ops_alerts
 from celery_probe.probe_loop import REAP_TIMEOUT, ProbeLoop, Snapshot
-from celery_probe.settings import Settings, require_target, resolve_settings
+from celery_probe.settings import REMEDIATION, Settings, require_target, resolve_settings
 from celery_probe.verdict import unknown_verdict
 
 DEFAULT_PREFIX = "/api/interactions"
@@ -394,7 +394,7 @@ class ProbeMiddleware:
     ) -> None:
         self.app = app
         if settings is None:  # CELERY_PROBE_* variables and [tool.celery-probe], as for the CLI
-            settings = resolve_settings()
+            settings = resolve_settings(ignore=REMEDIATION)  # serve never remediates
         require_target(settings)
         self.service = ProbeService(settings, interval=interval, prefix=prefix, healthz_path=healthz_path,
                                     metrics_path=metrics_path, report_dir=report_dir)

@@ -77,7 +77,7 @@ def serve(host: str, port: str, interval: str, prefix: str, **raw: Any) -> int:
     Probes run in the background every INTERVAL seconds, one at a time, each in a child
     process with a hard timeout; requests never cause a probe run.
     """
-    settings = _settings_from(raw)
+    settings = _settings_from(raw, remediation=False)  # serve never remediates
     require_target(settings)
     port_number, every, path_prefix = parse_port(port), parse_interval(interval), parse_prefix(prefix)
     try:

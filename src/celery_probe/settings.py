@@ -19,7 +19,7 @@ import os
 import shlex
 import shutil
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -556,12 +556,16 @@ def resolve_settings(
     environ: Mapping[str, str] | None = None,
     pyproject: Path | None | bool = True,
     cli_labels: Mapping[str, str] | None = None,
+    ignore: Collection[str] = (),
 ) -> Settings:
     """Build :class:`Settings` from CLI values, the environment and ``pyproject.toml``.
 
     ``cli`` maps setting names to raw values (None or an empty tuple means "not given").
     ``pyproject=True`` looks for the nearest file; a path uses that file; False skips it.
     ``cli_labels`` lets the pytest plugin name its own option spelling in error messages.
+    ``ignore`` names settings a command never uses: they keep their defaults and are not
+    read or checked (``on-down`` naming a tool missing on the serving host must not stop
+    ``serve``, which never remediates).
     """
     cli = cli or {}
     environ = os.environ if environ is None else environ
@@ -576,6 +580,8 @@ def resolve_settings(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for spec in SPECS:
+        if spec.name in ignore:
+            continue
         layers: list[tuple[Any, str]] = [
             (cli.get(spec.name), labels.get(spec.name, spec.flag)),
             (environ.get(ENV_PREFIX + spec.env), f"environment variable {ENV_PREFIX}{spec.env}"),

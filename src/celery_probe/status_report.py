@@ -110,12 +110,12 @@ def report(html: bool, report_dir: str | None, runs_raw: str, output: Path | Non
     a per-probe table, a status timeline, and round-trip and queue-length charts of the
     last N runs. One HTML file, inline CSS and SVG, no script: it works offline.
     """
-    from celery_probe.settings import as_cli_overrides, resolve_settings
+    from celery_probe.settings import REMEDIATION, as_cli_overrides, resolve_settings
 
     if not html:
         raise ProbeUsageError("say which report to write: --html (from celery-probe report)")
     runs = parse_runs(runs_raw)
-    settings = resolve_settings(as_cli_overrides(report_dir=report_dir))
+    settings = resolve_settings(as_cli_overrides(report_dir=report_dir), ignore=REMEDIATION)
     folder = settings.report_dir
     where = settings.sources.get("report_dir", "the default report directory")
     target = output or folder / INDEX
