@@ -112,6 +112,35 @@ class TestBrokerFaults:
         assert result.elapsed < BOUND
 
 
+STUBBORN_PROBE = """
+import time
+
+
+def test_ignores_every_interruption():
+    end = time.monotonic() + 8
+    while time.monotonic() < end:
+        try:
+            time.sleep(0.05)
+        except BaseException:
+            pass
+"""
+
+
+class TestWatchdog:
+    """A probe that swallows the deadline still ends in a printed verdict, not silence."""
+
+    def test_the_unknown_verdict_reaches_stdout_and_the_report(self, cli, tmp_path):
+        (tmp_path / "test_stubborn.py").write_text(STUBBORN_PROBE)
+        port = free_port()
+        env = app_env(f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/1")
+        result = probe(cli, env, "--probes", str(tmp_path / "test_stubborn.py"))
+        assert result.code == 4, result.stdout + result.stderr
+        assert result.codes() == {"celery_probe_deadline_exceeded"}
+        assert result.elapsed < BOUND + 1.0  # the watchdog's slack on top of the deadline
+        written = json.loads((tmp_path / "reports" / "verdict.json").read_text())
+        assert written["reasons"][0]["code"] == "celery_probe_deadline_exceeded"
+
+
 class TestBackendFaults:
     """Results cannot be stored or read: the round trip is not confirmed, loudly."""
 

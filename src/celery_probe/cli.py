@@ -194,9 +194,11 @@ def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: A
     from celery_probe.runner import WATCHDOG_SLACK, Watchdog, run_probes
     from celery_probe.target import build_app
 
-    with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings)):
+    stdout = os.dup(1)  # pytest captures fd 1 during probes; the watchdog must reach the real one
+    with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings, stdout)):
         app = build_app(settings)
         context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"))
+    os.close(stdout)
     assert context.verdict is not None
     code = emit(context.verdict, settings.format)
     code = finish_outputs(context, code, raw)  # JUnit, textfile, CI gate; also when reports fail
@@ -224,9 +226,11 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     targets = load_targets(targets_file, overrides)
     workers = _parse_parallel(parallel, len(targets))
     check_report_dir(settings.report_dir)
-    with Watchdog(targets_watchdog_seconds(targets, workers), lambda: _give_up(settings)):
+    stdout = os.dup(1)  # as in run: fd 1 may be captured when the watchdog fires
+    with Watchdog(targets_watchdog_seconds(targets, workers), lambda: _give_up(settings, stdout)):
         context = run_targets(settings, targets, targets_file, overrides, parallel=workers,
                               verbose=verbose, junitxml=raw.get("junitxml"))
+    os.close(stdout)
     assert context.verdict is not None
     code = emit(context.verdict, settings.format)
     code = finish_outputs(context, code, raw)
@@ -253,8 +257,12 @@ def _parse_parallel(raw: str | None, targets: int) -> int:
     return _parse_int("parallel", raw, "--parallel", lo=1, hi=256)
 
 
-def _give_up(settings: Settings) -> None:
-    """Watchdog expiry: write and print an ``unknown`` verdict, then end the process."""
+def _give_up(settings: Settings, stdout: int) -> None:
+    """Watchdog expiry: write and print an ``unknown`` verdict, then end the process.
+
+    ``stdout`` is a copy of file descriptor 1 taken before the probe session: while a probe
+    runs, pytest has pointed descriptor 1 at its capture file, which nobody would read.
+    """
     from celery_probe.reports import write_run_files
     from celery_probe.verdict import unknown_verdict
 
@@ -268,10 +276,10 @@ def _give_up(settings: Settings) -> None:
         write_run_files(settings.report_dir, None, verdict)
     except Exception:
         pass
-    # The main thread may have redirected sys.stdout; write to the real descriptor.
+    # The main thread may have redirected sys.stdout and pytest descriptor 1: use the copy.
     lines: list[str] = []
     code = emit(verdict, settings.format, write=lines.append)
-    os.write(1, ("\n".join(lines) + "\n").encode())
+    os.write(stdout, ("\n".join(lines) + "\n").encode())
     os._exit(code)
 
 
