@@ -14,53 +14,18 @@ file, fsync, rename), so a reader never sees half of it.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from celery_probe.alerting.state import AlertState
+from celery_probe.filelock import LockBusy, lock_path, locked  # noqa: F401  (used by dispatch and remediation)
 from celery_probe.reports import atomic_write_json
 
 MAX_STATE_BYTES = 2_000_000
-LOCK_POLL = 0.05
 T = TypeVar("T")
-
-
-class LockBusy(Exception):
-    """Another run held the lock for longer than we were willing to wait."""
-
-
-def lock_path(state_path: Path) -> Path:
-    return state_path.with_name(state_path.name + ".lock")
-
-
-@contextmanager
-def locked(state_path: Path, timeout: float) -> Iterator[None]:
-    """Hold the exclusive lock beside ``state_path``; LockBusy after ``timeout`` seconds."""
-    path = lock_path(state_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        end = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-            if time.monotonic() >= end:
-                raise LockBusy(f"another run holds {path}")
-            time.sleep(LOCK_POLL)  # polling a lock under a deadline: flock has no timeout
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
 
 
 def load_state(
