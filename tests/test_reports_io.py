@@ -110,3 +110,32 @@ class TestHistoryRotation:
         newest = [json.loads(line)["i"] for line in history.read_text().splitlines()]
         older = [json.loads(line)["i"] for line in (tmp_path / "history.jsonl.1").read_text().splitlines()]
         assert newest[-1] == 99 and older[-1] == newest[0] - 1
+
+
+class TestHistoryLock:
+    """A writer that holds the history lock too long makes the next give up, not hang."""
+
+    def test_a_held_lock_is_waited_for_then_reported(self, tmp_path, monkeypatch):
+        import fcntl
+        import os
+        import time
+
+        import pytest
+
+        from celery_probe import reports
+        from celery_probe.errors import ReportWriteError
+
+        monkeypatch.setattr(reports, "HISTORY_LOCK_TIMEOUT", 0.5)
+        history = tmp_path / "history.jsonl"
+        append_line(history, {"n": 1})
+        holder = os.open(tmp_path / "history.jsonl.lock", os.O_RDWR)  # what a stuck writer holds
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ReportWriteError, match="history.jsonl.lock"):
+                reports.write_run_files(tmp_path, None, {"status": "down"})
+            assert 0.5 <= time.monotonic() - started < 2.0
+        finally:
+            os.close(holder)
+        append_line(history, {"n": 2})  # released: the next writer goes on
+        assert [json.loads(line)["n"] for line in history.read_text().splitlines()] == [1, 2]

@@ -9,7 +9,7 @@ under an advisory lock, so overlapping runs never interleave lines; it rotates p
 
 from __future__ import annotations
 
-import fcntl
+import errno
 import json
 import os
 import tempfile
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from celery_probe.errors import ReportWriteError
+from celery_probe.filelock import LockBusy, locked
 from celery_probe.urls import scrub
 from celery_probe.verdict import unknown_verdict, verdict_from_report
 
@@ -28,6 +29,7 @@ VERDICT = "verdict.json"
 HISTORY = "history.jsonl"
 MAX_REPORT_BYTES = 50_000_000
 HISTORY_MAX_BYTES = 5_000_000  # about 20,000 runs, two weeks at one run a minute
+HISTORY_LOCK_TIMEOUT = 5.0  # seconds a writer waits for another one's history lock
 HISTORY_KEEP = 3  # rotated files kept: history.jsonl.1 … .3  # a report this large is not ours; refuse to parse it
 
 
@@ -59,26 +61,25 @@ def append_line(path: Path, document: Any, *, max_bytes: int = HISTORY_MAX_BYTES
 
     Rotation renames ``history.jsonl`` to ``history.jsonl.1`` (and ``.1`` to ``.2``…,
     keeping ``keep`` old files) under the same lock, so a run every minute never fills the
-    disk and no line is split between two files.
+    disk and no line is split between two files. The lock is waited for at most
+    ``HISTORY_LOCK_TIMEOUT`` seconds (a writer holds it for one write only).
     """
     line = (json.dumps(document, separators=(",", ":"), default=str) + "\n").encode("utf-8")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock_fd = os.open(path.with_name(path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = 0
-        if size and size + len(line) > max_bytes:
-            _rotate(path, keep)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-    finally:
-        os.close(lock_fd)
+        with locked(path, HISTORY_LOCK_TIMEOUT):
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                size = 0
+            if size and size + len(line) > max_bytes:
+                _rotate(path, keep)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+    except LockBusy as exc:  # reported like any other failure to write the report folder
+        raise OSError(errno.EAGAIN, f"{exc} for longer than {HISTORY_LOCK_TIMEOUT:g}s") from None
 
 
 def _rotate(path: Path, keep: int) -> None:
