@@ -139,3 +139,24 @@ class TestHistoryLock:
             os.close(holder)
         append_line(history, {"n": 2})  # released: the next writer goes on
         assert [json.loads(line)["n"] for line in history.read_text().splitlines()] == [1, 2]
+
+
+class TestStaleTempFiles:
+    """A run killed mid-write leaves a temp file; the next run clears it once it is old."""
+
+    def test_the_watchdogs_leftovers_are_swept_by_a_later_run(self, tmp_path):
+        import os
+        import time
+
+        from celery_probe.reports import check_report_dir
+
+        old = tmp_path / ".latest.json.k2j3h4.tmp"
+        fresh = tmp_path / ".verdict.json.a8s7d6.tmp"  # may be a live writer's: left alone
+        other = tmp_path / "notes.tmp"  # not one of ours
+        for path in (old, fresh, other):
+            path.write_text("{")
+        hour_ago = time.time() - 3700
+        os.utime(old, (hour_ago, hour_ago))
+        os.utime(other, (hour_ago, hour_ago))
+        check_report_dir(tmp_path)
+        assert not old.exists() and fresh.exists() and other.exists()

@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ VERDICT = "verdict.json"
 HISTORY = "history.jsonl"
 MAX_REPORT_BYTES = 50_000_000
 HISTORY_MAX_BYTES = 5_000_000  # about 20,000 runs, two weeks at one run a minute
+STALE_TEMP_SECONDS = 3600.0  # a temp file this old was left by a killed run
 HISTORY_LOCK_TIMEOUT = 5.0  # seconds a writer waits for another one's history lock
 HISTORY_KEEP = 3  # rotated files kept: history.jsonl.1 … .3  # a report this large is not ours; refuse to parse it
 
@@ -91,7 +93,7 @@ def _rotate(path: Path, keep: int) -> None:
 
 
 def check_report_dir(folder: Path) -> None:
-    """Fail early, in one line, when ``folder`` cannot hold reports."""
+    """Fail early, in one line, when ``folder`` cannot hold reports; sweep stale temp files."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
@@ -99,6 +101,26 @@ def check_report_dir(folder: Path) -> None:
         os.unlink(tmp)
     except OSError as exc:
         raise ReportWriteError(f"cannot write reports to {folder}: {exc.strerror or exc}") from None
+    remove_stale_temp_files(folder)
+
+
+def remove_stale_temp_files(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed run never renamed.
+
+    A run ended by the watchdog (``os._exit``) or SIGKILL in the middle of
+    :func:`atomic_write_text` leaves ``.NAME.XXXX.tmp`` behind; one an hour old belongs to no
+    live writer. Never raises: a file that cannot be removed is left for the next run.
+    """
+    removed = []
+    cutoff = time.time() - older_than
+    for path in folder.glob(".*.tmp"):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
 
 
 def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
