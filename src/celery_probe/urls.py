@@ -115,11 +115,18 @@ def url_problem(url: str, known_schemes: Iterable[str]) -> str | None:
             return f"has an unknown scheme {scheme!r}"
         if any(ch.isspace() for ch in part):
             return "contains white space"
-        try:
-            parsed = urlsplit(part)
-            parsed.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError as exc:
-            return f"cannot be parsed ({exc})"
+        problem = _parse_problem(part)
+        if problem:
+            return problem
+    return None
+
+
+def _parse_problem(url: str) -> str | None:
+    """Why ``urlsplit`` cannot take ``url`` apart (a bad port included), or None."""
+    try:
+        urlsplit(url).port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"cannot be parsed ({exc})"
     return None
 
 
@@ -131,11 +138,10 @@ def http_url_problem(url: str) -> str | None:
     """
     if any(ch.isspace() or not ch.isprintable() for ch in url):
         return "contains white space or a control character"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        return f"cannot be parsed ({exc})"
+    problem = _parse_problem(url)
+    if problem:
+        return problem
+    parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):  # urlsplit lowercases the scheme
         return "must start with http:// or https://"
     if not parts.hostname:
