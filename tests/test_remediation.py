@@ -23,7 +23,7 @@ from conftest import APPS
 from celery_probe.api import probe_verdict
 from celery_probe.durations import format_duration, parse_duration
 from celery_probe.errors import ProbeUsageError
-from celery_probe.probe_loop import check_round_trip, child_environment
+from celery_probe.probe_loop import check_round_trip, child_command, child_environment
 from celery_probe.remediation.apply import history_line, remediate, run_secrets
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide
@@ -195,6 +195,7 @@ class TestSettings:
                                      "on_down_dry_run": "1"}, environ={}, pyproject=False)
         env = child_environment(settings, {})
         assert not [key for key in env if key.startswith("CELERY_PROBE_ON_DOWN")]
+        assert "--no-on-down" in child_command(sys.executable, Path("reports"))
         check_round_trip(settings, {})  # does not refuse to start
 
 

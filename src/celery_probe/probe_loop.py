@@ -61,6 +61,11 @@ ARGV_SETTINGS = ("report_dir", "format")  # given on the child's command line in
 NOT_PASSED = (*ARGV_SETTINGS, *REMEDIATION)
 
 
+def child_command(python: str, folder: Path) -> list[str]:
+    """The probe run serve starts: JSON out, reports in ``folder``, never remediation."""
+    return [python, "-m", "celery_probe", "run", "--format", "json", "--no-on-down", "--report-dir", str(folder)]
+
+
 def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a probe run that reproduces ``settings`` exactly.
 
@@ -190,8 +195,7 @@ class ProbeLoop:
             return self._publish(verdict, report, began)
 
     async def _child_run(self, folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        command = [self.python, "-m", "celery_probe", "run", "--format", "json", "--no-on-down",
-                   "--report-dir", str(folder)]
+        command = child_command(self.python, folder)
         self.runs_started += 1
         proc = await asyncio.create_subprocess_exec(
             *command, env=child_environment(self.settings), stdin=asyncio.subprocess.DEVNULL,
