@@ -10,18 +10,20 @@ import pytest
 
 
 @pytest.mark.probe(severity="critical", code="celery_broker_unreachable")
-def test_broker_answers(probe_run, record):
+def test_broker_answers(probe_run, record, known):
     """The broker accepts a connection and answers within the deadline."""
-    check = probe_run.broker()
+    with known:
+        check = probe_run.broker()
     record["broker"] = {**asdict(check), "url": probe_run.broker_url}
     if not check.reachable:
         pytest.fail(f"broker {probe_run.broker_url} did not answer: {check.error}", pytrace=False)
 
 
 @pytest.mark.probe(severity="critical", code="celery_backend_unreachable")
-def test_result_backend_answers(probe_run, record, note):
+def test_result_backend_answers(probe_run, record, note, known):
     """The result backend answers, so task results can be stored and read."""
-    check = probe_run.backend()
+    with known:
+        check = probe_run.backend()
     record["backend"] = asdict(check)
     if not check.configured:
         note("celery_backend_not_configured", "no result backend is configured")

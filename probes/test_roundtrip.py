@@ -6,6 +6,8 @@ rewriting would only cost start-up time.
 
 import pytest
 
+from celery_probe.deadline import Starved
+
 
 @pytest.mark.probe(severity="critical", code="celery_roundtrip_failed")
 def test_task_roundtrip(probe_run, record, note, known):
@@ -29,9 +31,13 @@ def test_task_roundtrip(probe_run, record, note, known):
     record["roundtrip"] = {
         t.queue: {"latency_ms": t.latency_ms, "error": t.error, "saturated": t.saturated} for t in trips
     }
-    failed = [f"{t.queue}: {t.error}" for t in trips if not t.ok and not t.saturated]
+    failed = [f"{t.queue}: {t.error}" for t in trips if not t.ok and not t.saturated and not t.starved]
     if failed:
         pytest.fail("round trip failed for " + "; ".join(failed[:10]), pytrace=False)
+    starved = [t for t in trips if t.starved]
+    if starved:
+        with known:  # no evidence either way: the verdict is unknown, not down
+            raise Starved(f"round trip through {', '.join(t.queue for t in starved[:10])}: {starved[0].starved}")
 
 
 @pytest.mark.probe(severity="degraded", code="celery_workers_saturated")

@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 UNACKED_DETAIL_CAP = 1000  # read per-queue unacked detail only while the hash is this small
 
 
+def is_timeout(exc: BaseException) -> bool:
+    """Whether ``exc`` says that an answer did not come in time (not that it was refused)."""
+    if isinstance(exc, TimeoutError):  # socket.timeout, asyncio's, and redis-py's subclass it
+        return True
+    return any("Timeout" in cls.__name__ for cls in type(exc).__mro__)
+
+
 def describe_error(exc: BaseException) -> str:
     """One line naming an exception, without its traceback."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
@@ -38,6 +45,7 @@ class BrokerCheck:
     transport: str
     latency_ms: float | None = None
     error: str | None = None
+    timed_out: bool = False  # no answer in time (judged against the wait's fair share)
 
 
 @dataclass
@@ -49,6 +57,7 @@ class BackendCheck:
     reachable: bool | None = None
     latency_ms: float | None = None
     error: str | None = None
+    timed_out: bool = False  # no answer in time (judged against the wait's fair share)
 
 
 @dataclass
@@ -80,7 +89,7 @@ def check_broker(conn: Connection) -> BrokerCheck:
         conn.ensure_connection(max_retries=0)
         conn.default_channel  # noqa: B018 - creating the channel proves the broker answers
     except Exception as exc:
-        return BrokerCheck(False, transport, error=describe_error(exc))
+        return BrokerCheck(False, transport, error=describe_error(exc), timed_out=is_timeout(exc))
     return BrokerCheck(True, transport, latency_ms=(time.perf_counter() - started) * 1000)
 
 
@@ -106,7 +115,7 @@ def check_backend(app: Celery) -> BackendCheck:
     try:
         client.ping()
     except Exception as exc:
-        return BackendCheck(True, name, reachable=False, error=describe_error(exc))
+        return BackendCheck(True, name, reachable=False, error=describe_error(exc), timed_out=is_timeout(exc))
     return BackendCheck(True, name, reachable=True, latency_ms=(time.perf_counter() - started) * 1000)
 
 

@@ -188,14 +188,13 @@ def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: A
     from celery_probe.reports import check_report_dir
 
     check_report_dir(settings.report_dir)
-    deadline = Deadline(settings.deadline)
-    deadline.started = deadline_clock.started
+    deadline = Deadline(settings.deadline, since=deadline_clock)
 
     from celery_probe.runner import WATCHDOG_SLACK, Watchdog, run_probes
     from celery_probe.target import build_app
 
     stdout = os.dup(1)  # pytest captures fd 1 during probes; the watchdog must reach the real one
-    with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings, stdout)):
+    with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings, stdout, deadline)):
         app = build_app(settings)
         context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"))
     os.close(stdout)
@@ -216,6 +215,7 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     from celery_probe.runner import Watchdog, run_targets, targets_watchdog_seconds
     from celery_probe.settings import load_targets
 
+    started = Deadline(0.0)
     if raw.get("app") or raw.get("broker"):
         raise ProbeUsageError("give either --targets FILE or -A/--app / -b/--broker, not both (from --targets)")
     settings = _settings_from(raw)
@@ -227,7 +227,8 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     workers = _parse_parallel(parallel, len(targets))
     check_report_dir(settings.report_dir)
     stdout = os.dup(1)  # as in run: fd 1 may be captured when the watchdog fires
-    with Watchdog(targets_watchdog_seconds(targets, workers), lambda: _give_up(settings, stdout)):
+    limit = targets_watchdog_seconds(targets, workers)
+    with Watchdog(limit, lambda: _give_up(settings, stdout, Deadline(limit, since=started))):
         context = run_targets(settings, targets, targets_file, overrides, parallel=workers,
                               verbose=verbose, junitxml=raw.get("junitxml"))
     os.close(stdout)
@@ -257,20 +258,29 @@ def _parse_parallel(raw: str | None, targets: int) -> int:
     return _parse_int("parallel", raw, "--parallel", lo=1, hi=256)
 
 
-def _give_up(settings: Settings, stdout: int) -> None:
+def _give_up(settings: Settings, stdout: int, deadline: Deadline) -> None:
     """Watchdog expiry: write and print an ``unknown`` verdict, then end the process.
 
     ``stdout`` is a copy of file descriptor 1 taken before the probe session: while a probe
     runs, pytest has pointed descriptor 1 at its capture file, which nobody would read.
+    When the run spent a large part of its deadline waiting for a CPU, that is the reason
+    given (``celery_probe_starved``): a busy host, not a silent Celery.
     """
     from celery_probe.reports import write_run_files
-    from celery_probe.verdict import unknown_verdict
+    from celery_probe.verdict import STARVED_CODE, unknown_verdict
 
-    verdict = unknown_verdict(
-        f"no verdict within the {settings.deadline:g}s deadline: a probe or the app import "
-        "did not return and could not be interrupted",
-        code="celery_probe_deadline_exceeded",
-    )
+    if deadline.starved_run():
+        verdict = unknown_verdict(
+            f"no verdict within the {settings.deadline:g}s deadline: "
+            + deadline.starvation("the probes could not finish in time"),
+            code=STARVED_CODE,
+        )
+    else:
+        verdict = unknown_verdict(
+            f"no verdict within the {settings.deadline:g}s deadline: a probe or the app import "
+            "did not return and could not be interrupted",
+            code="celery_probe_deadline_exceeded",
+        )
     verdict["target"] = settings.describe_target()
     try:
         write_run_files(settings.report_dir, None, verdict)

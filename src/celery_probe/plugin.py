@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from celery_probe.deadline import Deadline, ProbeTimeout, alarm
+from celery_probe.deadline import Deadline, ProbeTimeout, Starved, alarm
 from celery_probe.errors import ProbeUsageError
 from celery_probe.markers import MARKER_HELP, ProbeMark, probe_mark
-from celery_probe.session import KnownFailure, MeasurementFailed, ProbeRun
+from celery_probe.session import KnownFailure, MeasurementFailed, ProbeRun, StarvedFailure
 from celery_probe.settings import Settings, resolve_settings
 
 if TYPE_CHECKING:
@@ -215,8 +215,7 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         app = build_app(settings)
     except ProbeUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
-    deadline = Deadline(settings.deadline)
-    deadline.started = deadline_started.started
+    deadline = Deadline(settings.deadline, since=deadline_started)
     return RunContext(settings=settings, app=app, deadline=deadline)
 
 
@@ -290,18 +289,26 @@ def note(json_metadata: dict[str, Any]) -> Any:
 
 
 @pytest.fixture
-def known() -> Any:
+def known(request: pytest.FixtureRequest) -> Any:
     """Turn a :class:`KnownFailure` into an immediate failure with its reason.
 
     A measurement that failed in this very call (:class:`MeasurementFailed`) is this
     probe's own root cause; one that had already failed is a consequence: "not attempted".
+    A :class:`~celery_probe.deadline.Starved` measurement, and every consequence of one,
+    fails as no evidence at all: the verdict says ``unknown`` (``celery_probe_starved``).
     """
+    item = request.node
 
     class _Known:
         def __enter__(self) -> None:
             return None
 
         def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+            if isinstance(exc, Starved):
+                mark_starved(item, str(exc))
+                pytest.fail(str(exc), pytrace=False)
+            if isinstance(exc, StarvedFailure):
+                mark_starved(item, f"not attempted: {exc}")
             if isinstance(exc, MeasurementFailed):
                 pytest.fail(str(exc), pytrace=False)
             if isinstance(exc, KnownFailure):
@@ -309,6 +316,14 @@ def known() -> Any:
             return False
 
     return _Known()
+
+
+_STARVED = pytest.StashKey[str]()
+
+
+def mark_starved(item: pytest.Item, message: str) -> None:
+    """Record that ``item`` failed for the prober's own lack of time, not for Celery's fault."""
+    item.stash[_STARVED] = message
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -324,9 +339,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 # Built-in probes run in causal order (the broker before the workers before the round
 # trip), so a failure upstream is known before anything downstream waits for it.
+# Probes that wait on something other than Celery (an HTTP endpoint, an events window) run
+# after the round trip, so a slow dependency of degraded severity never starves it.
 BUILTIN_ORDER = (
     "test_broker.py", "test_workers.py", "test_drift.py", "test_queues.py", "test_backlog.py",
-    "test_beat.py", "test_endpoint.py", "test_roundtrip.py", "test_sla.py", "test_task_runtimes.py",
+    "test_beat.py", "test_roundtrip.py", "test_sla.py", "test_endpoint.py", "test_task_runtimes.py",
 )
 
 
@@ -380,12 +397,21 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
     if when == "teardown":
         budget += TEARDOWN_GRACE
     elif budget <= 0:
+        # No evidence either way: whatever used the deadline up reports its own reason.
+        mark_starved(item, "not attempted: the deadline was used up")
         pytest.fail(
-            f"not attempted: the {deadline.total:g}s deadline was used up by earlier probes",
+            f"not attempted: the {deadline.total:g}s deadline was used up by earlier probes"
+            + (f" ({deadline.cpu_wait():.2f}s of it waiting for a CPU)" if deadline.starved_run() else ""),
             pytrace=False,
         )
-    with alarm(budget, f"{when} of {item.nodeid}"):
-        return (yield)
+    with deadline.wait(f"the {when} of {item.name}") as waited:
+        try:
+            with alarm(budget, f"{when} of {item.nodeid}"):
+                return (yield)
+        except ProbeTimeout:
+            if when != "teardown" and not waited.fair():
+                mark_starved(item, str(waited.starved()))
+            raise
 
 
 @pytest.hookimpl(wrapper=True)
@@ -409,13 +435,17 @@ def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
 @pytest.hookimpl(optionalhook=True)
 def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[Any]) -> dict[str, Any]:
     mark = item.stash.get(_MARK, None)
-    if mark is None or call.when != "setup":
+    if mark is None:
         return {}
+    if call.when != "setup":
+        return {"starved": item.stash[_STARVED]} if _STARVED in item.stash else {}
     doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines() if hasattr(item, "obj") else []
     probe = {**mark.as_dict(), "title": doc[0] if doc else item.name, "file": item.path.name,
              "order": item.stash.get(_ORDER, 0)}
     if _item_target(item):
         probe["target"] = _item_target(item)
+    if _STARVED in item.stash:
+        return {"probe": probe, "starved": item.stash[_STARVED]}
     return {"probe": probe}
 
 

@@ -36,6 +36,8 @@ class Trip:
     latency_ms: float | None = None
     error: str | None = None
     saturated: str | None = None  # why the queue could not take the task: every consumer busy
+    timed_out: bool = False  # no result within the wait (an error of its own otherwise)
+    starved: str | None = None  # the wait was too short to count: the prober's own lack of time
 
     @property
     def ok(self) -> bool:
@@ -127,6 +129,7 @@ def collect_trips(trips: list[Trip], deadline: Deadline, *, wait: float) -> None
         step = min(step * 1.5, 0.025)
     for trip in pending:
         trip.error = f"no result within {wait:.2f}s"
+        trip.timed_out = True
 
 
 def _judge(trip: Trip) -> None:

@@ -23,7 +23,7 @@ from celery_probe.broker import (
     measure_queues,
     open_connection,
 )
-from celery_probe.deadline import Deadline, ProbeTimeout, alarm
+from celery_probe.deadline import Deadline, ProbeTimeout, Starved, alarm
 from celery_probe.roundtrip import (
     Trip,
     collect_trips,
@@ -50,6 +50,13 @@ EVALUATION_RESERVE = 0.25  # seconds kept back from the round-trip wait for the 
 
 class KnownFailure(Exception):
     """A measurement this probe depends on already failed; the message says why."""
+
+
+class StarvedFailure(KnownFailure):
+    """A measurement this probe depends on was starved (see :class:`~celery_probe.deadline.Starved`).
+
+    Its consequences are no evidence either: they too make the verdict ``unknown``.
+    """
 
 
 class MeasurementFailed(KnownFailure):
@@ -89,17 +96,24 @@ class ProbeRun:
         self._cache: dict[str, Any] = {}
         self.rotation: dict[str, int] | None = None  # set when round trips take turns
         self._errors: dict[str, str] = {}
+        self._starved: set[str] = set()  # keys whose failure was the prober's own lack of time
 
     # -- memoisation with remembered failures ------------------------------------------
 
     def _once(self, key: str, compute: Callable[[], T]) -> T:
         if key in self._errors:
-            raise KnownFailure(self._errors[key])
+            raise (StarvedFailure if key in self._starved else KnownFailure)(self._errors[key])
         if key not in self._cache:
             try:
                 self._cache[key] = compute()
+            except Starved as exc:  # raised as is to the probe that asked first
+                self._errors[key] = str(exc)
+                self._starved.add(key)
+                raise
             except KnownFailure as exc:
                 self._errors[key] = str(exc)
+                if isinstance(exc, StarvedFailure):
+                    self._starved.add(key)
                 raise
             except ProbeTimeout as exc:
                 self._errors[key] = f"timed out: {exc}"
@@ -115,11 +129,15 @@ class ProbeRun:
         def compute() -> BrokerCheck:
             self._conn = open_connection(self.app)
             budget = self._connect_budget()
-            try:
-                with alarm(budget, "the broker connection"):
-                    return check_broker(self._conn)
-            except ProbeTimeout:
-                return BrokerCheck(False, "unknown", error=f"no answer within {budget:.2f}s")
+            with self.deadline.wait("the broker connection") as waited:
+                try:
+                    with alarm(budget, "the broker connection"):
+                        check = check_broker(self._conn)
+                except ProbeTimeout:
+                    check = BrokerCheck(False, "unknown", error=f"no answer within {budget:.2f}s", timed_out=True)
+            if check.timed_out and not waited.fair():
+                raise waited.starved()
+            return check
 
         return self._once("broker", compute)
 
@@ -141,12 +159,17 @@ class ProbeRun:
     def backend(self) -> BackendCheck:
         def compute() -> BackendCheck:
             budget = self._connect_budget()
-            try:
-                with alarm(budget, "the result backend connection"):
-                    return check_backend(self.app)
-            except ProbeTimeout:
-                name = type(self.app.backend).__name__
-                return BackendCheck(True, name, reachable=False, error=f"no answer within {budget:.2f}s")
+            with self.deadline.wait("the result backend connection") as waited:
+                try:
+                    with alarm(budget, "the result backend connection"):
+                        check = check_backend(self.app)
+                except ProbeTimeout:
+                    name = type(self.app.backend).__name__
+                    check = BackendCheck(True, name, reachable=False, error=f"no answer within {budget:.2f}s",
+                                         timed_out=True)
+            if check.timed_out and not waited.fair():
+                raise waited.starved()
+            return check
 
         return self._once("backend", compute)
 
@@ -155,12 +178,19 @@ class ProbeRun:
     def ping(self) -> PingResult:
         def compute() -> PingResult:
             self.require_broker()
-            return ping_workers(
-                self.app,
-                window=self.settings.ping_window,
-                expect=self.settings.expect_workers,
-                budget=self.deadline.remaining(),
-            )
+            with self.deadline.wait("the ping") as waited:
+                result = ping_workers(
+                    self.app,
+                    window=self.settings.ping_window,
+                    expect=self.settings.expect_workers,
+                    budget=self.deadline.remaining(),
+                )
+            # Silence is evidence only after a whole idle window of listening (or the fair
+            # wait, if that is shorter): a reply may still have been on its way.
+            needed = min(self.settings.ping_window, self.deadline.fair_wait())
+            if not result.replies and not waited.fair(needed):
+                raise waited.starved(needed)
+            return result
 
         return self._once("ping", compute)
 
@@ -236,9 +266,12 @@ class ProbeRun:
             # Stop waiting a little before the deadline: the probes that judge these
             # trips (failed, saturated, slow) still need a moment to run.
             wait = max(0.05, self.deadline.remaining() - EVALUATION_RESERVE)
-            collect_trips(trips, self.deadline, wait=wait)
+            with self.deadline.wait("the round trip") as waited:
+                collect_trips(trips, self.deadline, wait=wait)
             for trip in trips:
-                if not trip.ok:
+                if trip.timed_out and not waited.fair():
+                    trip.starved = str(waited.starved())
+                elif not trip.ok:
                     trip.saturated = self._saturation(trip.queue)
             consumed = set(reachable)
             for queue in self.queues:

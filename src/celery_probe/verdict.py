@@ -7,7 +7,7 @@ raising. ``status`` is one of :data:`STATUSES`:
 * ``down``: a ``critical`` probe failed, errored or timed out;
 * ``degraded``: a ``degraded`` probe failed;
 * ``unknown``: the evidence itself is missing or broken (no report, no probe ran, a probe
-  file did not load);
+  file did not load, or the prober itself was starved of time: ``celery_probe_starved``);
 * ``healthy``: probes ran and none of the above holds.
 """
 
@@ -25,6 +25,7 @@ SEVERITY_ORDER = {"critical": 0, "degraded": 1, "error": 2, "info": 3}
 FAILED_OUTCOMES = ("failed", "error")
 RAN_OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed")
 MAX_MESSAGE = 500
+STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fair chance
 
 
 def unknown_verdict(message: str, code: str = "celery_probe_no_evidence") -> dict[str, Any]:
@@ -100,7 +101,10 @@ def _map(report: Any) -> dict[str, Any]:
             severity = _text(probe.get("severity")) or DEFAULT_SEVERITY
             if severity not in ("critical", "degraded", "error"):
                 severity = DEFAULT_SEVERITY
-            reason = _reason(probe.get("code") or DEFAULT_CODE, severity, test, _failure_message(test))
+            code = probe.get("code") or DEFAULT_CODE
+            if metadata.get("starved"):  # the prober's own lack of time: no evidence either way
+                code, severity = STARVED_CODE, "error"
+            reason = _reason(code, severity, test, _failure_message(test))
             if str(reason["probe"] or "").startswith("::") and _text(probe.get("file")):
                 reason["probe"] = f"{probe['file']}{reason['probe']}"  # a probe file outside the rootdir
             reasons.append(reason)
