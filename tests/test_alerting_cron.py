@@ -60,7 +60,7 @@ class TestChangesOfState:
             assert result.code == {"healthy": 0, "down": 2, "degraded": 3}[status]
             assert (len(smtp.received), len(hooks.posts)) == (mails, posts), (status, result.stderr)
         assert subjects(smtp) == ["[celery-probe CRITICAL] Celery worker DOWN",
-                                  "[celery-probe WARNING] Celery DEGRADED",
+                                  "[celery-probe WARNING] Celery queue HIGH",
                                   "[celery-probe RECOVERED] Celery healthy again"]
         recovery = smtp.received[-1].body
         assert "Celery is healthy again." in recovery and "was degraded since" in recovery
@@ -286,6 +286,68 @@ class TestRunCommand:
         result = cli("run", "-b", "redis://127.0.0.1:9/0", "--webhook", "ftp://x/y")
         assert result.code == 64 and "--webhook" in result.stderr
         assert not (tmp_path / "reports" / "verdict.json").exists()
+
+
+
+class TestRootCause:
+    """`celery-probe run` mails about the root cause: a stopped worker, then a stopped broker."""
+
+    def test_subject_steps_and_folding_follow_the_cause(self, start_worker, cli, smtp, hooks):
+        with RedisServer() as server:
+            env = app_env(server.url(0), server.url(1))
+            args = ["run", "-A", "probe_test_app", "--expect-workers", "1", "--deadline", "3",
+                    *mail(smtp), "--webhook", hooks.url("/generic"), "--webhook", "slack=" + hooks.url("/slack"),
+                    "--service-name", "celery-worker", "--broker-service", "redis-server",
+                    "--alert-impact", "order e-mails and invoices"]
+            start_worker(env).stop()  # a worker that was there and is gone
+            worker_down = cli(*args, env=env)
+            server.stop()  # now the broker refuses connections
+            broker_down = cli(*args, env=env)
+        assert (worker_down.code, broker_down.code) == (2, 2), worker_down.stdout + broker_down.stdout
+        first, second = smtp.wait_for(2)
+        posts = hooks.wait_for(4)
+
+        assert first.subject == "[celery-probe CRITICAL] Celery worker DOWN"
+        assert "3. Restart it if needed: systemctl restart celery-worker" in first.body
+        assert "- Affected: order e-mails and invoices" in first.body
+
+        assert second.subject == "[celery-probe CRITICAL] Celery broker UNREACHABLE"
+        assert "alert sent: [celery-probe CRITICAL] Celery broker UNREACHABLE" in broker_down.stderr
+        body = second.body
+        assert "The Celery broker does not answer" in body and "worker is not responding" not in body
+        steps = body.split("Action required:\n", 1)[1].split("\n\n", 1)[0]
+        assert steps.startswith("1. Check the broker service: systemctl status redis-server")
+        assert "Do not restart the workers for this" in steps and "systemctl restart" not in steps
+        reasons = body.split("Reasons:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+        assert reasons[0].startswith("- celery_broker_unreachable [critical]: broker redis://127.0.0.1:")
+        assert "Connection refused" in reasons[0] or "connection refused" in reasons[0].lower()
+        (folded,) = [line for line in reasons if "not attempted" in line]
+        # The result backend is on the same stopped Redis: two causes, listed, then their consequences.
+        assert reasons[1].startswith("- celery_backend_unreachable [critical]: ")
+        assert folded.startswith("- and ") and " probes not attempted because of the above: " in folded
+        assert "celery_worker_down" in folded and body.count("not attempted") == 1
+
+        by_path = {}
+        for post in posts:
+            by_path.setdefault(post.path, []).append(post.json())
+        generic = by_path["/generic"][-1]
+        assert generic["title"] == "[celery-probe CRITICAL] Celery broker UNREACHABLE"
+        assert generic["cause"] == "celery_broker_unreachable"
+        assert generic["impact"][0] == "Affected: order e-mails and invoices"
+        assert any("Do not restart the workers" in step for step in generic["steps"])
+        slack = by_path["/slack"][-1]["text"]
+        assert slack.startswith("[celery-probe CRITICAL] Celery broker UNREACHABLE\n")
+        assert slack.count("not attempted") == 1 and "What to do:" in slack
+
+    def test_impact_from_the_environment_needs_no_destination(self, cli):
+        """CELERY_PROBE_ALERT_IMPACT may sit in a shared env file; a run without alerts still runs."""
+        result = cli("run", "-b", f"redis://127.0.0.1:{free_port()}/0", "--deadline", "2",
+                     env={"CELERY_PROBE_ALERT_IMPACT": "invoices"})
+        assert result.code == 2, result.stderr
+
+    def test_a_bad_impact_is_a_usage_error(self, cli, smtp):
+        result = cli("run", "-b", "redis://127.0.0.1:9/0", *mail(smtp), "--alert-impact", "x" * 301)
+        assert result.code == 64 and "--alert-impact" in result.stderr
 
 
 def test_state_file_is_plain_json(health, hooks, tmp_path):

@@ -36,6 +36,9 @@ class TestForms:
         assert payload["reasons"] == [{"code": "celery_worker_down", "severity": "critical",
                                        "message": "no worker answered ping (listened 347 ms)"}]
         assert payload["target"] == "app proj on redis://:***@redis:6379/0"
+        assert payload["cause"] == "celery_worker_down"
+        assert payload["steps"][0] == "Check the worker service: systemctl status celery"
+        assert payload["impact"][0] == "Background tasks are not being processed"
         assert post.headers["Idempotency-Key"] == payload["id"]
         text = post.body.decode() + result.stdout + result.stderr
         assert "brokerpw99" not in text and "endpointpw77" not in text
@@ -47,7 +50,7 @@ class TestForms:
         (post,) = hooks.wait_for(1)
         payload = post.json()
         assert list(payload) == ["text"]
-        assert payload["text"].startswith("[celery-probe CRITICAL] Celery worker DOWN\n")
+        assert payload["text"].startswith("[celery-probe CRITICAL] Celery DOWN\n")  # code c: no known cause
         assert "&lt;!channel&gt; see &lt;http://evil|here&gt; &amp; more" in payload["text"]
         assert "<" not in payload["text"]
 
@@ -58,7 +61,7 @@ class TestForms:
         (post,) = hooks.wait_for(1)
         payload = post.json()
         assert payload["chat_id"] == "-1001234"
-        assert payload["text"].startswith("[celery-probe CRITICAL] Celery worker DOWN")
+        assert payload["text"].startswith("[celery-probe CRITICAL] Celery DOWN")
         assert len(payload["text"]) <= 4096
         assert "parse_mode" not in payload  # plain text: nothing in a reason is markup
 

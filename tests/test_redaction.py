@@ -27,6 +27,7 @@ one-line errors for URLs that do not parse, from every source a URL can come fro
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -35,6 +36,7 @@ from conftest import APPS, app_env, run_cli
 from serving import HEALTH, ServeProcess
 
 from celery_probe.testing import CeleryWorker, RedisServer, free_port
+from celery_probe.urls import scrub, secrets_in
 
 pytestmark = pytest.mark.redis_only  # a private, password-protected redis-server
 pytest_plugins = ["alert_fixtures"]
@@ -198,3 +200,179 @@ class TestUnparsableUrls:
         assert result.code == 64, (result.stdout, result.stderr)
         (line,) = result.stderr.strip().splitlines()
         assert ":***@" in line and MARKER not in result.stdout + result.stderr, line
+
+
+# -- passwords that look like the parts around them ----------------------------------------------
+#
+# Only the password component is masked: a password that is also the start of the host (127),
+# the user name (guest), the database or vhost (12, probe-redact-vh), or full of URL-special
+# characters must never take the host, port, user or vhost with it.
+
+SPECIAL = "p@ss:w/rd#?%&x"  # percent-encoded in the URL
+SHAPES = {  # case -> (user, password); the password is accepted by the private redis-server
+    "127": ("guest", "127"),
+    "same as the user": ("guest", "guest"),
+    "same as the database": ("guest", "12"),
+    "url-special characters": ("guest", SPECIAL),
+}
+DB, RESULT_DB = 12, 13
+VHOST = "probe-redact-vh"  # never created: RabbitMQ refuses, nothing is left behind
+RABBIT_SHAPES = {  # case -> password for guest on the local RabbitMQ, all refused
+    "127": "127",
+    "same as the user": "guest",  # right password, but the vhost does not exist
+    "same as the vhost": VHOST,
+}
+TOKEN_EDGE = r"[\s'\"=,;()\[\]{}<>|]"
+
+
+def shape_url(port: int, user: str, password: str, db: int, host: str = "127.0.0.1") -> str:
+    return f"redis://{user}:{quote(password, safe='')}@{host}:{port}/{db}"
+
+
+def as_password(text: str, user: str, password: str) -> list[str]:
+    """Where ``password`` appears *as the password*: after ``user:`` in a URL, or as a token.
+
+    A password equal to a part the output shows (the user, the database, the vhost) is that
+    part wherever it stands outside the URL's password position, so only that position counts.
+    """
+    found = []
+    for form in {password, quote(password, safe="")}:
+        if f"{user}:{form}@" in text:
+            found.append(f"{user}:{form}@")
+        if form in (user, str(DB), VHOST):
+            continue
+        if len(form) > 3 and form in text:  # a distinctive password: no occurrence at all
+            found.append(form)
+        pattern = rf"(?:^|{TOKEN_EDGE}){re.escape(form)}(?:$|{TOKEN_EDGE}|[.:](?:$|\s))"
+        found += [m.group(0) for m in re.finditer(pattern, text)]
+    return found
+
+
+@pytest.fixture(scope="module")
+def shaped():
+    """A redis-server whose user guest accepts every password of SHAPES, and a worker on it."""
+    passwords = [f">{password}" for _user, password in SHAPES.values()]
+    with RedisServer(extra=["--user", "guest", "on", *passwords, "~*", "&*", "+@all"]) as server:
+        user, password = SHAPES["same as the user"]
+        env = app_env(shape_url(server.port, user, password, DB), shape_url(server.port, user, password, RESULT_DB))
+        with CeleryWorker("probe_test_app", name="shapes@%h", env=env, pythonpath=[APPS]):
+            yield server
+
+
+class TestPasswordShapes:
+    """The password is masked where it is the password, and nowhere else."""
+
+    @pytest.mark.parametrize("case", list(SHAPES))
+    def test_run_outputs_show_everything_but_the_password(self, case, shaped, smtp, hooks, tmp_path):
+        user, password = SHAPES[case]
+        broker = shape_url(shaped.port, user, password, DB)
+        env = app_env(broker, shape_url(shaped.port, user, password, RESULT_DB))
+        state_file = tmp_path / "alert-state.json"
+        # --expect-workers 2 with one worker: degraded, so the mail and the webhook go out.
+        result = run_cli(
+            "run", "-A", "probe_test_app", "--expect-workers", "2", "--deadline", "4", "-v",
+            "--report-dir", str(tmp_path / "reports"), "--prom-file", str(tmp_path / "celery.prom"),
+            "--email", "ops@example.com", "--smtp", smtp.address, "--mail-from", "probe@example.com",
+            "--webhook", hooks.url(), "--state-file", str(state_file),
+            env=env, cwd=tmp_path, timeout=60,
+        )
+        assert result.code == 3, result.stdout + result.stderr
+        (mail,) = smtp.wait_for(1)
+        (post,) = hooks.wait_for(1)
+        files = everything_in(tmp_path)
+        sinks = {
+            "stdout": result.stdout, "stderr": result.stderr, **files,
+            "mail": mail.body, "webhook": post.body.decode() + json.dumps(post.headers),
+        }
+        assert {name: hits for name, text in sinks.items() if (hits := as_password(text, user, password))} == {}
+        shown = f"redis://{user}:***@127.0.0.1:{shaped.port}/{DB}"
+        visible_in = ["stdout", "reports/verdict.json", "reports/latest.json", "mail", "webhook"]  # not in
+        # history.jsonl and the metrics, which name no target: they are searched for the password only
+        assert [name for name in visible_in if shown not in sinks[name]] == [], shown
+        verdict = json.loads(files["reports/verdict.json"])
+        assert verdict["target"] == f"app probe_test_app on {shown}"
+        assert [r["code"] for r in verdict["reasons"] if r["severity"] != "info"] == ["celery_workers_missing"]
+        assert "celery_probe_queue_length" in files["celery.prom"]  # the metrics were written
+
+    @pytest.mark.parametrize("case", list(SHAPES))
+    def test_serve_answers_show_everything_but_the_password(self, case, shaped, tmp_path):
+        user, password = SHAPES[case]
+        env = app_env(shape_url(shaped.port, user, password, DB), shape_url(shaped.port, user, password, RESULT_DB))
+        with ServeProcess("-A", "probe_test_app", "--expect-workers", "2", "--deadline", "4", "--interval", "1",
+                          env=env, cwd=tmp_path) as server:
+            verdict = server.wait_status("degraded", timeout=30)
+            answers = {path: server.get(path) for path in (HEALTH, "/healthz", "/metrics")}
+            log = server.log_text()
+        assert verdict["target"] == f"app probe_test_app on redis://{user}:***@127.0.0.1:{shaped.port}/{DB}"
+        assert 'celery_probe_workers_up' in answers["/metrics"].body.decode()
+        sinks = {path: reply.body.decode() + json.dumps(reply.headers) for path, reply in answers.items()}
+        sinks["log"] = log
+        assert {name: hits for name, text in sinks.items() if (hits := as_password(text, user, password))} == {}
+
+    @pytest.mark.parametrize("case", list(RABBIT_SHAPES))
+    def test_a_refusing_rabbitmq_is_named_in_full(self, case, smtp, hooks, tmp_path):
+        """RabbitMQ refuses the login (or the vhost): the error names the vhost, the URL its parts."""
+        if not rabbitmq_listening():
+            pytest.skip("no RabbitMQ on 127.0.0.1:5672")
+        password = RABBIT_SHAPES[case]
+        broker = f"amqp://guest:{password}@127.0.0.1:5672/{VHOST}"
+        result = run_cli(
+            "run", "-b", broker, "--deadline", "3", "--format", "json",
+            "--report-dir", str(tmp_path / "reports"),
+            "--email", "ops@example.com", "--smtp", smtp.address, "--mail-from", "probe@example.com",
+            "--webhook", hooks.url(), cwd=tmp_path, timeout=60,
+        )
+        assert result.code == 2, result.stdout + result.stderr
+        (mail,) = smtp.wait_for(1)
+        (post,) = hooks.wait_for(1)
+        files = everything_in(tmp_path)
+        sinks = {"stdout": result.stdout, "stderr": result.stderr, **files, "mail": mail.body,
+                 "webhook": post.body.decode()}
+        assert {name: hits for name, text in sinks.items() if (hits := as_password(text, "guest", password))} == {}
+        shown = f"amqp://guest:***@127.0.0.1:5672/{VHOST}"
+        verdict = result.verdict()
+        assert verdict["target"] == shown
+        assert verdict["reasons"][0]["code"] == "celery_broker_unreachable"
+        assert shown in verdict["reasons"][0]["message"]
+        assert [name for name in ("reports/verdict.json", "reports/latest.json", "mail", "webhook")
+                if shown not in sinks[name]] == []
+
+
+def rabbitmq_listening() -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", 5672), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+class TestScrubRules:
+    """The pure rules behind the cases above, one per line of urls.py's docstring."""
+
+    def test_a_url_is_masked_by_component(self):
+        url = "amqp://guest:127@127.0.0.1:5672/x"
+        assert scrub(f"app on {url}", secrets_in([url])) == "app on amqp://guest:***@127.0.0.1:5672/x"
+
+    def test_a_password_inside_a_longer_name_stays(self):
+        secrets = secrets_in(["redis://u:127@127.0.0.1:6379/0", "redis://u:6379@localhost:1/0"])
+        text = "Error 111 connecting to 127.0.0.1:6379. Host 10.0.0.127, port 16379."
+        assert scrub(text, secrets) == text
+
+    def test_a_stand_alone_password_is_masked(self):
+        secrets = secrets_in(["redis://u:Pl4nted%2Fpw@h:1/0"])
+        text = "AUTH Pl4nted/pw failed; password:Pl4nted/pw, pw='Pl4nted%2Fpw'."
+        assert scrub(text, secrets) == "AUTH *** failed; password:***, pw='***'."
+
+    def test_a_password_equal_to_a_shown_part_is_masked_in_its_url_position_only(self):
+        urls = ["amqp://guest:guest@h:5672/orders", "amqp://guest:orders@h:5672/orders", "redis://u:12@h:1/12"]
+        assert secrets_in(urls) == set()
+        text = "vhost 'orders' refused for user 'guest'"
+        assert scrub([*urls, text], secrets_in(urls)) == [
+            "amqp://guest:***@h:5672/orders", "amqp://guest:***@h:5672/orders", "redis://u:***@h:1/12", text]
+
+    def test_webhook_tokens_in_a_path_are_still_masked(self):
+        secrets = {"https://hooks.example.com/services/T0001/Zx9SecretToken42", "Zx9SecretToken42"}
+        text = "POST https://hooks.example.com/services/T0001/Zx9SecretToken42 failed: /services/T0001/Zx9SecretToken42"
+        assert scrub(text, secrets) == "POST *** failed: /services/T0001/***"

@@ -22,10 +22,11 @@ class Wording:
     service: str = "celery"
     broker_service: str = "redis"
     hostname: str = "localhost"
+    impact: str | None = None  # --alert-impact: what Celery does for the product, in the operator's words
 
     def values(self, note: Notification) -> dict[str, str]:
         return fields(note, label=self.label, service=self.service,
-                      broker_service=self.broker_service, hostname=self.hostname)
+                      broker_service=self.broker_service, hostname=self.hostname, impact=self.impact)
 
 
 class Channel(Protocol):

@@ -132,6 +132,18 @@ def _label(raw: str | None) -> str | None:
     return value
 
 
+def _impact(raw: str | None) -> str | None:
+    """``--alert-impact``: one line of the operator's own words, shown in every problem alert."""
+    if raw is None:
+        return None
+    value = raw.strip()
+    if not value:
+        return None
+    if len(value) > 300 or not all(ch.isprintable() for ch in value):
+        raise _fail("--alert-impact", raw, "must be one line of at most 300 printable characters")
+    return value
+
+
 def _default_from() -> str:
     host = socket.gethostname() or ""
     candidate = f"celery-probe@{host}"
@@ -152,6 +164,7 @@ def build_alert_config(
     service_name: str | None = None,
     broker_service: str | None = None,
     label: str | None = None,
+    impact: str | None = None,
     webhooks: Sequence[str] = (),
     webhook_format: str | None = None,
     telegram_chat_id: str | None = None,
@@ -184,6 +197,7 @@ def build_alert_config(
         service=_unit("--service-name", service_name, "celery"),
         broker_service=_unit("--broker-service", broker_service, "redis"),
         hostname=socket.gethostname() or "localhost",
+        impact=_impact(impact),
     )
     secrets: set[str] = set()
     recipients = list(dict.fromkeys(e.strip() for e in emails))

@@ -34,6 +34,10 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--service-name", "service_name", {"metavar": "UNIT", "help": "The worker's systemd unit, named in the mail's steps (default celery)."}),
     ("--broker-service", "broker_service", {"metavar": "UNIT", "help": "The broker's systemd unit, named in the mail's steps (default redis)."}),
     ("--label", "label", {"metavar": "TEXT", "help": "Name of this deployment, added to subjects and payloads."}),
+    ("--alert-impact", "impact", {"metavar": "TEXT", "envvar": "CELERY_PROBE_ALERT_IMPACT",
+                                  "help": "What Celery does for your product, in a few words (e.g. 'invoices and "
+                                          "order e-mails'); alerts say how the problem affects it. "
+                                          "Or CELERY_PROBE_ALERT_IMPACT."}),
     ("--webhook", "webhooks", {"multiple": True, "metavar": "[FORMAT=]URL", "envvar": "CELERY_PROBE_WEBHOOKS",
                                "help": "POST alerts as JSON to URL (repeatable); FORMAT generic, slack or telegram. "
                                        "Or CELERY_PROBE_WEBHOOKS (space-separated), which keeps tokens out of ps."}),
@@ -45,6 +49,10 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--alert-timeout", "alert_timeout", {"metavar": "SECONDS", "help": "Bound on each mail or webhook delivery (default 10)."}),
     ("--lock-timeout", "lock_timeout", {"metavar": "SECONDS", "help": "Wait at most this for an overlapping run's lock (default 5)."}),
 )
+
+
+# Wording that may sit in the environment of every run, with or without alerting.
+_WORDING_ONLY = frozenset({"impact"})
 
 
 def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,7 +71,7 @@ def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def config_from_params(params: dict[str, Any]) -> AlertConfig | None:
     """Take the alert options out of click's ``params`` and validate them (ProbeUsageError)."""
     values = {name: params.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
-    if not any(value not in (None, False, ()) for value in values.values()):
+    if not any(value not in (None, False, ()) for name, value in values.items() if name not in _WORDING_ONLY):
         return None  # no alerting asked for: skip importing the mail and webhook machinery
     from celery_probe.alerting.config import build_alert_config
 

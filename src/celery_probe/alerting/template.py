@@ -6,8 +6,10 @@ also shipped as ``docs/deploy/mail-problem.txt`` and ``mail-recovery.txt``) say 
 systemd deployment. ``$name`` placeholders are listed in :data:`PLACEHOLDERS`; a template
 that uses an unknown one is refused when the command starts, not when Celery is down.
 
-Subjects are built only from fixed words and the operator's ``--label``: nothing that the
-verdict (or a remote endpoint) says ever reaches a mail header.
+Subject, headline, impact and steps follow the verdict's root cause
+(:mod:`celery_probe.alerting.causes`), and reasons that only follow from it are folded into
+one line. Subjects are built only from fixed words and the operator's ``--label``: nothing
+that the verdict (or a remote endpoint) says ever reaches a mail header.
 """
 
 from __future__ import annotations
@@ -19,14 +21,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from celery_probe.alerting.causes import cause_of, fold, folded_line, impact_lines, step_lines
 from celery_probe.alerting.state import Notification, parse_time
 from celery_probe.errors import ProbeUsageError
 
 MAX_TEMPLATE_BYTES = 64 * 1024
 
 PLACEHOLDERS: dict[str, str] = {
-    "subject": "the subject line, e.g. [celery-probe CRITICAL] Celery worker DOWN",
+    "subject": "the subject line, e.g. [celery-probe CRITICAL] Celery broker UNREACHABLE",
     "headline": "one sentence saying what is wrong (or that it recovered)",
+    "cause": "the root cause's reason code (or 'none')",
     "event": "problem, change, repeat or recovery",
     "status": "healthy, degraded, down or unknown",
     "status_upper": "the status in capitals",
@@ -44,9 +48,11 @@ PLACEHOLDERS: dict[str, str] = {
     "scheduled_tasks": "tasks scheduled with an ETA (or n/a)",
     "queue_length": "messages waiting in the watched queues (or n/a)",
     "last_heartbeat": "the latest worker reply (or n/a)",
-    "reasons": "one line per reason: - code [severity]: message (and the Flower page for it, with --flower-url)",
+    "reasons": "one line per reason: - code [severity]: message (and the Flower page for it, with --flower-url); "
+               "reasons not attempted because of an earlier one are folded into one line",
     "flower": "the Flower dashboard (--flower-url, credentials removed), or n/a",
-    "impact": "what the status means for the product, one line per item",
+    "impact": "what the root cause means for the product, one line per item (--alert-impact adds yours)",
+    "steps": "what to do about the root cause, numbered, one line per step",
     "service": "the worker's systemd unit (--service-name)",
     "broker_service": "the broker's systemd unit (--broker-service)",
     "hostname": "the machine that ran the check",
@@ -71,10 +77,7 @@ Impact:
 $impact
 
 Action required:
-1. Check the worker service: systemctl status $service
-2. Check its logs: journalctl -u $service -n 100
-3. Restart it if needed: systemctl restart $service
-4. Check the broker: systemctl status $broker_service
+$steps
 
 --
 celery-probe on $hostname
@@ -97,34 +100,10 @@ being worked off now: watch the queue length fall.
 celery-probe on $hostname
 """
 
-HEADLINES = {
-    ("down", False): "Celery worker is not responding. Background tasks are not being processed.",
-    ("down", True): "Celery is down: workers answer, but tasks are not being processed.",
-    ("degraded", None): "Celery is degraded: background tasks are delayed or only partly processed.",
-    ("unknown", None): "Celery health is unknown: the check produced no usable evidence.",
-    ("healthy", None): "Celery is healthy again.",
-}
-
-IMPACT = {
-    "down": (
-        "- Background tasks are not being processed\n"
-        "- Periodic jobs (synchronisation, analysis, escalations, clean-ups) do not run\n"
-        "- Work the application queues waits in the broker until a worker returns"
-    ),
-    "degraded": (
-        "- Background tasks run late or only on some queues\n"
-        "- Periodic jobs may miss their schedule\n"
-        "- Users may see stale or delayed results"
-    ),
-    "unknown": (
-        "- Nobody can tell right now whether background tasks are processed\n"
-        "- Treat it as down until the check works again"
-    ),
-    "healthy": "- none: background tasks are processed again",
-}
+RECOVERED = "Celery is healthy again."
+RECOVERED_IMPACT = "none: background tasks are processed again"
 
 SEVERITY = {"down": "CRITICAL", "degraded": "WARNING", "unknown": "UNKNOWN", "healthy": "RECOVERED"}
-TITLES = {"down": "Celery worker DOWN", "degraded": "Celery DEGRADED", "unknown": "Celery health UNKNOWN"}
 
 
 @dataclass(frozen=True)
@@ -169,24 +148,19 @@ def severity_word(note: Notification) -> str:
 
 
 def subject(note: Notification, label: str | None = None) -> str:
-    """``[celery-probe CRITICAL] Celery worker DOWN`` and friends; fixed words only."""
+    """``[celery-probe CRITICAL] Celery broker UNREACHABLE`` and friends; fixed words only."""
     if note.event == "recovery":
         title = "Celery healthy again"
     else:
-        title = TITLES.get(note.status, TITLES["unknown"])
-        if note.event == "repeat":
-            title = title.replace("DOWN", "still DOWN").replace("DEGRADED", "still DEGRADED").replace(
-                "UNKNOWN", "still UNKNOWN")
+        title = cause_of(note.status, note.verdict)[1].title(repeat=note.event == "repeat")
     text = f"[celery-probe {severity_word(note)}] {title}"
     return f"{text} ({label})" if label else text
 
 
 def headline(note: Notification) -> str:
     if note.event == "recovery":
-        return HEADLINES[("healthy", None)]
-    if note.status == "down":
-        return HEADLINES[("down", note.verdict.get("worker_alive") is True)]
-    return HEADLINES.get((note.status, None), HEADLINES[("unknown", None)])
+        return RECOVERED
+    return cause_of(note.status, note.verdict)[1].headline
 
 
 def _shown(value: Any) -> str:
@@ -214,25 +188,43 @@ def _duration(start: str | None, end: datetime) -> str:
 
 
 def reason_lines(verdict: Mapping[str, Any]) -> str:
-    reasons = verdict.get("reasons") or []
+    """One line per reason, the consequences of the root causes folded into one line."""
+    reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
     if not reasons:
         return "- none given"
+    shown, consequences = fold(reasons)
     lines = []
-    for r in reasons:
+    for r in shown:
         lines.append(f"- {r.get('code')} [{r.get('severity')}]: {r.get('message')}")
         if r.get("link"):
             lines.append(f"  Flower: {r['link']}")
+    folded = folded_line(consequences, causes=len([r for r in shown if r.get("severity") != "info"]) or 1)
+    if folded:
+        lines.append(f"- {folded}")
     return "\n".join(lines)
 
 
-def fields(note: Notification, *, label: str | None, service: str, broker_service: str, hostname: str) -> dict[str, str]:
+def advice(note: Notification, *, service: str, broker_service: str,
+           impact: str | None = None) -> tuple[str | None, list[str], list[str]]:
+    """The root cause's code, the impact items and the steps, for a mail or a payload."""
+    if note.event == "recovery":
+        return None, [RECOVERED_IMPACT], []
+    code, cause = cause_of(note.status, note.verdict)
+    return (code, impact_lines(cause, note.status, impact),
+            step_lines(cause, service=service, broker_service=broker_service))
+
+
+def fields(note: Notification, *, label: str | None, service: str, broker_service: str, hostname: str,
+           impact: str | None = None) -> dict[str, str]:
     """Every placeholder's value for ``note`` (all strings, untrusted parts one line each)."""
     verdict = note.verdict
     created = parse_time(note.created_at) or datetime.now(timezone.utc)
     alive = verdict.get("worker_alive")
+    code, items, steps = advice(note, service=service, broker_service=broker_service, impact=impact)
     return {
         "subject": subject(note, label),
         "headline": headline(note),
+        "cause": code or "none",
         "event": note.event,
         "status": note.status,
         "status_upper": note.status.upper(),
@@ -252,7 +244,8 @@ def fields(note: Notification, *, label: str | None, service: str, broker_servic
         "last_heartbeat": human_time(verdict.get("last_heartbeat")),
         "reasons": reason_lines(verdict),
         "flower": _shown((verdict.get("links") or {}).get("flower")),
-        "impact": IMPACT["healthy"] if note.event == "recovery" else IMPACT.get(note.status, IMPACT["unknown"]),
+        "impact": "\n".join(f"- {item}" for item in items),
+        "steps": "\n".join(f"{n}. {step}" for n, step in enumerate(steps, 1)) or "- none",
         "service": service,
         "broker_service": broker_service,
         "hostname": hostname,
@@ -265,7 +258,7 @@ def render_body(templates: MailTemplates, note: Notification, values: Mapping[st
 
 
 def short_text(note: Notification, values: Mapping[str, str], limit: int = 3500) -> str:
-    """A chat message (Slack, Telegram): subject, target, worker, reasons; at most ``limit``."""
+    """A chat message (Slack, Telegram): subject, target, worker, reasons, steps; at most ``limit``."""
     lines = [values["subject"], values["headline"], f"Target: {values['target']}",
              f"Worker alive: {values['worker_alive']}  Queue length: {values['queue_length']}"]
     if note.event == "recovery":
@@ -273,5 +266,7 @@ def short_text(note: Notification, values: Mapping[str, str], limit: int = 3500)
     else:
         lines.append(f"Since: {values['since']} ({values['duration']})")
         lines.append(values["reasons"])
+        lines.append("What to do:")
+        lines.append(values["steps"])
     text = "\n".join(lines)
     return text if len(text) <= limit else text[: limit - 1] + "…"

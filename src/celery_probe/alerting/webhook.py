@@ -28,7 +28,7 @@ from urllib.parse import unquote, urlsplit
 
 from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification
-from celery_probe.alerting.template import short_text
+from celery_probe.alerting.template import advice, short_text
 from celery_probe.bounded_http import BoundedCallError, http_request
 from celery_probe.urls import http_url_problem, scrub
 
@@ -124,9 +124,11 @@ def split_spec(spec: str, default_format: str) -> tuple[str, str]:
     return default_format, spec.strip()
 
 
-def generic_payload(note: Notification, values: dict[str, str], *, label: str | None) -> dict[str, Any]:
-    """The documented generic JSON body (``version`` 1)."""
+def generic_payload(note: Notification, values: dict[str, str], wording: Wording) -> dict[str, Any]:
+    """The documented generic JSON body (``version`` 1; ``cause``, ``impact`` and ``steps`` added since)."""
     verdict = note.verdict
+    cause, impact, steps = advice(note, service=wording.service, broker_service=wording.broker_service,
+                                  impact=wording.impact)
     return {
         "source": "celery-probe",
         "version": 1,
@@ -137,7 +139,10 @@ def generic_payload(note: Notification, values: dict[str, str], *, label: str | 
         "severity": values["severity"],
         "title": values["subject"],
         "summary": values["headline"],
-        "label": label,
+        "cause": cause,
+        "impact": impact,
+        "steps": steps,
+        "label": wording.label,
         "target": verdict.get("target"),
         "endpoint": verdict.get("source"),
         "checked_at": verdict.get("checked_at"),
@@ -165,7 +170,7 @@ def payload_for(webhook: Webhook, note: Notification, wording: Wording) -> dict[
     if webhook.format == "telegram":
         return {"chat_id": webhook.chat_id, "text": short_text(note, values, TELEGRAM_LIMIT),
                 "disable_web_page_preview": True}
-    return generic_payload(note, values, label=wording.label)
+    return generic_payload(note, values, wording)
 
 
 @dataclass(frozen=True)
