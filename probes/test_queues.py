@@ -16,10 +16,19 @@ def _summary(items, limit=10):
 
 
 @pytest.mark.probe(severity="degraded", code="celery_queue_high")
-def test_queues_below_threshold(probe_run, probe_settings, record, known):
+def test_queues_below_threshold(probe_run, probe_settings, record, note, known):
     """Each watched queue holds fewer messages than its threshold (priority lists included)."""
+    if probe_run.watch.unlisted_routers:
+        note(
+            "celery_routes_unlisted",
+            f"task_routes has {_summary(probe_run.watch.unlisted_routers, 3)}: the queues it "
+            "sends tasks to cannot be listed in advance, so they are watched only where a "
+            "worker consumes them; name them with -Q to watch them always",
+        )
     with known:
         depths = probe_run.queue_depths()
+    if probe_run.watch.consumed_added:
+        record["watched_from_workers"] = list(probe_run.watch.consumed_added)
     record["queues"] = {
         name: {**depth.as_dict(), "threshold": probe_settings.threshold_for(name)}
         for name, depth in depths.items()

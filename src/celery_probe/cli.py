@@ -49,7 +49,7 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-A", "--app", help="Celery app, MODULE[:ATTR] as for celery -A."),
         click.option("-b", "--broker", help="Broker URL (instead of, or overriding, the app's)."),
         click.option("--backend", help="Result backend URL, needed to confirm the round trip."),
-        click.option("-Q", "--queue", "queues", multiple=True, help="Queue to watch (repeatable or comma-separated). Default: the app's queues, else celery."),
+        click.option("-Q", "--queue", "queues", multiple=True, help="Queue to watch (repeatable or comma-separated). Default: the default queue, task_queues, every queue task_routes names and every queue a worker consumes."),
         click.option("--expect-workers", metavar="N", help="Workers that should answer ping; return as soon as N did."),
         click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="HTTP health URL to query (repeatable)."),
         click.option("--deadline", metavar="SECONDS", help="The whole run answers within this (default 5)."),

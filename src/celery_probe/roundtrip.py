@@ -85,6 +85,25 @@ def has_result_backend(app: Celery) -> bool:
     return not isinstance(app.backend, DisabledBackend)
 
 
+def direct_route(queue: str) -> dict[str, Any]:
+    """``send_task`` options that put a message into ``queue`` itself and declare nothing.
+
+    By default ``send_task(queue=name)`` declares the queue first, the way the sending app
+    would define it: against a RabbitMQ quorum queue or one with ``x-max-priority`` that
+    declaration fails (PRECONDITION_FAILED, inequivalent arguments), and for a queue
+    bound with another routing key it creates an exchange and a binding of its own.
+    The broker's default exchange needs neither: RabbitMQ binds every queue to it under
+    the queue's name, kombu's virtual transports (Redis, SQS…) put such a message
+    straight into the named queue, and Celery itself publishes to direct queues that way.
+    Explicit ``exchange`` and ``routing_key`` also win over any ``task_routes`` entry the
+    app has for the probe task.
+    """
+    from kombu import Exchange, Queue
+
+    target = Queue(queue, Exchange("", type="direct"), routing_key=queue, no_declare=True)
+    return {"queue": target, "exchange": "", "routing_key": queue, "declare": []}
+
+
 def send_trips(app: Celery, task_name: str, queues: list[str], *, expires: float) -> list[Trip]:
     """Publish one probe task per queue at once, so waiting for them overlaps."""
     trips = []
@@ -93,7 +112,7 @@ def send_trips(app: Celery, task_name: str, queues: list[str], *, expires: float
         trip = Trip(queue=queue, token=token, sent_at=time.perf_counter())
         try:
             trip.result = app.send_task(
-                task_name, args=(token,), queue=queue, expires=expires, retry=False
+                task_name, args=(token,), expires=expires, retry=False, **direct_route(queue)
             )
         except Exception as exc:
             trip.error = f"could not publish: {describe_error(exc)}"

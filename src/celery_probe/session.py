@@ -37,6 +37,7 @@ from celery_probe.roundtrip import (
 )
 from celery_probe.settings import Settings
 from celery_probe.urls import redact_url, secrets_in
+from celery_probe.watchlist import WatchList, configured_watch_list, consumed_queues
 from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, ping_workers
 
 if TYPE_CHECKING:
@@ -70,14 +71,8 @@ class MeasurementFailed(KnownFailure):
 
 
 def watched_queues(settings: Settings, app: Celery) -> list[str]:
-    """``-Q`` queues, else the app's ``task_queues``, else its default queue."""
-    if settings.queues:
-        return list(settings.queues)
-    configured = app.conf.task_queues
-    if configured:
-        names = [getattr(q, "name", None) or str(q) for q in configured]
-        return list(dict.fromkeys(n for n in names if n))
-    return [app.conf.task_default_queue or "celery"]
+    """The queues watched before any worker answered (see :mod:`celery_probe.watchlist`)."""
+    return configured_watch_list(app.conf, settings.queues).names
 
 
 class ProbeRun:
@@ -87,7 +82,10 @@ class ProbeRun:
         self.settings = settings
         self.app = app
         self.deadline = deadline
-        self.queues = watched_queues(settings, app)
+        self.watch: WatchList = configured_watch_list(app.conf, settings.queues)
+        self.queues = self.watch.names  # grows once, by the queues the workers consume
+        self._rotation_key = " ".join(self.queues)  # the configured part: stable across runs
+        self._watch_settled = bool(settings.queues)  # -Q is the whole list
         self.secrets = secrets_in(
             [settings.broker, settings.backend, app.conf.broker_url, _backend_url(app)]
         )
@@ -212,11 +210,35 @@ class ProbeRun:
 
     # -- queues ------------------------------------------------------------------------------
 
+    def settle_watch_list(self) -> list[str]:
+        """Add the queues the answering workers consume, once, before any queue is measured.
+
+        The broker and ping come first, so what workers consume is known only then. The
+        list is settled at the first queue measurement and not changed afterwards: the
+        depths, consumers and round trips of one run all speak of the same queues. When
+        no worker answered, the configured list stands alone.
+        """
+        if not self._watch_settled:
+            self._watch_settled = True
+            try:
+                activity = self.activity()
+            except KnownFailure:
+                return self.queues
+            consumed = {
+                name: [q for q in queues if q not in activity.broadcast]
+                for name, queues in activity.queues.items()
+            }
+            self.watch.consumed_added = self.watch.add(consumed_queues(consumed))
+        return self.queues
+
     def queue_depths(self) -> dict[str, QueueDepth]:
-        return self._once("queues", lambda: measure_queues(self.require_broker(), self.queues))
+        return self._once(
+            "queues", lambda: measure_queues(self.require_broker(), self.settle_watch_list())
+        )
 
     def consumers(self) -> dict[str, list[str]]:
         """Workers consuming each watched queue (empty lists when no worker answered)."""
+        self.settle_watch_list()
         try:
             activity = self.activity()
         except KnownFailure:
@@ -275,7 +297,7 @@ class ProbeRun:
                     trip.saturated = self._saturation(trip.queue)
             consumed = set(reachable)
             for queue in self.queues:
-                if queue not in consumed:
+                if queue not in consumed and queue in self.watch.required:
                     trips.append(Trip(queue, "", 0.0, error="no worker consumes this queue; nothing sent"))
             position = {queue: i for i, queue in enumerate(self.queues)}
             return sorted(trips, key=lambda t: position[t.queue])
@@ -292,7 +314,7 @@ class ProbeRun:
         if limit <= 0 or len(reachable) <= limit:
             self.rotation = None
             return reachable
-        path = cursor_path(self.settings.report_dir, f"{self.broker_url} {' '.join(self.queues)}")
+        path = cursor_path(self.settings.report_dir, f"{self.broker_url} {self._rotation_key}")
         chosen, following = rotate(reachable, limit, read_cursor(path))
         write_cursor(path, following)
         self.rotation = {"sent": len(chosen), "consumed": len(reachable),

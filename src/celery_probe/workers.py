@@ -99,6 +99,7 @@ class WorkerActivity:
     concurrency: dict[str, int] = field(default_factory=dict)
     busy_by_queue: dict[str, int] = field(default_factory=dict)
     answered: list[str] = field(default_factory=list)
+    broadcast: set[str] = field(default_factory=set)  # consumed through a fanout exchange
 
     def consumers_of(self, queue: str) -> list[str]:
         return sorted(worker for worker, names in self.queues.items() if queue in names)
@@ -125,7 +126,12 @@ def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> Work
         activity.active[name] = len(active.get(name) or [])
         activity.reserved[name] = len(reserved.get(name) or [])
         activity.scheduled[name] = len(scheduled.get(name) or [])
-        activity.queues[name] = sorted(str(q.get("name")) for q in (queues.get(name) or []))
+        consumed = [q for q in (queues.get(name) or []) if isinstance(q, dict)]
+        activity.queues[name] = sorted(str(q.get("name")) for q in consumed)
+        # A Broadcast queue is one per worker (``bcast.<uuid>``): it says nothing about
+        # where tasks wait, so it is not added to the watch list.
+        activity.broadcast |= {str(q.get("name")) for q in consumed
+                               if ((q.get("exchange") or {}).get("type")) == "fanout"}
         pool = (stats.get(name) or {}).get("pool") or {}
         concurrency = pool.get("max-concurrency")
         if isinstance(concurrency, int):
