@@ -142,6 +142,17 @@ CAUSES: dict[str, Cause] = {
         ("Check that the health URL (Source above) answers: the application serving it may be down",
          "This says nothing yet about Celery itself"),
     ),
+    "celery_probe_starved": Cause(
+        "Celery health", "UNKNOWN",
+        "Celery health is unknown: the host was too busy for the check to get the time it needed.",
+        _UNKNOWN_IMPACT,
+        ("The reason above gives the time the check waited for a CPU and the load average: "
+         "this says nothing yet about Celery itself",
+         "Look at what keeps the host's CPUs busy (often the workers' own CPU-bound tasks)",
+         "Give the check a longer --deadline, or run it where it gets a CPU "
+         "(docs/troubleshooting.md, A busy host)",
+         _DO_NOT_RESTART),
+    ),
 }
 _SLA = Cause("Celery tasks", "SLOW", "Celery tasks take longer than their SLA.", ("Background tasks run late",),
              ("See docs/troubleshooting.md, SLA breaches: a busy pool, a backlog, a slow broker or dependency",))
