@@ -16,10 +16,12 @@ from celery_probe.beat import BeatState, read_beat
 from celery_probe.broker import (
     BackendCheck,
     BrokerCheck,
+    DelayedBacklog,
     QueueDepth,
     check_backend,
     check_broker,
     describe_error,
+    measure_delayed,
     measure_queues,
     open_connection,
 )
@@ -206,6 +208,10 @@ class ProbeRun:
         except KnownFailure:
             return {queue: [] for queue in self.queues}
         return {queue: activity.consumers_of(queue) for queue in self.queues}
+
+    def delayed(self) -> DelayedBacklog | None:
+        """Messages in RabbitMQ's native delayed delivery queues (None: the broker has none)."""
+        return self._once("delayed", lambda: measure_delayed(self.require_broker()))
 
     def backlog(self) -> Backlog:
         """Task names in the head of each watched queue (a bounded sample, Redis only)."""
