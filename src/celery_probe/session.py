@@ -382,11 +382,12 @@ class ProbeRun:
         elsewhere = [name for name in answered if not same_backend(configs[name].backend, probe_backend)]
         if answered and len(elsewhere) == len(answered):
             stores = sorted({shown(configs[name].backend) for name in elsewhere})
-            verb = "run without a result backend" if stores == ["no result backend"] else (
-                "store their results in " + " and ".join(stores))
+            one = len(elsewhere) == 1
+            verb = ("runs" if one else "run") + " without a result backend" if stores == ["no result backend"] else (
+                ("stores its" if one else "store their") + " results in " + " and ".join(stores))
             trip.unconfirmed = (
                 f"{', '.join(elsewhere)} {verb}, but this probe reads {shown(probe_backend)}: "
-                "their result cannot come back here (probe with the workers' own backend: "
+                "the result cannot come back here (probe with the workers' own backend: "
                 "leave out --backend, or give theirs)"
             )
         elif self.result_file is not None:
