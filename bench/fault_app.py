@@ -27,6 +27,10 @@ app.conf.control_exchange = os.environ.get("FAULT_CONTROL_EXCHANGE") or "celery"
 app.conf.worker_prefetch_multiplier = 1
 app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
+if os.environ.get("FAULT_QUEUE_TYPE") == "quorum":  # Celery's examples/quorum-queues shape
+    app.conf.task_default_queue_type = "quorum"
+    app.conf.broker_transport_options = {"confirm_publish": True}
+    app.conf.task_default_exchange_type = os.environ.get("FAULT_EXCHANGE_TYPE") or "direct"
 
 
 @app.task(name="fault.sleep")

@@ -122,7 +122,7 @@ class Matrix:
     def env(self, broker: str, backend: str | None, **extra: str) -> dict[str, str]:
         return {"FAULT_BROKER": broker, "FAULT_BACKEND": backend or "", **extra}
 
-    def spawn(self, env: dict[str, str], *extra: str) -> tuple[subprocess.Popen[str], float]:
+    def spawn(self, env: dict[str, str], *extra: str, cwd: Path | None = None) -> tuple[subprocess.Popen[str], float]:
         report_dir = tempfile.mkdtemp(dir=self.scratch)
         full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), os.environ.get("PYTHONPATH", "")])}
         for key in [k for k in full_env if k.startswith("CELERY_PROBE_")]:
@@ -131,7 +131,7 @@ class Matrix:
                    "--format", "json", "--report-dir", report_dir, *extra]
         started = time.monotonic()
         proc = subprocess.Popen(command, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True, cwd=cwd)
         return proc, started
 
     def finish(self, proc: subprocess.Popen[str], started: float) -> Probe:
@@ -148,13 +148,13 @@ class Matrix:
             verdict = {}
         return Probe(seconds, proc.returncode, verdict if isinstance(verdict, dict) else {}, err)
 
-    def probe(self, env: dict[str, str], *extra: str) -> Probe:
-        return self.finish(*self.spawn(env, *extra))
+    def probe(self, env: dict[str, str], *extra: str, cwd: Path | None = None) -> Probe:
+        return self.finish(*self.spawn(env, *extra, cwd=cwd))
 
     def worker(self, env: dict[str, str], *, queue: str = "celery", pool: str = "solo",
-               concurrency: int = 1) -> CeleryWorker:
+               concurrency: int = 1, cwd: Path | None = None) -> CeleryWorker:
         worker = CeleryWorker(APP, name=f"fault-{uuid.uuid4().hex[:6]}@%h", queues=(queue,), pool=pool,
-                              concurrency=concurrency, env=env, pythonpath=[BENCH_DIR])
+                              concurrency=concurrency, env=env, pythonpath=[BENCH_DIR], cwd=cwd)
         self.stack.callback(worker.close)
         return worker.start(timeout=40)
 
@@ -296,6 +296,81 @@ def rabbitmq_cases(m: Matrix) -> Iterator[Row]:
                     m.probe(env, "-b", RABBITMQ_URL.format(port=proxy.port)))
 
 
+# -- why a round trip did not come back: another backend, a relative file, a full prefetch
+
+
+def roundtrip_cause_cases(m: Matrix) -> Iterator[Row]:
+    redis = m.redis()
+    env = m.env(redis.url(0), redis.url(1))
+    worker = m.worker(env)
+    time.sleep(1.0)  # a worker answers active_queues with no queue for a moment after " ready."
+    yield m.row("probe --backend is not the workers' (db 2, workers db 1)", ("unknown",),
+                ("celery_backend_mismatch",), m.probe(env, "--backend", redis.url(2)))
+    worker.close()
+
+    relative = m.env(redis.url(0), "db+sqlite:///results.sqlite")
+    workers_dir, probe_dir = m.scratch / "workers", m.scratch / "cron-home"
+    workers_dir.mkdir()
+    probe_dir.mkdir()
+    worker = m.worker(relative, cwd=workers_dir)
+    time.sleep(1.0)
+    probe = m.probe(relative, cwd=probe_dir)
+    left = " (left a results.sqlite behind)" if (probe_dir / "results.sqlite").exists() else ""
+    yield m.row("relative sqlite backend, probe run from another directory", ("unknown",),
+                ("celery_backend_mismatch",), probe, left.strip(" ()"))
+    worker.close()
+
+
+def quorum_cases(m: Matrix) -> Iterator[Row]:
+    """Celery's examples/quorum-queues shape in a vhost of this run's own, deleted at the end."""
+    from celery import Celery
+
+    names = ("quorum queue, prefetch held by countdown tasks", "native delayed delivery backlog (celery_delayed_*)")
+    try:
+        socket.create_connection(RABBITMQ, timeout=3).close()
+    except OSError:
+        for name, status, code in zip(names, ("down", "healthy"), ("celery_roundtrip_failed", "")):
+            yield Row(name, (status,), (code,), bound=m.bound, skipped=True,
+                      note="RabbitMQ is not listening on 127.0.0.1:5672")
+        return
+    redis = m.redis()  # the result backend
+
+    ctl = ["rabbitmqctl", "-q"]
+    for exchange_type in ("direct", "topic"):  # a vhost each: the default exchange differs in type
+        vhost = f"fault-{uuid.uuid4().hex[:10]}"
+        subprocess.run([*ctl, "add_vhost", vhost], check=True, capture_output=True, timeout=60)
+        m.stack.callback(subprocess.run, [*ctl, "delete_vhost", vhost], capture_output=True, timeout=60)
+        subprocess.run([*ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True,
+                       capture_output=True, timeout=60)
+        broker = f"amqp://guest:guest@127.0.0.1:{RABBITMQ[1]}/{vhost}"
+        env = m.env(broker, redis.url(1), FAULT_QUEUE_TYPE="quorum", FAULT_EXCHANGE_TYPE=exchange_type)
+        worker = m.worker(env, pool="threads", concurrency=2)
+        client = Celery(broker=broker, set_as_current=False)
+        client.conf.task_default_queue_type = "quorum"
+        client.conf.broker_transport_options = {"confirm_publish": True}
+        client.conf.task_default_exchange_type = exchange_type
+        sent = [client.send_task("fault.sleep", args=(0,), countdown=600) for _ in range(2)]
+        if exchange_type == "direct":
+            def held() -> bool:
+                found = client.control.inspect(destination=[worker.name], timeout=1).scheduled() or {}
+                return len(found.get(worker.name) or []) == 2
+
+            wait_until(held, timeout=20, what="two countdown tasks held by the worker")
+            probe = m.probe(env)
+            message = str((probe.root or {}).get("message", ""))
+            yield m.row(names[0], ("down",), ("celery_roundtrip_failed",),
+                        probe, "" if "fill its prefetch" in message else "the reason does not name the prefetch")
+        else:
+            probe = m.probe(env)
+            delayed = probe.verdict.get("delayed_messages")
+            yield m.row(names[1], ("healthy",), ("",), probe,
+                        f"delayed_messages={delayed}")
+        for result in sent:
+            result.revoke()
+        client.close()
+        worker.close()
+
+
 @contextmanager
 def endpoint_server() -> Iterator[Callable[[str], str]]:
     """/hang never answers, /500 is an error, /html is not JSON, /big sends 50 MB."""
@@ -352,7 +427,7 @@ def table(rows: list[Row], deadline: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deadline", type=float, default=3.0, help="--deadline of every probe run (default 3)")
-    parser.add_argument("--skip-rabbitmq", action="store_true", help="leave out the two RabbitMQ rows")
+    parser.add_argument("--skip-rabbitmq", action="store_true", help="leave out the RabbitMQ rows")
     parser.add_argument("--json", metavar="PATH", help="also write every row as JSON")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: every process gets stopped
@@ -361,9 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     with ExitStack() as stack:
         m = Matrix(args.deadline, stack)
-        groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, endpoint_cases]
+        groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, endpoint_cases, roundtrip_cause_cases]
         if not args.skip_rabbitmq:
-            groups.append(rabbitmq_cases)
+            groups += [quorum_cases, rabbitmq_cases]
         for group in groups:
             with ExitStack() as group_stack:
                 m.stack = group_stack  # what a group started stops before the next group starts

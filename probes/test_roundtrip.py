@@ -29,9 +29,12 @@ def test_task_roundtrip(probe_run, record, note, known):
             f"the queues take turns, each one every {turn['runs_to_cover_all']} runs",
         )
     record["roundtrip"] = {
-        t.queue: {"latency_ms": t.latency_ms, "error": t.error, "saturated": t.saturated} for t in trips
+        t.queue: {"latency_ms": t.latency_ms, "error": t.error, "saturated": t.saturated,
+                  "unconfirmed": t.unconfirmed}
+        for t in trips
     }
-    failed = [f"{t.queue}: {t.error}" for t in trips if not t.ok and not t.saturated and not t.starved]
+    failed = [f"{t.queue}: {t.error}" for t in trips
+              if not t.ok and not t.saturated and not t.unconfirmed and not t.starved]
     if failed:
         pytest.fail("round trip failed for " + "; ".join(failed[:10]), pytrace=False)
     starved = [t for t in trips if t.starved]
@@ -50,6 +53,23 @@ def test_busy_queues_still_drain(probe_run, known):
     behind = [f"{t.queue}: {t.error} ({t.saturated})" for t in trips if not t.ok and t.saturated]
     if behind:
         pytest.fail("work waits behind busy workers: " + "; ".join(behind[:10]), pytrace=False)
+
+
+@pytest.mark.probe(severity="error", code="celery_backend_mismatch")
+def test_roundtrip_reaches_this_backend(probe_run, known):
+    """A round trip that did not come back because its result goes where this probe does not read.
+
+    The workers store results in another backend (``--backend`` given to the probe only),
+    in none, or in a relative sqlite file of their own directory: the task may well have
+    run, so the round trip is unconfirmed (``unknown``), not failed.
+    """
+    if not probe_run.has_backend():
+        pytest.skip("no result backend")
+    with known:
+        trips = probe_run.trips()
+    elsewhere = [f"{t.queue}: {t.unconfirmed}" for t in trips if not t.ok and t.unconfirmed]
+    if elsewhere:
+        pytest.fail("round trip not confirmed: " + "; ".join(elsewhere[:10]), pytrace=False)
 
 
 @pytest.mark.probe(severity="degraded", code="celery_roundtrip_slow")

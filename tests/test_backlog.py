@@ -193,9 +193,32 @@ class TestProbeRun:
         assert "backlog_by_task" not in off["queues"]["side"]
         assert off["queues"]["side"]["length"] == 12
 
-    def test_not_redis_is_a_note(self, cli):
+    def test_not_redis_is_silent(self, cli):
+        """Not available by design on other brokers: no note on every run, just no sample."""
         result = cli("run", "-A", "probe_test_app", "--deadline", "1", "--format", "json",
                      env=app_env("memory://"))
-        notes = [r for r in result.verdict()["reasons"] if r["code"] == "celery_backlog_unavailable"]
-        assert notes and notes[0]["severity"] == "info"
+        assert not [r for r in result.verdict()["reasons"] if "backlog" in r["code"]], result.stdout
         assert "backlog_by_task" not in result.verdict()["queues"].get("celery", {})
+
+
+class TestNoNoiseButRealFailures:
+    """Not sampling where it cannot be done is silent; failing to sample where it can is not."""
+
+    @pytest.mark.rabbitmq_only
+    def test_a_rabbitmq_run_has_no_backlog_note(self, target, start_worker, cli):
+        env = target.env()
+        start_worker(env)
+        result = cli("run", "-A", "probe_test_app", "--deadline", DEADLINE, "--format", "json", env=env)
+        verdict = result.verdict()
+        assert result.code == 0, json.dumps(verdict["reasons"], indent=1)
+        assert not [r for r in verdict["reasons"] if "backlog" in r["code"]], verdict["reasons"]
+
+    def test_a_refused_read_on_redis_is_still_reported(self, redis_server, cli):
+        client = client_for(redis_server)
+        send(client, "side", "app.a", 3)
+        with redis_server.client() as admin:
+            admin.execute_command("ACL", "SETUSER", "default", "-lrange")
+        result = cli("run", "-A", "probe_test_app", "-Q", "side", "--deadline", DEADLINE, "--format", "json",
+                     env=app_env(redis_server.url(0), redis_server.url(1)))
+        [reason] = [r for r in result.verdict()["reasons"] if r["code"] == "celery_backlog_unreadable"]
+        assert reason["severity"] == "degraded" and "lrange" in reason["message"].lower()

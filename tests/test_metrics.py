@@ -73,6 +73,17 @@ class TestPureFunction:
         first = render(metric_families(verdict, report, now=2e9, last_success=1.9e9))
         assert first == render(metric_families(verdict, report, now=2e9, last_success=1.9e9))
 
+    def test_delayed_messages_only_where_measured(self):
+        report = json.loads(REPORTS[0].read_text())
+        verdict = verdict_from_report(report)
+        assert "delayed_messages" not in verdict
+        assert ("celery_probe_delayed_messages", ()) not in samples_of(verdict)
+        test = report["tests"][0]
+        test.setdefault("metadata", {}).setdefault("measured", {})["delayed"] = {"messages": 7, "queues": 28}
+        verdict = verdict_from_report(report)
+        assert verdict["delayed_messages"] == 7
+        assert samples_of(verdict)[("celery_probe_delayed_messages", ())] == 7.0
+
     def test_age_counters_and_last_success_only_when_given(self):
         verdict = verdict_from_report(json.loads(REPORTS[0].read_text()))
         bare = samples_of(verdict)

@@ -195,6 +195,54 @@ def _unacked_by_routing_key(values: Iterable[Any]) -> Counter[str]:
     return counts
 
 
+DELAYED_LEVELS = 28  # kombu's native delayed delivery: celery_delayed_0 .. celery_delayed_27
+
+
+@dataclass
+class DelayedBacklog:
+    """Messages waiting out a countdown in RabbitMQ's native delayed delivery queues.
+
+    Celery 5.5+ routes countdown and eta tasks for quorum queues (on a topic exchange)
+    through the vhost's ``celery_delayed_*`` queues, one per bit of the delay, instead of
+    handing them to a worker early. They are work to come, for every queue of the vhost,
+    not the length of any watched queue.
+    """
+
+    messages: int
+    queues: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def delayed_queue_names() -> list[str]:
+    try:
+        from kombu.transport.native_delayed_delivery import level_name
+    except ImportError:  # kombu before 5.5 has no native delayed delivery
+        return []
+    return [level_name(level) for level in range(DELAYED_LEVELS)]
+
+
+def measure_delayed(conn: Connection) -> DelayedBacklog | None:
+    """The delayed-delivery backlog of the broker's vhost, or None where there is none.
+
+    Only existing queues are asked, by passive declare: the highest level first, and the
+    others only if it exists (a worker declares all of them at once), so a vhost without
+    delayed delivery costs one refused declare.
+    """
+    if _transport_name(conn) != "amqp":
+        return None
+    names = delayed_queue_names()
+    if not names:
+        return None
+    top = _measure_by_declare(conn, names[-1:])[names[-1]]
+    if not top.exists:
+        return None
+    depths = [top, *_measure_by_declare(conn, names[:-1]).values()]
+    found = [depth for depth in depths if depth.exists]
+    return DelayedBacklog(messages=sum(depth.length for depth in found), queues=len(found))
+
+
 def _measure_by_declare(conn: Connection, queues: Sequence[str]) -> dict[str, QueueDepth]:
     from kombu.exceptions import ChannelError
 

@@ -48,7 +48,7 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("-A", "--app", help="Celery app, MODULE[:ATTR] as for celery -A."),
         click.option("-b", "--broker", help="Broker URL (instead of, or overriding, the app's)."),
-        click.option("--backend", help="Result backend URL, needed to confirm the round trip."),
+        click.option("--backend", help="The workers' own result backend URL (round-trip results are read from it)."),
         click.option("-Q", "--queue", "queues", multiple=True, help="Queue to watch (repeatable or comma-separated). Default: the default queue, task_queues, every queue task_routes names and every queue a worker consumes."),
         click.option("--expect-workers", metavar="N", help="Workers that should answer ping; return as soon as N did."),
         click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="HTTP health URL to query (repeatable)."),

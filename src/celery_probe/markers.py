@@ -2,8 +2,10 @@
 
 ``@pytest.mark.probe(severity="critical", code="celery_worker_down")``. A failed, errored
 or timed-out ``critical`` probe makes the verdict ``down``; a failed ``degraded`` probe
-makes it ``degraded``. A test without the marker counts as critical with the code
-``celery_probe_failed``: a health check that fails should never pass unnoticed.
+makes it ``degraded``; a failed ``error`` probe says that its evidence could not be had
+(the prober is pointed elsewhere, say) and makes it ``unknown``, never ``down``. A test
+without the marker counts as critical with the code ``celery_probe_failed``: a health
+check that fails should never pass unnoticed.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SEVERITIES = ("critical", "degraded")
+SEVERITIES = ("critical", "degraded", "error")
 DEFAULT_SEVERITY = "critical"
 DEFAULT_CODE = "celery_probe_failed"
 
 MARKER_HELP = (
-    "probe(severity='critical'|'degraded', code='celery_...'): how a failure of this probe "
+    "probe(severity='critical'|'degraded'|'error', code='celery_...'): how a failure of this probe "
     "affects the celery-probe verdict"
 )
 

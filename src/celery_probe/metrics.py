@@ -42,6 +42,7 @@ HELP: dict[str, str] = {
     "celery_probe_queue_unacked": "Messages taken from the queue but not acknowledged.",
     "celery_probe_queue_consumers": "Workers consuming the queue.",
     "celery_probe_queue_threshold": "Backlog at which the queue counts as high.",
+    "celery_probe_delayed_messages": "Messages in RabbitMQ's native delayed delivery queues (countdown/eta tasks, whole vhost).",
     "celery_probe_roundtrip_seconds": "Round-trip latency of the no-op task per queue; absent when not confirmed.",
     "celery_probe_queue_sla_seconds": "Round-trip SLA of the queue (--sla).",
     "celery_probe_queue_sla_breach": "1 when the queue's round trip exceeded its SLA, 0 when within; absent when not measured.",
@@ -169,6 +170,7 @@ def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Ma
         gauge("celery_probe_queue_sla_seconds", _ms(info.get("sla_ms")), labels)
         breach = info.get("sla_breach")
         gauge("celery_probe_queue_sla_breach", float(breach) if isinstance(breach, bool) else None, labels)
+    gauge("celery_probe_delayed_messages", _number(verdict.get("delayed_messages")), dict(base))
     tasks = _mapping(_mapping(verdict.get("task_runtimes")).get("tasks"))
     for task, raw in sorted(tasks.items()):
         info = _mapping(raw)

@@ -14,6 +14,7 @@ import time
 import uuid
 from pathlib import Path
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from celery_probe.broker import describe_error
@@ -38,6 +39,7 @@ class Trip:
     saturated: str | None = None  # why the queue could not take the task: every consumer busy
     timed_out: bool = False  # no result within the wait (an error of its own otherwise)
     starved: str | None = None  # the wait was too short to count: the prober's own lack of time
+    unconfirmed: str | None = None  # why the result cannot reach this probe: it reads another backend
 
     @property
     def ok(self) -> bool:
@@ -120,18 +122,22 @@ def send_trips(app: Celery, task_name: str, queues: list[str], *, expires: float
     return trips
 
 
-def collect_trips(trips: list[Trip], deadline: Deadline, *, wait: float) -> None:
+def collect_trips(
+    trips: list[Trip], deadline: Deadline, *, wait: float, gate: Callable[[], bool] | None = None
+) -> None:
     """Poll every pending result until all are in or ``wait`` seconds have passed.
 
     ``AsyncResult.get(timeout=t)`` can overshoot ``t`` by up to a second (the Redis
     result consumer drains in one-second steps), so results are polled with ``ready()``,
-    one cheap key read each, in short growing steps.
+    one cheap key read each, in short growing steps. While ``gate`` returns False the
+    results are not read at all (a sqlite backend file that does not exist yet: reading
+    would create it).
     """
     pending = [t for t in trips if t.result is not None and t.error is None]
     end = time.monotonic() + max(0.0, deadline.within(wait))
     step = 0.002
     while pending:
-        for trip in list(pending):
+        for trip in list(pending) if gate is None or gate() else []:
             try:
                 done = trip.result.ready()  # type: ignore[union-attr]
             except Exception as exc:

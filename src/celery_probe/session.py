@@ -16,10 +16,12 @@ from celery_probe.beat import BeatState, read_beat
 from celery_probe.broker import (
     BackendCheck,
     BrokerCheck,
+    DelayedBacklog,
     QueueDepth,
     check_backend,
     check_broker,
     describe_error,
+    measure_delayed,
     measure_queues,
     open_connection,
 )
@@ -38,6 +40,15 @@ from celery_probe.roundtrip import (
 from celery_probe.settings import Settings
 from celery_probe.urls import redact_url, secrets_in
 from celery_probe.watchlist import WatchList, configured_watch_list, consumed_queues
+from celery_probe.worker_config import (
+    WorkerConfig,
+    inspect_config,
+    prefetch_full,
+    relative_file,
+    resolved,
+    same_backend,
+    shown,
+)
 from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, ping_workers
 
 if TYPE_CHECKING:
@@ -47,6 +58,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 CONNECT_SHARE = 0.4  # of the deadline, for the broker or the backend to answer a connection
 EVALUATION_RESERVE = 0.25  # seconds kept back from the round-trip wait for the probes after it
+EXPLAIN_RESERVE = 0.1  # of that, seconds left to the probes after asking the workers why a trip failed
 
 
 class KnownFailure(Exception):
@@ -90,6 +102,10 @@ class ProbeRun:
             [settings.broker, settings.backend, app.conf.broker_url, _backend_url(app)]
         )
         self.broker_url = redact_url(str(app.conf.broker_url or settings.broker or ""))
+        # A relative sqlite backend file is opened relative to the working directory; whether
+        # it exists here before the run tells whether anybody writes results where we read.
+        self.result_file = relative_file(_backend_url(app))
+        self.result_file_existed = self.result_file is not None and resolved(self.result_file).exists()
         self._conn: Connection | None = None
         self._cache: dict[str, Any] = {}
         self.rotation: dict[str, int] | None = None  # set when round trips take turns
@@ -245,6 +261,10 @@ class ProbeRun:
             return {queue: [] for queue in self.queues}
         return {queue: activity.consumers_of(queue) for queue in self.queues}
 
+    def delayed(self) -> DelayedBacklog | None:
+        """Messages in RabbitMQ's native delayed delivery queues (None: the broker has none)."""
+        return self._once("delayed", lambda: measure_delayed(self.require_broker()))
+
     def backlog(self) -> Backlog:
         """Task names in the head of each watched queue (a bounded sample, Redis only)."""
         return self._once(
@@ -289,12 +309,13 @@ class ProbeRun:
             # trips (failed, saturated, slow) still need a moment to run.
             wait = max(0.05, self.deadline.remaining() - EVALUATION_RESERVE)
             with self.deadline.wait("the round trip") as waited:
-                collect_trips(trips, self.deadline, wait=wait)
+                collect_trips(trips, self.deadline, wait=wait, gate=self._result_file_gate())
             for trip in trips:
                 if trip.timed_out and not waited.fair():
                     trip.starved = str(waited.starved())
                 elif not trip.ok:
                     trip.saturated = self._saturation(trip.queue)
+            self._explain_unreturned([t for t in trips if _unreturned(t)])
             consumed = set(reachable)
             for queue in self.queues:
                 if queue not in consumed and queue in self.watch.required:
@@ -346,11 +367,97 @@ class ProbeRun:
             return f"{depth.length} messages wait ahead of it"
         return None
 
+    def _result_file_gate(self) -> Callable[[], bool] | None:
+        """While a relative sqlite file that did not exist is still missing, do not read it.
+
+        Reading would create it here (litter in cron's home directory), and its absence is
+        the evidence that the workers write their results in a directory of their own.
+        """
+        if self.result_file is None or self.result_file_existed:
+            return None
+        path = resolved(self.result_file)
+        return path.exists
+
+    def _explain_unreturned(self, trips: list[Trip]) -> None:
+        """Say why round trips that a free consumer should have taken did not come back.
+
+        Asked only now, so a healthy run pays nothing: a worker whose prefetch is held by
+        countdown or reserved tasks stalled (still a failure, now with its cause); a worker
+        that stores results in another backend than this probe reads, or none, may well
+        have run the task: the round trip is unconfirmed, not failed.
+        """
+        if not trips:
+            return
+        if self.result_file is not None and not resolved(self.result_file).exists():
+            where = resolved(self.result_file)
+            for trip in trips:
+                trip.unconfirmed = (
+                    f"the result backend {shown(_backend_url(self.app))} is a path relative to the "
+                    f"working directory and {where} does not exist: the workers write their results in "
+                    "the directory they run in; give every process an absolute path "
+                    "(db+sqlite:////abs/path.sqlite) or run the probe from the workers' directory"
+                )
+            return
+        try:
+            activity = self.activity()
+        except KnownFailure:
+            return
+        consumers = sorted({name for trip in trips for name in activity.consumers_of(trip.queue)})
+        configs = self._worker_configs(consumers)
+        for trip in trips:
+            self._explain_one(trip, activity, configs)
+
+    def _worker_configs(self, workers: list[str]) -> dict[str, WorkerConfig]:
+        """The workers' own settings, within what is left of the deadline; {} when unanswered."""
+        budget = self.deadline.remaining() - EXPLAIN_RESERVE
+        if not workers or budget < 0.05:
+            return {}
+        try:
+            with alarm(budget, "asking the workers for their configuration"):
+                return inspect_config(self.app, workers, timeout=budget)
+        except (Exception, ProbeTimeout):
+            return {}
+
+    def _explain_one(self, trip: Trip, activity: WorkerActivity, configs: dict[str, WorkerConfig]) -> None:
+        consumers = activity.consumers_of(trip.queue)
+        stalls = [
+            why for name in consumers if name in configs
+            for why in [prefetch_full(
+                name, configs[name],
+                reserved=activity.reserved.get(name, 0), scheduled=activity.scheduled.get(name, 0),
+                active=activity.active.get(name, 0), concurrency=activity.concurrency.get(name),
+                reported=activity.prefetch.get(name),
+            )] if why
+        ]
+        if stalls:
+            trip.error = f"{trip.error}: " + "; ".join(stalls)
+            return
+        probe_backend = _backend_url(self.app)
+        answered = [name for name in consumers if configs.get(name) and configs[name].backend]
+        elsewhere = [name for name in answered if not same_backend(configs[name].backend, probe_backend)]
+        if answered and len(elsewhere) == len(answered):
+            stores = sorted({shown(configs[name].backend) for name in elsewhere})
+            one = len(elsewhere) == 1
+            verb = ("runs" if one else "run") + " without a result backend" if stores == ["no result backend"] else (
+                ("stores its" if one else "store their") + " results in " + " and ".join(stores))
+            trip.unconfirmed = (
+                f"{', '.join(elsewhere)} {verb}, but this probe reads {shown(probe_backend)}: "
+                "the result cannot come back here (probe with the workers' own backend: "
+                "leave out --backend, or give theirs)"
+            )
+        elif self.result_file is not None:
+            trip.error = (
+                f"{trip.error} (the result backend {shown(probe_backend)} is relative to the working "
+                f"directory: this probe read {resolved(self.result_file)})"
+            )
+
     # -- cleanup -------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Forget stored results and close the connection; never raise, never block long."""
-        forget_trips(self._cache.get("sent", []))
+        gate = self._result_file_gate()
+        if gate is None or gate():  # forgetting would create a missing sqlite file
+            forget_trips(self._cache.get("sent", []))
         self._delete_rpc_reply_queue()
         if self._conn is not None:
             try:
@@ -373,6 +480,12 @@ class ProbeRun:
                 conn.default_channel.queue_delete(name)
         except Exception:
             pass
+
+
+def _unreturned(trip: Trip) -> bool:
+    """Sent, no result in time, and not explained by busy consumers."""
+    return trip.result is not None and trip.latency_ms is None and trip.saturated is None and (
+        trip.starved is None and (trip.error or "").startswith("no result within"))
 
 
 def _backend_url(app: Celery) -> str | None:

@@ -98,3 +98,6 @@ def bound_app(app: Celery, deadline: float) -> None:
     conf.redis_retry_on_timeout = False
     conf.result_backend_always_retry = False
     conf.broker_heartbeat = 0
+    # The workers create the result tables; a probe only reads, and a sqlite backend would
+    # otherwise create its file (and tables) wherever the probe happens to run.
+    conf.database_create_tables_at_setup = False

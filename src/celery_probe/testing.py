@@ -184,8 +184,10 @@ class CeleryWorker(GroupProcess):
         env: Mapping[str, str] | None = None,
         pythonpath: Sequence[str | Path] = (),
         extra: Sequence[str] = (),
+        cwd: str | Path | None = None,
     ) -> None:
         self.app_path = app_path
+        self.cwd = cwd
         self.name = name.replace("%h", socket.gethostname())
         self.queues = list(queues)
         self.pool = pool
@@ -212,7 +214,7 @@ class CeleryWorker(GroupProcess):
         with open(self.logfile, "wb") as log:
             self.proc = subprocess.Popen(
                 self.command(), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True,
+                start_new_session=True, cwd=self.cwd,
             )
         self.wait_ready(timeout=timeout)
         return self

@@ -236,6 +236,8 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
                 queues.setdefault(str(name), {}).update(
                     sla_ms=_number(info.get("sla_ms")), sla_breach=breach if isinstance(breach, bool) else None)
     verdict["queues"] = dict(sorted(queues.items()))
+    for delayed in _maps(measured.get("delayed")):
+        verdict["delayed_messages"] = _int(delayed.get("messages"))
     lengths = [q["length"] for q in queues.values() if isinstance(q.get("length"), int)]
     verdict["queue_length"] = sum(lengths) if lengths else None
     verdict["roundtrip_ms"] = max(latencies) if latencies else None

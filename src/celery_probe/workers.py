@@ -97,6 +97,7 @@ class WorkerActivity:
     scheduled: dict[str, int] = field(default_factory=dict)
     queues: dict[str, list[str]] = field(default_factory=dict)
     concurrency: dict[str, int] = field(default_factory=dict)
+    prefetch: dict[str, int] = field(default_factory=dict)  # ``prefetch_count`` as the worker reports it
     busy_by_queue: dict[str, int] = field(default_factory=dict)
     answered: list[str] = field(default_factory=list)
     broadcast: set[str] = field(default_factory=set)  # consumed through a fanout exchange
@@ -136,6 +137,9 @@ def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> Work
         concurrency = pool.get("max-concurrency")
         if isinstance(concurrency, int):
             activity.concurrency[name] = concurrency
+        prefetch = (stats.get(name) or {}).get("prefetch_count")
+        if isinstance(prefetch, int):
+            activity.prefetch[name] = prefetch
         for request in active.get(name) or []:
             key = ((request or {}).get("delivery_info") or {}).get("routing_key")
             if key:
