@@ -33,6 +33,15 @@ if os.environ.get("FAULT_QUEUE_TYPE") == "quorum":  # Celery's examples/quorum-q
     app.conf.task_default_exchange_type = os.environ.get("FAULT_EXCHANGE_TYPE") or "direct"
 
 
+if os.environ.get("FAULT_ROUTED_QUEUE"):  # Celery's examples/next-steps shape: a queue only task_routes names
+    app.conf.task_routes = {"fault.add": {"queue": os.environ["FAULT_ROUTED_QUEUE"]}}
+
+
+@app.task(name="fault.add")
+def add(x: int, y: int) -> int:
+    return x + y
+
+
 @app.task(name="fault.sleep")
 def sleep(seconds: float) -> float:
     """Hold a pool process busy (bounded by the caller's argument)."""

@@ -371,6 +371,54 @@ def quorum_cases(m: Matrix) -> Iterator[Row]:
         worker.close()
 
 
+# -- what a real deployment looks like: routed queues, a busy host
+
+
+def routed_cases(m: Matrix) -> Iterator[Row]:
+    """150 tasks routed by task_routes to a queue no worker consumes, and no -Q given."""
+    from celery import Celery
+
+    redis = m.redis()
+    env = m.env(redis.url(0), redis.url(1), FAULT_ROUTED_QUEUE="math")
+    m.worker(env)  # consumes celery only
+    client = Celery(broker=env["FAULT_BROKER"], set_as_current=False)
+    client.conf.task_routes = {"fault.add": {"queue": "math"}}
+    for _ in range(150):
+        client.send_task("fault.add", args=(1, 1))
+    client.close()
+    yield m.row("150 tasks routed (task_routes) to a queue nobody consumes, no -Q", ("down",),
+                ("celery_queue_unconsumed",), m.probe(env))
+
+
+BUSY_HOGS_PER_CORE = 5
+
+
+def busy_host_cases(m: Matrix) -> Iterator[Row]:
+    """A healthy worker while five CPU-bound processes per core keep the host busy.
+
+    The prober's start-up then takes most of the deadline: the verdict may honestly be
+    unknown (celery_probe_starved), never down. Its bound is twice the deadline plus 1 s, as
+    the interpreter's own start-up before the deadline's clock is slowed as much.
+    """
+    redis = m.redis()
+    env = m.env(redis.url(0), redis.url(1))
+    m.worker(env, pool="prefork", concurrency=2)
+    hog = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass\n"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(BUSY_HOGS_PER_CORE * (os.cpu_count() or 1))]
+    try:
+        time.sleep(1.0)
+        for attempt in range(3):
+            row = m.row(f"healthy worker, host busy ({len(hogs)} CPU-bound processes), run {attempt + 1}",
+                        ("healthy", "unknown"), ("", "celery_probe_starved"), m.probe(env))
+            row.bound = 2 * m.deadline + 1.0
+            yield row
+    finally:
+        for proc in hogs:
+            proc.kill()
+        for proc in hogs:
+            proc.wait(timeout=10)
+
+
 @contextmanager
 def endpoint_server() -> Iterator[Callable[[str], str]]:
     """/hang never answers, /500 is an error, /html is not JSON, /big sends 50 MB."""
@@ -436,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     with ExitStack() as stack:
         m = Matrix(args.deadline, stack)
-        groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, endpoint_cases, roundtrip_cause_cases]
+        groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, endpoint_cases, roundtrip_cause_cases,
+                                                           routed_cases, busy_host_cases]
         if not args.skip_rabbitmq:
             groups += [quorum_cases, rabbitmq_cases]
         for group in groups:
