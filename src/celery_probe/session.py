@@ -85,6 +85,7 @@ class ProbeRun:
             [settings.broker, settings.backend, app.conf.broker_url, _backend_url(app)]
         )
         self.broker_url = redact_url(str(app.conf.broker_url or settings.broker or ""))
+        self.backend_url = redact_url(_backend_url(app) or "")  # shown where the backend fails
         self._conn: Connection | None = None
         self._cache: dict[str, Any] = {}
         self.rotation: dict[str, int] | None = None  # set when round trips take turns
@@ -222,7 +223,7 @@ class ProbeRun:
             self.require_workers()
             backend = self.backend()
             if backend.reachable is False:
-                raise KnownFailure(f"result backend {backend.backend} did not answer: {backend.error}")
+                raise KnownFailure(f"result backend {backend.backend} {self.backend_url} did not answer: {backend.error}")
             consumers = self.consumers()
             reachable = [q for q in self.queues if consumers.get(q)]
             chosen = self._rotation(reachable)
