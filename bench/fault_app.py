@@ -27,6 +27,8 @@ app.conf.control_exchange = os.environ.get("FAULT_CONTROL_EXCHANGE") or "celery"
 app.conf.worker_prefetch_multiplier = 1
 app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
+if os.environ.get("FAULT_CONFIG_MODULE"):  # the "settings fail to load" row: read lazily, as Celery does
+    app.config_from_object(os.environ["FAULT_CONFIG_MODULE"])
 
 
 @app.task(name="fault.sleep")

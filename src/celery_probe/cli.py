@@ -6,14 +6,14 @@ Exit codes (documented in docs/cli.md):
 0     healthy
 2     down
 3     degraded
-4     unknown (no usable evidence)
+4     unknown (no usable evidence, or the app's own code or settings failed to load)
 64    usage or configuration error (bad option, setting, app path or URL)
 73    the report directory cannot be written
 130   interrupted
 ====  =====================================================================
 
 With ``--format nagios`` the status codes follow the Nagios plugin convention instead
-(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), usage errors included (3).
 """
 
 from __future__ import annotations
