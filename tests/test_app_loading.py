@@ -35,7 +35,7 @@ def run_in_project(*args: str, env: dict[str, str] | None = None, cwd: Path = DJ
     started = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "celery_probe", "run", *args],
                           env={**clean, "PYTHONPATH": str(APPS), **(env or {})}, cwd=cwd,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
     return CliResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 
@@ -45,7 +45,7 @@ def cron_run(*args: str, report_dir: Path) -> CliResult:
     started = time.monotonic()
     proc = subprocess.run(["env", "-i", f"PATH={path}", sys.executable, "-m", "celery_probe", "run",
                            "--report-dir", str(report_dir), *args],
-                          cwd=DJPROJ, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+                          cwd=DJPROJ, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False)
     return CliResult(proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
 
@@ -140,10 +140,10 @@ class TestDjangoHealthy:
 
 class TestOtherApps:
     @pytest.mark.parametrize("app, words", [
-        ("missing_config_app", "did not load its configuration: ModuleNotFoundError: No module named "
-                               "'celeryconfig_that_is_not_deployed'"),
-        ("broken_import_app", "did not load: ModuleNotFoundError: No module named "
-                              "'celery_probe_dependency_not_installed'"),
+        ("missing_config_app", ("did not load its configuration: ModuleNotFoundError: No module named "
+                                "'celeryconfig_that_is_not_deployed'")),
+        ("broken_import_app", ("did not load: ModuleNotFoundError: No module named "
+                               "'celery_probe_dependency_not_installed'")),
     ])
     def test_app_code_fails(self, app, words, tmp_path):
         result = run_cli("run", "-A", app, "--format", "json", "--report-dir", str(tmp_path), cwd=tmp_path)
@@ -184,8 +184,8 @@ class TestWhatTheOperatorTyped:
         result = run_in_project("-A", path, "--report-dir", str(tmp_path),
                                 env={"DATABASE_URL": "sqlite:///:memory:", "CELERY_BROKER_URL": "memory://"})
         assert result.code == 64, (result.stdout, result.stderr)
-        assert result.stderr.strip().splitlines() == [f"celery-probe: error: cannot load Celery app {path!r}: "
-                                                      f"{words} (from -A/--app)"]
+        line = f"celery-probe: error: cannot load Celery app {path!r}: {words} (from -A/--app)"
+        assert result.stderr.strip().splitlines() == [line]
         assert not (tmp_path / "verdict.json").exists()
 
     def test_missing_name_under_nagios_is_3(self, tmp_path):

@@ -27,8 +27,9 @@ DEAD_BACKEND = "redis://127.0.0.1:1/1"
 @pytest.fixture(scope="module")
 def healthy(module_redis, request):
     """A private Redis with a real worker on it, and Celery's variables pointing there."""
-    from celery_probe.testing import CeleryWorker
     from conftest import APPS
+
+    from celery_probe.testing import CeleryWorker
 
     worker = CeleryWorker("probe_test_app", name="w1@%h", env=app_env(module_redis.url(0), module_redis.url(1)),
                           pythonpath=[APPS]).start(timeout=40)
@@ -120,3 +121,30 @@ class TestChildProcesses:
         assert verdict["status"] == "down" and verdict["target"] == DEAD_SHOWN, verdict["reasons"]
         assert dict(os.environ) == before
         assert probe_verdict(4, broker=healthy["CELERY_BROKER_URL"])["status"] == "healthy"
+
+
+class TestPinning:
+    """build_app pins the URLs on the app; the probe session withholds Celery's variables."""
+
+    def test_named_broker_serves_reads_and_writes(self, monkeypatch):
+        from celery_probe.target import build_app, celery_url_variables_withheld
+
+        monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:7/0")
+        monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://127.0.0.1:8/0")
+        app = build_app(resolve_settings({"broker": "redis://127.0.0.1:9/0"}, pyproject=False))
+        with celery_url_variables_withheld():
+            assert "CELERY_BROKER_URL" not in os.environ
+            urls = {app.conf.broker_url, app.conf.broker_read_url, app.conf.broker_write_url}
+        assert urls == {"redis://127.0.0.1:9/0"}
+        assert os.environ["CELERY_BROKER_READ_URL"] == "redis://127.0.0.1:8/0", "restored afterwards"
+
+    def test_celery_broker_url_alone_keeps_celerys_own_resolution(self, monkeypatch):
+        from celery_probe.target import build_app, celery_url_variables_withheld
+
+        monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:7/0")
+        monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://127.0.0.1:8/0")
+        settings = resolve_settings({}, pyproject=False)
+        assert settings.broker == "redis://127.0.0.1:7/0"  # the fallback: Celery's choice, not a name
+        app = build_app(settings)
+        with celery_url_variables_withheld():
+            assert (app.conf.broker_url, app.conf.broker_read_url) == ("redis://127.0.0.1:7/0", "redis://127.0.0.1:8/0")

@@ -29,7 +29,13 @@ import click
 from celery_probe import __version__
 from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.deadline import Deadline
-from celery_probe.errors import EXIT_INTERRUPTED, EXIT_USAGE, AppLoadError, ProbeUsageError, ReportWriteError
+from celery_probe.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AppLoadError,
+    ProbeUsageError,
+    ReportWriteError,
+)
 from celery_probe.remediation.options import remediation_options
 from celery_probe.run_outputs import finish_outputs, run_output_options
 from celery_probe.settings import (

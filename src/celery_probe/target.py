@@ -23,7 +23,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from celery_probe.errors import AppLoadError, ProbeUsageError
-from celery_probe.settings import Settings
+from celery_probe.settings import CELERY_BROKER_URL_SOURCE, Settings
 from celery_probe.urls import scrub
 
 if TYPE_CHECKING:
@@ -189,8 +189,10 @@ def pin_urls(app: Celery, settings: Settings) -> None:
     pinned: dict[str, Any] = {
         key: getattr(conf, key) for variable, key in CELERY_URL_VARIABLES.items() if os.environ.get(variable)
     }
-    if settings.broker:  # the named broker serves reads and writes alike
-        pinned.update(broker_url=settings.broker, broker_read_url=None, broker_write_url=None)
+    # CELERY_BROKER_URL as the broker setting's last fallback is Celery's choice, not a name.
+    named = settings.broker if settings.sources.get("broker") != CELERY_BROKER_URL_SOURCE else None
+    if named:  # the named broker serves reads and writes alike
+        pinned.update(broker_url=named, broker_read_url=None, broker_write_url=None)
     if settings.backend:
         pinned["result_backend"] = settings.backend
     for key, value in pinned.items():
