@@ -42,6 +42,10 @@ def add(x: int, y: int) -> int:
     return x + y
 
 
+if os.environ.get("FAULT_CONFIG_MODULE"):  # the "settings fail to load" row: read lazily, as Celery does
+    app.config_from_object(os.environ["FAULT_CONFIG_MODULE"])
+
+
 @app.task(name="fault.sleep")
 def sleep(seconds: float) -> float:
     """Hold a pool process busy (bounded by the caller's argument)."""

@@ -419,6 +419,19 @@ def busy_host_cases(m: Matrix) -> Iterator[Row]:
             proc.wait(timeout=10)
 
 
+def app_cases(m: Matrix) -> Iterator[Row]:
+    """What the operator names wins over Celery's environment; an app that cannot load its settings."""
+    redis = m.redis()
+    env = m.env(redis.url(0), redis.url(1))
+    m.worker(env)
+    exported = {**env, "CELERY_BROKER_URL": redis.url(0), "CELERY_RESULT_BACKEND": redis.url(1)}
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    yield m.row("-b names a dead port, CELERY_BROKER_URL exported to a healthy broker", ("down",),
+                ("celery_broker_unreachable",), m.probe(exported, "-b", dead))
+    yield m.row("app settings fail to load (config_from_object names a missing module)", ("unknown",),
+                ("celery_app_config_error",), m.probe({**env, "FAULT_CONFIG_MODULE": "fault_settings_not_deployed"}))
+
+
 @contextmanager
 def endpoint_server() -> Iterator[Callable[[str], str]]:
     """/hang never answers, /500 is an error, /html is not JSON, /big sends 50 MB."""
@@ -485,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         m = Matrix(args.deadline, stack)
         groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, endpoint_cases, roundtrip_cause_cases,
-                                                           routed_cases, busy_host_cases]
+                                                           routed_cases, app_cases, busy_host_cases]
         if not args.skip_rabbitmq:
             groups += [quorum_cases, rabbitmq_cases]
         for group in groups:

@@ -29,4 +29,5 @@ def test_result_backend_answers(probe_run, record, note, known):
         note("celery_backend_not_configured", "no result backend is configured")
         pytest.skip("no result backend configured")
     if check.reachable is False:
-        pytest.fail(f"result backend {check.backend} did not answer: {check.error}", pytrace=False)
+        pytest.fail(f"result backend {check.backend} {probe_run.backend_url} did not answer: {check.error}",
+                    pytrace=False)

@@ -25,6 +25,9 @@ class TestUsageErrors:
     @pytest.mark.parametrize("args, words", [
         (["-A", "no_such_module_xyz"], ["no_such_module_xyz", "-A/--app", "ModuleNotFoundError"]),
         (["-A", "probe_test_app:nothing_here"], ["nothing_here", "-A/--app"]),
+        (["-A", "probe_test_app.nothing_here"], ["'probe_test_app' has no attribute or submodule 'nothing_here'"]),
+        (["-A", "no_such_package_xyz.celery:app"], ["no module named 'no_such_package_xyz'"]),
+        (["-A", "proj celery"], ["is not a MODULE[:ATTRIBUTE] path"]),
         (["-A", "json:loads"], ["not a Celery app"]),
         (["-b", "redis://localhost:notaport/0"], ["--broker", "cannot be parsed"]),
         (["-b", "bogus://x"], ["unknown scheme 'bogus'"]),
@@ -45,15 +48,6 @@ class TestUsageErrors:
     def test_pyproject_source_is_named(self, tmp_path):
         (tmp_path / "pyproject.toml").write_text('[tool.celery-probe]\nbroker = "redis://x/0"\nping-window = "x"\n')
         assert_one_line_error(run_cli("run", cwd=tmp_path), 64, "pyproject.toml", "ping-window")
-
-    def test_app_that_raises_at_import(self, tmp_path):
-        (tmp_path / "exploding.py").write_text("raise RuntimeError('config missing: SECRET_KEY')\n")
-        result = run_cli("run", "-A", "exploding", cwd=tmp_path)
-        assert_one_line_error(result, 64, "RuntimeError: config missing", "exploding")
-
-    def test_app_that_exits_at_import(self, tmp_path):
-        (tmp_path / "quitter.py").write_text("import sys\nsys.exit(3)\n")
-        assert_one_line_error(run_cli("run", "-A", "quitter", cwd=tmp_path), 64, "SystemExit")
 
     def test_unwritable_report_dir_exits_73(self, tmp_path):
         blocker = tmp_path / "file"

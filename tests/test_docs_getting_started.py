@@ -99,3 +99,19 @@ def test_install_first_run_cron_and_the_alert_mail(page_blocks, redis_server, sm
     log = (home / "celery-probe.log").read_text()
     assert "celery-probe: DOWN" in log and "alert sent: [celery-probe CRITICAL] Celery worker DOWN" in log
     assert (home / "celery-probe" / "history.jsonl").read_text().count("\n") == 2
+
+
+def _code_lines(source: str) -> list[str]:
+    """The statements of a Python source, without its docstring, comments and blank lines."""
+    import ast
+
+    tree = ast.parse(source)
+    if tree.body and isinstance(tree.body[0], ast.Expr) and isinstance(tree.body[0].value, ast.Constant):
+        tree.body = tree.body[1:]
+    return ast.unparse(tree).splitlines()
+
+
+def test_the_django_set_up_is_the_tested_projects(page_blocks):
+    """The page's proj/celery.py is the one tests/test_app_loading.py runs a real worker of."""
+    tested = (ROOT / "tests" / "apps" / "djproj" / "proj" / "celery.py").read_text()
+    assert _code_lines(page_blocks["django-celery.py"]) == _code_lines(tested)

@@ -6,21 +6,21 @@ Exit codes (documented in docs/cli.md):
 0     healthy
 2     down
 3     degraded
-4     unknown (no usable evidence)
+4     unknown (no usable evidence, or the app's own code or settings failed to load)
 64    usage or configuration error (bad option, setting, app path or URL)
 73    the report directory cannot be written
 130   interrupted
 ====  =====================================================================
 
 With ``--format nagios`` the status codes follow the Nagios plugin convention instead
-(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).
+(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), usage errors included (3).
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,13 @@ import click
 from celery_probe import __version__
 from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.deadline import Deadline
-from celery_probe.errors import EXIT_INTERRUPTED, EXIT_USAGE, ProbeUsageError, ReportWriteError
+from celery_probe.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AppLoadError,
+    ProbeUsageError,
+    ReportWriteError,
+)
 from celery_probe.remediation.options import remediation_options
 from celery_probe.run_outputs import finish_outputs, run_output_options
 from celery_probe.settings import (
@@ -195,8 +201,12 @@ def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: A
 
     stdout = os.dup(1)  # pytest captures fd 1 during probes; the watchdog must reach the real one
     with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings, stdout, deadline)):
-        app = build_app(settings)
-        context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"))
+        try:
+            app, app_error = build_app(settings), None
+        except AppLoadError as exc:  # the deployment's environment failed: a verdict, reported and alerted
+            app, app_error = None, exc
+        context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"),
+                             app_error=app_error)
     os.close(stdout)
     assert context.verdict is not None
     code = emit(context.verdict, settings.format)
@@ -314,17 +324,45 @@ def demo(keep: bool) -> int:
     return run_demo(keep=keep)
 
 
+NAGIOS_UNKNOWN = 3
+
+
+def requested_format(argv: list[str], environ: Mapping[str, str]) -> str | None:
+    """The ``--format`` asked for, read from the raw arguments (then ``CELERY_PROBE_FORMAT``).
+
+    A usage error can stop the command before its settings are resolved; Nagios still
+    needs its own exit code for it.
+    """
+    found = None
+    for position, arg in enumerate(argv):
+        if arg == "--format" and position + 1 < len(argv):
+            found = argv[position + 1]
+        elif arg.startswith("--format="):
+            found = arg.partition("=")[2]
+    return found or environ.get("CELERY_PROBE_FORMAT") or None
+
+
+def _usage_exit(message: str, argv: list[str] | None) -> None:
+    """One line on stderr; exit 64, or Nagios's UNKNOWN (3) with its status line under --format nagios."""
+    click.echo(f"celery-probe: error: {message}", err=True)
+    if requested_format(sys.argv[1:] if argv is None else argv, os.environ) == "nagios":
+        click.echo(f"CELERY UNKNOWN - usage error: {message}")
+        sys.exit(NAGIOS_UNKNOWN)
+    sys.exit(EXIT_USAGE)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: map every operator mistake to one line and its exit code."""
     try:
         code = cli.main(args=argv, prog_name="celery-probe", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         hint = f" (see 'celery-probe {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
-        click.echo(f"celery-probe: error: {exc.format_message()}{hint}", err=True)
-        sys.exit(EXIT_USAGE)
+        _usage_exit(f"{exc.format_message()}{hint}", argv)
     except click.exceptions.Abort:
         sys.exit(EXIT_INTERRUPTED)
-    except (ProbeUsageError, ReportWriteError) as exc:
+    except ProbeUsageError as exc:
+        _usage_exit(str(exc), argv)
+    except ReportWriteError as exc:
         click.echo(f"celery-probe: error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:

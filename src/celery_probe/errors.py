@@ -1,7 +1,8 @@
 """Errors an operator can fix, each with its documented exit code.
 
 They carry a one-line message that names the bad value and where it came from; the CLI
-prints that line and exits, never a traceback.
+prints that line and exits, never a traceback. :class:`AppLoadError` is the exception: it
+becomes a verdict, not an exit.
 """
 
 from __future__ import annotations
@@ -25,3 +26,17 @@ class ReportWriteError(Exception):
     """The report directory or a report file cannot be written; exits 73."""
 
     exit_code = EXIT_CANTCREAT
+
+
+class AppLoadError(Exception):
+    """The app's own code or configuration failed while it was loaded or first configured.
+
+    Not the operator's typing (the named module and attribute exist) but the deployment's
+    environment: a settings module that raises, a missing dependency, ``DATABASE_URL``
+    unset under cron. So it is no usage error: the run still gives an ``unknown`` verdict
+    (exit 4), writes its reports and sends its alerts, because under cron nobody reads stderr.
+    """
+
+    def __init__(self, app: str, message: str) -> None:
+        super().__init__(message)
+        self.app = app

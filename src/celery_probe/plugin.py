@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from celery_probe.deadline import Deadline, ProbeTimeout, Starved, alarm
-from celery_probe.errors import ProbeUsageError
+from celery_probe.errors import AppLoadError, ProbeUsageError
 from celery_probe.markers import MARKER_HELP, ProbeMark, probe_mark
 from celery_probe.session import KnownFailure, MeasurementFailed, ProbeRun, StarvedFailure
 from celery_probe.settings import Settings, resolve_settings
@@ -70,13 +70,26 @@ class TargetState:
     app: Celery | None = None
     deadline: Deadline | None = None
     run: ProbeRun | None = None
+    app_error: AppLoadError | None = None  # the app's own code or settings failed to load
+    app_error_shown: bool = False  # the first probe gives the error, the others "not attempted"
 
     def ensure_app(self) -> Celery:
+        if self.app_error is not None:
+            raise self.app_error
         if self.app is None:
             from celery_probe.target import build_app
 
             self.app = build_app(self.settings)
         return self.app
+
+    def app_failure(self) -> AppLoadError | None:
+        """Why the app did not load (building it first if needed); None when it did."""
+        if self.app is None and self.app_error is None:
+            try:
+                self.ensure_app()
+            except AppLoadError as exc:
+                self.app_error = exc
+        return self.app_error
 
     def ensure_deadline(self) -> Deadline:
         if self.deadline is None:
@@ -95,6 +108,7 @@ class RunContext:
     settings: Settings
     app: Celery | None = None
     deadline: Deadline | None = None
+    app_error: AppLoadError | None = None
     write_reports: bool = True
     from_cli: bool = False
     verdict: dict[str, Any] | None = None
@@ -105,7 +119,7 @@ class RunContext:
 
     def __post_init__(self) -> None:
         if not self.targets:
-            self.targets = {"": TargetState("", self.settings, self.app, self.deadline)}
+            self.targets = {"": TargetState("", self.settings, self.app, self.deadline, app_error=self.app_error)}
 
     @property
     def multi(self) -> bool:
@@ -212,11 +226,13 @@ def _context_from_options(config: pytest.Config) -> RunContext:
             targets = {name: TargetState(name, settings) for name, settings in named.items()}
             return RunContext(settings=run_wide, targets=targets)
         settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
-        app = build_app(settings)
+        app, app_error = build_app(settings), None
     except ProbeUsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except AppLoadError as exc:  # a verdict, not a usage error: every probe says why
+        app, app_error = None, exc
     deadline = Deadline(settings.deadline, since=deadline_started)
-    return RunContext(settings=settings, app=app, deadline=deadline)
+    return RunContext(settings=settings, app=app, deadline=deadline, app_error=app_error)
 
 
 def _context(config: pytest.Config) -> RunContext | None:
@@ -242,15 +258,22 @@ def probe_target(request: pytest.FixtureRequest) -> TargetState:
 
 @pytest.fixture(scope="session")
 def probe_run(probe_target: TargetState) -> Iterator[ProbeRun]:
-    """The target's shared, lazily measured state (broker, workers, queues, round trips)."""
-    run = ProbeRun(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
-    probe_target.run = run
-    yield run
-    try:
-        with alarm(TEARDOWN_GRACE, "cleanup"):
-            run.close()
-    except ProbeTimeout:
-        pass
+    """The target's shared, lazily measured state (broker, workers, queues, round trips).
+
+    Celery's URL variables are withheld while the probes run, so the URLs pinned on the app
+    (:func:`celery_probe.target.pin_urls`) are the ones probed.
+    """
+    from celery_probe.target import celery_url_variables_withheld
+
+    with celery_url_variables_withheld():
+        run = ProbeRun(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
+        probe_target.run = run
+        yield run
+        try:
+            with alarm(TEARDOWN_GRACE, "cleanup"):
+                run.close()
+        except ProbeTimeout:
+            pass
 
 
 @pytest.fixture(scope="session")
@@ -407,11 +430,31 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
     with deadline.wait(f"the {when} of {item.name}") as waited:
         try:
             with alarm(budget, f"{when} of {item.nodeid}"):
+                if when == "setup":
+                    _fail_if_app_failed(item, target)
                 return (yield)
         except ProbeTimeout:
             if when != "teardown" and not waited.fair():
                 mark_starved(item, str(waited.starved()))
             raise
+
+
+def _fail_if_app_failed(item: pytest.Item, target: TargetState) -> None:
+    """A target whose app did not load: each probe fails with that reason, severity error.
+
+    So the verdict is ``unknown`` with its own code, never ``down``: that the app's settings
+    failed is no evidence about the broker or the workers.
+    """
+    failure = target.app_failure()
+    if failure is None:
+        return
+    from celery_probe.target import APP_CONFIG_ERROR_CODE
+
+    item.stash[_MARK] = ProbeMark("error", APP_CONFIG_ERROR_CODE)
+    if target.app_error_shown:
+        pytest.fail(f"not attempted: app {failure.app!r} did not load", pytrace=False)
+    target.app_error_shown = True
+    pytest.fail(str(failure), pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)

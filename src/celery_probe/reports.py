@@ -173,6 +173,7 @@ def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: dict[s
 
 def finish_report(context: RunContext, report: dict[str, Any]) -> None:
     """Scrub, annotate and map the finished report; write the files unless told not to."""
+    from celery_probe.target import probed_broker_url
     from celery_probe.urls import redact_url, secrets_in
     from celery_probe.verdict import verdicts_by_target
 
@@ -183,13 +184,14 @@ def finish_report(context: RunContext, report: dict[str, Any]) -> None:
         run = target.run
         conf = target.app.conf if target.app is not None else None
         backend = conf.result_backend if conf is not None else None
+        probed = probed_broker_url(target.app) if target.app is not None else None
         secrets |= run.secrets if run is not None else set()
         secrets |= secrets_in([target.settings.broker, target.settings.backend,
-                               conf.broker_url if conf is not None else None,
+                               conf.broker_url if conf is not None else None, probed,
                                backend if isinstance(backend, str) else None,
                                *target.settings.endpoints, target.settings.flower_url])  # as for --junitxml
-        broker_url = run.broker_url if run is not None else (
-            redact_url(str(conf.broker_url)) if conf is not None and conf.broker_url else None)
+        # The URL pinned on the app (what was probed), not what the environment says now.
+        broker_url = run.broker_url if run is not None else (redact_url(probed) if probed else None)
         described = target.settings.describe_target()
         if target.settings.app and broker_url:
             described = f"{described} on {broker_url}"

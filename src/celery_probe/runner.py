@@ -23,6 +23,7 @@ from celery_probe.settings import Settings
 if TYPE_CHECKING:
     from celery import Celery
 
+    from celery_probe.errors import AppLoadError
     from celery_probe.plugin import RunContext
 
 WATCHDOG_SLACK = 0.8  # seconds past the deadline before the watchdog gives up on pytest
@@ -117,21 +118,27 @@ class Watchdog:
 
 def run_probes(
     settings: Settings,
-    app: Celery,
+    app: Celery | None,
     deadline: Deadline,
     *,
     verbose: bool = False,
     write_reports: bool = True,
     junitxml: Path | None = None,
+    app_error: AppLoadError | None = None,
 ) -> RunContext:
-    """Run the probe suite against ``app``; the returned context carries the verdict."""
+    """Run the probe suite against ``app``; the returned context carries the verdict.
+
+    With ``app_error`` (the app did not load) the session still runs: each probe fails
+    with that reason, so the report, verdict, history and alerts say why.
+    """
     import pytest
 
     from celery_probe import plugin
     from celery_probe.plugin import RunContext
 
     context = RunContext(
-        settings=settings, app=app, deadline=deadline, write_reports=write_reports, from_cli=True
+        settings=settings, app=app, deadline=deadline, write_reports=write_reports, from_cli=True,
+        app_error=app_error,
     )
     args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
     sink: Any = sys.stderr if verbose else io.StringIO()
@@ -189,10 +196,16 @@ def run_targets(
     """
     import pytest
 
+    from celery_probe.errors import AppLoadError
     from celery_probe.plugin import RunContext, TargetState
     from celery_probe.target import build_app
 
-    states = {name: TargetState(name, target, app=build_app(target)) for name, target in targets.items()}
+    states: dict[str, TargetState] = {}
+    for name, target in targets.items():
+        try:  # a usage error of any target stops the run here, before the session starts
+            states[name] = TargetState(name, target, app=build_app(target))
+        except AppLoadError as exc:  # that target is unknown; the others are still probed
+            states[name] = TargetState(name, target, app_error=exc)
     context = RunContext(settings=settings, targets=states, from_cli=True)
     args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
     args += [

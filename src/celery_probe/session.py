@@ -106,6 +106,7 @@ class ProbeRun:
         # it exists here before the run tells whether anybody writes results where we read.
         self.result_file = relative_file(_backend_url(app))
         self.result_file_existed = self.result_file is not None and resolved(self.result_file).exists()
+        self.backend_url = redact_url(_backend_url(app) or "")  # shown where the backend fails
         self._conn: Connection | None = None
         self._cache: dict[str, Any] = {}
         self.rotation: dict[str, int] | None = None  # set when round trips take turns
@@ -294,7 +295,7 @@ class ProbeRun:
             self.require_workers()
             backend = self.backend()
             if backend.reachable is False:
-                raise KnownFailure(f"result backend {backend.backend} did not answer: {backend.error}")
+                raise KnownFailure(f"result backend {backend.backend} {self.backend_url} did not answer: {backend.error}")
             consumers = self.consumers()
             reachable = [q for q in self.queues if consumers.get(q)]
             chosen = self._rotation(reachable)

@@ -34,6 +34,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ENV_PREFIX = "CELERY_PROBE_"
+# The broker's last fallback, Celery's own variable: Celery's choice, not a broker the operator named.
+CELERY_BROKER_URL_SOURCE = "environment variable CELERY_BROKER_URL"
 FORMATS = ("text", "json", "nagios")
 
 # Transport names kombu knows; checked lazily against kombu itself when importable.
@@ -588,7 +590,7 @@ def resolve_settings(
             (table.get(spec.name), table_label),
         ]
         if spec.name == "broker":
-            layers.append((environ.get("CELERY_BROKER_URL"), "environment variable CELERY_BROKER_URL"))
+            layers.append((environ.get("CELERY_BROKER_URL"), CELERY_BROKER_URL_SOURCE))
         for raw, source in layers:
             if raw is None or raw == () or raw == [] or (isinstance(raw, str) and not raw.strip()):
                 continue

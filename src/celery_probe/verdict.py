@@ -26,6 +26,8 @@ FAILED_OUTCOMES = ("failed", "error")
 RAN_OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed")
 MAX_MESSAGE = 500
 STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fair chance
+# Failures of the whole target rather than of one probe's setup: shown without "setup: ".
+TARGET_FAILURE_CODES = frozenset({"celery_app_config_error"})
 
 
 def unknown_verdict(message: str, code: str = "celery_probe_no_evidence") -> dict[str, Any]:
@@ -104,7 +106,7 @@ def _map(report: Any) -> dict[str, Any]:
             code = probe.get("code") or DEFAULT_CODE
             if metadata.get("starved"):  # the prober's own lack of time: no evidence either way
                 code, severity = STARVED_CODE, "error"
-            reason = _reason(code, severity, test, _failure_message(test))
+            reason = _reason(code, severity, test, _failure_message(test, phased=code not in TARGET_FAILURE_CODES))
             if str(reason["probe"] or "").startswith("::") and _text(probe.get("file")):
                 reason["probe"] = f"{probe['file']}{reason['probe']}"  # a probe file outside the rootdir
             reasons.append(reason)
@@ -149,7 +151,7 @@ def _reason(code: Any, severity: str, test: Mapping[str, Any], message: Any) -> 
     }
 
 
-def _failure_message(test: Mapping[str, Any]) -> str:
+def _failure_message(test: Mapping[str, Any], *, phased: bool = True) -> str:
     for when in ("setup", "call", "teardown"):
         stage = test.get(when)
         if not isinstance(stage, Mapping) or stage.get("outcome") != "failed":
@@ -164,7 +166,7 @@ def _failure_message(test: Mapping[str, Any]) -> str:
         for prefix in ("Failed: ", "AssertionError: "):
             if text.startswith(prefix):
                 text = text[len(prefix):]
-        return text if when == "call" or text.startswith("not attempted") else f"{when}: {text}"
+        return text if when == "call" or not phased or text.startswith("not attempted") else f"{when}: {text}"
     return "failed"
 
 
