@@ -184,8 +184,11 @@ class CeleryWorker(GroupProcess):
         env: Mapping[str, str] | None = None,
         pythonpath: Sequence[str | Path] = (),
         extra: Sequence[str] = (),
+        heartbeat: bool = False,
     ) -> None:
+        """``heartbeat``: send worker heartbeats (every 2 s) as a deployed worker does."""
         self.app_path = app_path
+        self.heartbeat = heartbeat
         self.name = name.replace("%h", socket.gethostname())
         self.queues = list(queues)
         self.pool = pool
@@ -200,7 +203,8 @@ class CeleryWorker(GroupProcess):
             sys.executable, "-m", "celery", "-A", self.app_path, "worker",
             "-P", self.pool, "-c", str(self.concurrency), "-n", self.name,
             "-Q", ",".join(self.queues), "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "-l", "INFO", "--logfile", str(self.logfile), *self.extra,
+            *([] if self.heartbeat else ["--without-heartbeat"]),
+            "-l", "INFO", "--logfile", str(self.logfile), *self.extra,
         ]
 
     def start(self, *, broker_url: str | None = None, timeout: float = 30.0) -> CeleryWorker:
@@ -386,8 +390,11 @@ class CeleryBeat(GroupProcess):
         workdir: str | Path | None = None,
         max_interval: float = 1.0,
         extra: Sequence[str] = (),
+        heartbeat: bool = False,
     ) -> None:
+        """``heartbeat``: send worker heartbeats (every 2 s) as a deployed worker does."""
         self.app_path = app_path
+        self.heartbeat = heartbeat
         self.env = dict(env or {})
         self.pythonpath = [str(p) for p in pythonpath]
         self._own_workdir = workdir is None
