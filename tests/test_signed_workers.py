@@ -9,9 +9,8 @@ A frozen signed worker sends no heartbeats and is still ``down``.
 
 from __future__ import annotations
 
-import datetime
+import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,34 +20,16 @@ from conftest import APPS, CliResult, app_env
 
 REFUSE = "celery_workers_refuse_unsigned"
 
-def make_keys(folder: Path) -> dict[str, str]:
-    """A private key, its self-signed certificate and a store trusting it (as examples/security)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
 
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "celery-probe-test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    store = folder / "store"
-    store.mkdir(parents=True)
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (folder / "worker.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption()))
-    (folder / "worker.pem").write_bytes(pem)
-    (store / "worker.pem").write_bytes(pem)
-    return {"PROBE_TEST_SECURITY_KEY": str(folder / "worker.key"),
-            "PROBE_TEST_SECURITY_CERT": str(folder / "worker.pem"),
-            "PROBE_TEST_SECURITY_STORE": str(store)}
+def make_keys(folder):
+    """tests/apps/signing_keys.make_keys (tests/apps is not on the test process's path)."""
+    sys.path.insert(0, str(APPS))
+    try:
+        from signing_keys import make_keys as make
+    finally:
+        sys.path.remove(str(APPS))
+    return make(folder)
+
 
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, dict[str, str], CeleryWorker]]:

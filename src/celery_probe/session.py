@@ -96,7 +96,7 @@ class MeasurementFailed(KnownFailure):
 
 def watched_queues(settings: Settings, app: Celery) -> list[str]:
     """The queues watched before any worker answered (see :mod:`celery_probe.watchlist`)."""
-    return configured_watch_list(app.conf, settings.queues).names
+    return configured_watch_list(app.conf, settings.queues, guess_default=not settings.app).names
 
 
 class ProbeRun:
@@ -106,7 +106,7 @@ class ProbeRun:
         self.settings = settings
         self.app = app
         self.deadline = deadline
-        self.watch: WatchList = configured_watch_list(app.conf, settings.queues)
+        self.watch: WatchList = configured_watch_list(app.conf, settings.queues, guess_default=not settings.app)
         self.queues = self.watch.names  # grows once, by the queues the workers consume
         self._rotation_key = " ".join(self.queues)  # the configured part: stable across runs
         self._watch_settled = bool(settings.queues)  # -Q is the whole list
@@ -285,6 +285,7 @@ class ProbeRun:
                 for name, queues in activity.queues.items()
             }
             self.watch.consumed_added = self.watch.add(consumed_queues(consumed))
+            self.watch.settle_guess(consumed_queues(consumed))
         return self.queues
 
     def queue_depths(self) -> dict[str, QueueDepth]:
