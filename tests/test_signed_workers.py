@@ -53,6 +53,9 @@ class TestBrokerOnly:
     def test_refusal_is_not_down(self, signed, cli):
         redis, _env, worker = signed
         result = _bare(cli, redis)
+        with redis.client(0) as client:  # the heartbeat listener left nothing behind
+            assert not client.exists("_kombu.binding.celeryev", "_kombu.binding_permanent.celeryev")
+            assert client.zscore("_kombu.binding_deadlines", "celeryev") is None
         verdict = result.verdict()
         assert "ContentDisallowed" in worker.log_tail(200)  # the worker refused our ping
         assert verdict["status"] == "unknown", verdict["reasons"]

@@ -21,6 +21,7 @@ the window opened is counted as ``unnamed``.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -165,7 +166,7 @@ def listen_heartbeats(app: Celery, seconds: float) -> dict[str, str]:
     certificates, and the hostname header and the content type are all this needs. The
     window ends at the first heartbeat. Same listener as :func:`listen`.
     """
-    from kombu import Consumer
+    from kombu import Consumer, Queue
 
     seen: dict[str, str] = {}
 
@@ -179,8 +180,12 @@ def listen_heartbeats(app: Celery, seconds: float) -> dict[str, str]:
             return seen
         channel = conn.channel()
         try:
-            receiver = app.events.Receiver(channel, routing_key=HEARTBEAT_KEY)
-            consumer = Consumer(channel, queues=[receiver.queue], on_message=on_message, no_ack=True)
+            # The receiver's own queue has an expiry, which kombu's Redis transport books in
+            # _kombu.binding_deadlines and leaves there; a plain auto-delete queue leaves nothing.
+            exchange = app.events.Receiver(channel).exchange
+            queue = Queue(f"celeryev.probe-{uuid.uuid4()}", exchange=exchange, routing_key=HEARTBEAT_KEY,
+                          auto_delete=True, durable=False)
+            consumer = Consumer(channel, queues=[queue], on_message=on_message, no_ack=True)
             _drain(conn, [consumer], seconds, until=lambda: bool(seen))
         finally:
             _quietly(channel.close)
