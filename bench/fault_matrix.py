@@ -54,6 +54,7 @@ APP = "fault_app"
 CAP = 30.0  # a probe process still running after this is a hang: killed, reported, not ok
 RABBITMQ = ("127.0.0.1", 5672)
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:{port}//"
+TEST_APPS = BENCH_DIR.parent / "tests" / "apps"  # signed_app and its key maker
 HANG_LIMIT = 20.0  # the hanging endpoint still lets go after this, so no thread lingers
 
 
@@ -122,12 +123,13 @@ class Matrix:
     def env(self, broker: str, backend: str | None, **extra: str) -> dict[str, str]:
         return {"FAULT_BROKER": broker, "FAULT_BACKEND": backend or "", **extra}
 
-    def spawn(self, env: dict[str, str], *extra: str, cwd: Path | None = None) -> tuple[subprocess.Popen[str], float]:
+    def spawn(self, env: dict[str, str], *extra: str, cwd: Path | None = None,
+              target: tuple[str, ...] = ("-A", APP)) -> tuple[subprocess.Popen[str], float]:
         report_dir = tempfile.mkdtemp(dir=self.scratch)
         full_env = {**os.environ, **env, "PYTHONPATH": os.pathsep.join([str(BENCH_DIR), os.environ.get("PYTHONPATH", "")])}
         for key in [k for k in full_env if k.startswith("CELERY_PROBE_")]:
             del full_env[key]  # the operator's own settings must not change what is probed
-        command = [sys.executable, "-m", "celery_probe", "run", "-A", APP, "--deadline", f"{self.deadline:g}",
+        command = [sys.executable, "-m", "celery_probe", "run", *target, "--deadline", f"{self.deadline:g}",
                    "--format", "json", "--report-dir", report_dir, *extra]
         started = time.monotonic()
         proc = subprocess.Popen(command, env=full_env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -148,13 +150,16 @@ class Matrix:
             verdict = {}
         return Probe(seconds, proc.returncode, verdict if isinstance(verdict, dict) else {}, err)
 
-    def probe(self, env: dict[str, str], *extra: str, cwd: Path | None = None) -> Probe:
-        return self.finish(*self.spawn(env, *extra, cwd=cwd))
+    def probe(self, env: dict[str, str], *extra: str, cwd: Path | None = None,
+              target: tuple[str, ...] = ("-A", APP)) -> Probe:
+        return self.finish(*self.spawn(env, *extra, cwd=cwd, target=target))
 
     def worker(self, env: dict[str, str], *, queue: str = "celery", pool: str = "solo",
-               concurrency: int = 1, cwd: Path | None = None) -> CeleryWorker:
-        worker = CeleryWorker(APP, name=f"fault-{uuid.uuid4().hex[:6]}@%h", queues=(queue,), pool=pool,
-                              concurrency=concurrency, env=env, pythonpath=[BENCH_DIR], cwd=cwd)
+               concurrency: int = 1, cwd: Path | None = None, app: str = APP,
+               heartbeat: bool = False) -> CeleryWorker:
+        worker = CeleryWorker(app, name=f"fault-{uuid.uuid4().hex[:6]}@%h", queues=(queue,), pool=pool,
+                              concurrency=concurrency, env=env, pythonpath=[BENCH_DIR, TEST_APPS],
+                              heartbeat=heartbeat, cwd=cwd)
         self.stack.callback(worker.close)
         return worker.start(timeout=40)
 
@@ -218,6 +223,33 @@ def redis_cases(m: Matrix) -> Iterator[Row]:
 
     yield m.row("broker host does not resolve (.invalid)", ("down",), ("celery_broker_unreachable",),
                 m.probe(m.env("redis://celery-probe-fault.invalid:6379/0", "redis://celery-probe-fault.invalid:6379/1")))
+
+
+def broker_only_cases(m: Matrix) -> Iterator[Row]:
+    """``-b`` alone (no app): what the probe can tell without the deployment's configuration."""
+    redis = m.redis()
+    bare = ("-b", redis.url(0), "--backend", redis.url(1))
+    env = m.env(redis.url(0), redis.url(1))
+
+    worker = m.worker(env, queue="math")
+    yield m.row("-b, workers consume only math (celery empty)", ("healthy",), ("",), m.probe({}, target=bare))
+    worker.close()
+
+    sys.path.insert(0, str(TEST_APPS))
+    try:
+        from signing_keys import make_keys
+    except ImportError as exc:  # cryptography comes with the test extra
+        yield Row("-b, signed workers (auth serializer)", ("unknown",), ("celery_workers_refuse_unsigned",),
+                  bound=m.bound, skipped=True, note=f"needs pip install -e '.[test]': {exc}")
+        return
+    finally:
+        sys.path.remove(str(TEST_APPS))
+    keys = make_keys(Path(tempfile.mkdtemp(dir=m.scratch)))
+    signed = {"PROBE_TEST_BROKER": redis.url(0), "PROBE_TEST_BACKEND": redis.url(1), **keys}
+    worker = m.worker(signed, app="signed_app", heartbeat=True)
+    yield m.row("-b, signed workers (auth serializer)", ("unknown",), ("celery_workers_refuse_unsigned",),
+                m.probe({}, target=bare))
+    worker.close()
 
 
 def busy_pool(m: Matrix, env: dict[str, str]) -> Row:
@@ -497,8 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     with ExitStack() as stack:
         m = Matrix(args.deadline, stack)
-        groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, endpoint_cases, roundtrip_cause_cases,
-                                                           routed_cases, app_cases, busy_host_cases]
+        groups: list[Callable[[Matrix], Iterator[Row]]] = [redis_cases, broker_only_cases, endpoint_cases,
+                                                           roundtrip_cause_cases, routed_cases, app_cases,
+                                                           busy_host_cases]
         if not args.skip_rabbitmq:
             groups += [quorum_cases, rabbitmq_cases]
         for group in groups:

@@ -60,7 +60,7 @@ def test_queues_with_backlog_have_consumers(probe_run, record, known):
     """No watched queue holds messages that no worker consumes."""
     with known:
         depths = probe_run.queue_depths()
-    consumers = probe_run.consumers()
+        consumers = probe_run.consumers()
     record["consumers"] = consumers
     orphaned = [
         f"{name}={depth.length}"

@@ -20,6 +20,8 @@ def test_workers_answer_ping(probe_run, record, known):
         "expected": result.expected,
     }
     if not result.replies:
+        with known:  # workers alive that refuse the probe's messages: unknown, not down
+            probe_run.refusal()
         pytest.fail(
             f"no worker answered ping (listened {result.waited_ms:.0f} ms)", pytrace=False
         )

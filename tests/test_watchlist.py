@@ -142,3 +142,18 @@ class TestRouteForms:
         watch = configured_watch_list(app.conf)
         assert watch.names == ["a", "b", "celery"] and watch.required == {"a", "b"}
         assert configured_watch_list(app.conf, ["x"]).names == ["x"]
+
+    def test_guessed_default_is_dropped_only_when_workers_consume_others(self):
+        from celery import Celery
+
+        conf = Celery(set_as_current=False).conf
+        watch = configured_watch_list(conf, guess_default=True)
+        assert watch.guessed == "celery" and watch.required == {"celery"}
+        watch.settle_guess([])  # no worker answered: the guess stands
+        assert watch.required == {"celery"}
+        watch.settle_guess(["celery", "math"])
+        assert watch.required == {"celery"}
+        watch.settle_guess(["math"])
+        assert watch.required == set()
+        assert configured_watch_list(conf).guessed is None  # an app's own default is no guess
+        assert configured_watch_list(conf, ["celery"], guess_default=True).guessed is None  # -Q

@@ -21,6 +21,7 @@ the window opened is counted as ``unnamed``.
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 SLICE = 0.1  # seconds per drain, so the window ends on time however quiet the broker is
 CLOSE_GRACE = 0.15  # seconds each cleanup step may take; a frozen broker would hold it for the socket timeout
+HEARTBEAT_KEY = "worker.heartbeat"  # routing key of the worker-heartbeat event
 MAX_TRACKED = 100_000  # task ids remembered for their names; a flood cannot grow memory unbounded
 
 
@@ -149,23 +151,64 @@ def listen(app: Celery, seconds: float, *, exclude: frozenset[str] = frozenset()
         try:
             receiver = app.events.Receiver(channel, handlers=collector.handlers())
             consumers = receiver.get_consumers(partial(Consumer, channel), channel)
-            started = time.monotonic()
-            end = started + seconds
-            for consumer in consumers:
-                consumer.consume()
-            try:
-                while (left := end - time.monotonic()) > 0:
-                    try:
-                        conn.drain_events(timeout=min(SLICE, left))
-                    except TimeoutError:  # socket.timeout: the slice passed quietly
-                        pass
-            finally:
-                window.listened_s = round(time.monotonic() - started, 3)
-                for consumer in consumers:
-                    _quietly(consumer.cancel)
+            window.listened_s = _drain(conn, consumers, seconds)
         finally:
             _quietly(channel.close)  # Redis removes the fanout binding here
     return window
+
+
+def listen_heartbeats(app: Celery, seconds: float) -> dict[str, str]:
+    """``{hostname: content type}`` of the ``worker-heartbeat`` events seen within ``seconds``.
+
+    A worker whose remote control stays silent may still be alive: its heartbeats (every
+    2 s unless started ``--without-heartbeat``) say so. They are not decoded: a heartbeat
+    signed with Celery's ``auth`` serializer cannot be read without the workers'
+    certificates, and the hostname header and the content type are all this needs. The
+    window ends at the first heartbeat. Same listener as :func:`listen`.
+    """
+    from kombu import Consumer, Queue
+
+    seen: dict[str, str] = {}
+
+    def on_message(message: Any) -> None:
+        hostname = (message.headers or {}).get("hostname")
+        seen[str(hostname or "?")] = str(message.content_type or "")
+
+    with app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1)
+        if not events_exchange_exists(conn, app.conf.event_exchange):
+            return seen
+        channel = conn.channel()
+        try:
+            # The receiver's own queue has an expiry, which kombu's Redis transport books in
+            # _kombu.binding_deadlines and leaves there; a plain auto-delete queue leaves nothing.
+            exchange = app.events.Receiver(channel).exchange
+            queue = Queue(f"celeryev.probe-{uuid.uuid4()}", exchange=exchange, routing_key=HEARTBEAT_KEY,
+                          auto_delete=True, durable=False)
+            consumer = Consumer(channel, queues=[queue], on_message=on_message, no_ack=True)
+            _drain(conn, [consumer], seconds, until=lambda: bool(seen))
+        finally:
+            _quietly(channel.close)
+    return seen
+
+
+def _drain(conn: Connection, consumers: list[Any], seconds: float, until: Any = None) -> float:
+    """Consume for ``seconds`` (or until ``until()`` holds), then cancel; return seconds listened."""
+    started = time.monotonic()
+    end = started + seconds
+    for consumer in consumers:
+        consumer.consume()
+    try:
+        while (left := end - time.monotonic()) > 0 and not (until and until()):
+            try:
+                conn.drain_events(timeout=min(SLICE, left))
+            except TimeoutError:  # socket.timeout: the slice passed quietly
+                pass
+    finally:
+        listened = round(time.monotonic() - started, 3)
+        for consumer in consumers:
+            _quietly(consumer.cancel)
+    return listened
 
 
 def _quietly(action: Any) -> None:

@@ -22,7 +22,14 @@ import pytest
 from celery_probe.deadline import Deadline, ProbeTimeout, Starved, alarm
 from celery_probe.errors import AppLoadError, ProbeUsageError
 from celery_probe.markers import MARKER_HELP, ProbeMark, probe_mark
-from celery_probe.session import KnownFailure, MeasurementFailed, ProbeRun, StarvedFailure
+from celery_probe.session import (
+    KnownFailure,
+    MeasurementFailed,
+    NoEvidence,
+    ProbeRun,
+    StarvedFailure,
+    UnknownFailure,
+)
 from celery_probe.settings import Settings, resolve_settings
 
 if TYPE_CHECKING:
@@ -319,6 +326,8 @@ def known(request: pytest.FixtureRequest) -> Any:
     probe's own root cause; one that had already failed is a consequence: "not attempted".
     A :class:`~celery_probe.deadline.Starved` measurement, and every consequence of one,
     fails as no evidence at all: the verdict says ``unknown`` (``celery_probe_starved``).
+    So does a :class:`NoEvidence` one, with its own code (workers that refuse unsigned
+    messages: ``celery_workers_refuse_unsigned``), and its consequences.
     """
     item = request.node
 
@@ -330,8 +339,13 @@ def known(request: pytest.FixtureRequest) -> Any:
             if isinstance(exc, Starved):
                 mark_starved(item, str(exc))
                 pytest.fail(str(exc), pytrace=False)
+            if isinstance(exc, NoEvidence):
+                mark_unknown(item, exc.code)
+                pytest.fail(str(exc), pytrace=False)
             if isinstance(exc, StarvedFailure):
                 mark_starved(item, f"not attempted: {exc}")
+            elif isinstance(exc, UnknownFailure):
+                mark_unknown(item, exc.code)
             if isinstance(exc, MeasurementFailed):
                 pytest.fail(str(exc), pytrace=False)
             if isinstance(exc, KnownFailure):
@@ -342,11 +356,29 @@ def known(request: pytest.FixtureRequest) -> Any:
 
 
 _STARVED = pytest.StashKey[str]()
+_NO_EVIDENCE = pytest.StashKey[str]()
 
 
 def mark_starved(item: pytest.Item, message: str) -> None:
     """Record that ``item`` failed for the prober's own lack of time, not for Celery's fault."""
     item.stash[_STARVED] = message
+
+
+def mark_unknown(item: pytest.Item, code: str) -> None:
+    """Record that ``item`` failed for a reason that proves nothing either way: ``code`` says which.
+
+    The verdict then reports the failure with that code at ``error`` severity (``unknown``).
+    """
+    item.stash[_NO_EVIDENCE] = code
+
+
+def _unknown_metadata(item: pytest.Item) -> dict[str, str]:
+    marks = {}
+    if _STARVED in item.stash:
+        marks["starved"] = item.stash[_STARVED]
+    if _NO_EVIDENCE in item.stash:
+        marks["no_evidence"] = item.stash[_NO_EVIDENCE]
+    return marks
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -481,15 +513,13 @@ def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[Any]) 
     if mark is None:
         return {}
     if call.when != "setup":
-        return {"starved": item.stash[_STARVED]} if _STARVED in item.stash else {}
+        return _unknown_metadata(item)
     doc = (getattr(item, "obj", None).__doc__ or "").strip().splitlines() if hasattr(item, "obj") else []
     probe = {**mark.as_dict(), "title": doc[0] if doc else item.name, "file": item.path.name,
              "order": item.stash.get(_ORDER, 0)}
     if _item_target(item):
         probe["target"] = _item_target(item)
-    if _STARVED in item.stash:
-        return {"probe": probe, "starved": item.stash[_STARVED]}
-    return {"probe": probe}
+    return {"probe": probe, **_unknown_metadata(item)}
 
 
 @pytest.hookimpl(optionalhook=True, trylast=True)

@@ -26,6 +26,7 @@ from celery_probe.broker import (
     open_connection,
 )
 from celery_probe.deadline import Deadline, ProbeTimeout, Starved, alarm
+from celery_probe.events import listen_heartbeats
 from celery_probe.roundtrip import (
     Trip,
     collect_trips,
@@ -38,7 +39,9 @@ from celery_probe.roundtrip import (
     write_cursor,
 )
 from celery_probe.settings import Settings
+from celery_probe.signed import REFUSE_CODE, prober_signs, refusal_message
 from celery_probe.urls import redact_url, secrets_in
+from celery_probe.verdict import STARVED_CODE
 from celery_probe.watchlist import WatchList, configured_watch_list, consumed_queues
 from celery_probe.worker_config import (
     WorkerConfig,
@@ -49,7 +52,7 @@ from celery_probe.worker_config import (
     same_backend,
     shown,
 )
-from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, ping_workers
+from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, pidbox_bindings, ping_workers
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -59,17 +62,38 @@ T = TypeVar("T")
 CONNECT_SHARE = 0.4  # of the deadline, for the broker or the backend to answer a connection
 EVALUATION_RESERVE = 0.25  # seconds kept back from the round-trip wait for the probes after it
 EXPLAIN_RESERVE = 0.1  # of that, seconds left to the probes after asking the workers why a trip failed
+HEARTBEAT_WAIT = 2.3  # seconds to wait for a silent worker's heartbeat (sent every 2 s by default)
 
 
 class KnownFailure(Exception):
     """A measurement this probe depends on already failed; the message says why."""
 
 
-class StarvedFailure(KnownFailure):
-    """A measurement this probe depends on was starved (see :class:`~celery_probe.deadline.Starved`).
+class NoEvidence(Exception):
+    """A measurement that proves nothing either way about Celery, with its own reason code.
+
+    Raised as is to the probe that asked first, like :class:`~celery_probe.deadline.Starved`
+    (whose code is ``celery_probe_starved``): the verdict is ``unknown``, never ``down``.
+    """
+
+    def __init__(self, message: str, code: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class UnknownFailure(KnownFailure):
+    """A measurement this probe depends on proved nothing (:class:`NoEvidence`, ``code`` says why).
 
     Its consequences are no evidence either: they too make the verdict ``unknown``.
     """
+
+    def __init__(self, message: str, code: str = STARVED_CODE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StarvedFailure(UnknownFailure):
+    """A measurement this probe depends on was starved (see :class:`~celery_probe.deadline.Starved`)."""
 
 
 class MeasurementFailed(KnownFailure):
@@ -84,7 +108,7 @@ class MeasurementFailed(KnownFailure):
 
 def watched_queues(settings: Settings, app: Celery) -> list[str]:
     """The queues watched before any worker answered (see :mod:`celery_probe.watchlist`)."""
-    return configured_watch_list(app.conf, settings.queues).names
+    return configured_watch_list(app.conf, settings.queues, guess_default=not settings.app).names
 
 
 class ProbeRun:
@@ -94,7 +118,7 @@ class ProbeRun:
         self.settings = settings
         self.app = app
         self.deadline = deadline
-        self.watch: WatchList = configured_watch_list(app.conf, settings.queues)
+        self.watch: WatchList = configured_watch_list(app.conf, settings.queues, guess_default=not settings.app)
         self.queues = self.watch.names  # grows once, by the queues the workers consume
         self._rotation_key = " ".join(self.queues)  # the configured part: stable across runs
         self._watch_settled = bool(settings.queues)  # -Q is the whole list
@@ -111,24 +135,27 @@ class ProbeRun:
         self._cache: dict[str, Any] = {}
         self.rotation: dict[str, int] | None = None  # set when round trips take turns
         self._errors: dict[str, str] = {}
-        self._starved: set[str] = set()  # keys whose failure was the prober's own lack of time
+        self._unknown: dict[str, str] = {}  # keys whose failure proves nothing: their reason code
 
     # -- memoisation with remembered failures ------------------------------------------
 
     def _once(self, key: str, compute: Callable[[], T]) -> T:
         if key in self._errors:
-            raise (StarvedFailure if key in self._starved else KnownFailure)(self._errors[key])
+            code = self._unknown.get(key)
+            if code is None:
+                raise KnownFailure(self._errors[key])
+            raise StarvedFailure(self._errors[key]) if code == STARVED_CODE else UnknownFailure(self._errors[key], code)
         if key not in self._cache:
             try:
                 self._cache[key] = compute()
-            except Starved as exc:  # raised as is to the probe that asked first
+            except (Starved, NoEvidence) as exc:  # raised as is to the probe that asked first
                 self._errors[key] = str(exc)
-                self._starved.add(key)
+                self._unknown[key] = getattr(exc, "code", STARVED_CODE)
                 raise
             except KnownFailure as exc:
                 self._errors[key] = str(exc)
-                if isinstance(exc, StarvedFailure):
-                    self._starved.add(key)
+                if isinstance(exc, UnknownFailure):
+                    self._unknown[key] = exc.code
                 raise
             except ProbeTimeout as exc:
                 self._errors[key] = f"timed out: {exc}"
@@ -212,10 +239,41 @@ class ProbeRun:
     def require_workers(self) -> list[str]:
         names = self.ping().names
         if not names:
+            self.refusal()  # alive workers that refuse the probe's messages: unknown, not down
             raise KnownFailure(
                 f"no worker answered ping within {self.settings.ping_window:.2f}s idle window"
             )
         return names
+
+    def refusal(self) -> None:
+        """Raise :class:`NoEvidence` when the workers that stayed silent are alive and refuse us.
+
+        Asked only after a ping nobody answered. Workers that sign their messages
+        (:mod:`celery_probe.signed`) refuse an unsigned ping; their signed heartbeats show
+        they live. No heartbeat within the wait (a dead or frozen worker, or one started
+        ``--without-heartbeat``), or any trouble listening: nothing changes, the silence
+        of the ping stands as the evidence it was.
+        """
+
+        def compute() -> None:
+            # With -A the probe speaks the app's own serializer, as its workers do: only a
+            # bare broker URL (-b) can meet workers that refuse what it sends.
+            if self.settings.app or prober_signs(self.app.conf) or self.deadline.remaining() <= EVALUATION_RESERVE:
+                return
+            try:
+                bound = pidbox_bindings(self.require_broker(), self.app.conf.control_exchange)
+                if bound == []:
+                    return  # on Redis no worker listens at all: no heartbeat to wait for
+                seconds = self.deadline.within(HEARTBEAT_WAIT) - EVALUATION_RESERVE
+                with alarm(seconds + 0.5, "listening for worker heartbeats"):
+                    heartbeats = listen_heartbeats(self.app, max(0.05, seconds))
+            except (Exception, ProbeTimeout):  # noqa: BLE001 - no evidence of life: the ping stands
+                return
+            message = refusal_message(heartbeats)
+            if message:
+                raise NoEvidence(message, REFUSE_CODE)
+
+        self._once("refusal", compute)
 
     def activity(self) -> WorkerActivity:
         def compute() -> WorkerActivity:
@@ -246,6 +304,7 @@ class ProbeRun:
                 for name, queues in activity.queues.items()
             }
             self.watch.consumed_added = self.watch.add(consumed_queues(consumed))
+            self.watch.settle_guess(consumed_queues(consumed))
         return self.queues
 
     def queue_depths(self) -> dict[str, QueueDepth]:
@@ -258,6 +317,8 @@ class ProbeRun:
         self.settle_watch_list()
         try:
             activity = self.activity()
+        except UnknownFailure:
+            raise  # who consumes is unknown, not "nobody"
         except KnownFailure:
             return {queue: [] for queue in self.queues}
         return {queue: activity.consumers_of(queue) for queue in self.queues}

@@ -185,9 +185,12 @@ class CeleryWorker(GroupProcess):
         pythonpath: Sequence[str | Path] = (),
         extra: Sequence[str] = (),
         cwd: str | Path | None = None,
+        heartbeat: bool = False,
     ) -> None:
+        """``heartbeat``: send worker heartbeats (every 2 s) as a deployed worker does."""
         self.app_path = app_path
         self.cwd = cwd
+        self.heartbeat = heartbeat
         self.name = name.replace("%h", socket.gethostname())
         self.queues = list(queues)
         self.pool = pool
@@ -202,7 +205,8 @@ class CeleryWorker(GroupProcess):
             sys.executable, "-m", "celery", "-A", self.app_path, "worker",
             "-P", self.pool, "-c", str(self.concurrency), "-n", self.name,
             "-Q", ",".join(self.queues), "--without-gossip", "--without-mingle",
-            "--without-heartbeat", "-l", "INFO", "--logfile", str(self.logfile), *self.extra,
+            *([] if self.heartbeat else ["--without-heartbeat"]),
+            "-l", "INFO", "--logfile", str(self.logfile), *self.extra,
         ]
 
     def start(self, *, broker_url: str | None = None, timeout: float = 30.0) -> CeleryWorker:

@@ -7,7 +7,8 @@ raising. ``status`` is one of :data:`STATUSES`:
 * ``down``: a ``critical`` probe failed, errored or timed out;
 * ``degraded``: a ``degraded`` probe failed;
 * ``unknown``: the evidence itself is missing or broken (no report, no probe ran, a probe
-  file did not load, or the prober itself was starved of time: ``celery_probe_starved``);
+  file did not load, the prober itself was starved of time: ``celery_probe_starved``, or
+  a probe's failure proves nothing and says why in ``metadata.no_evidence``);
 * ``healthy``: probes ran and none of the above holds.
 """
 
@@ -106,6 +107,8 @@ def _map(report: Any) -> dict[str, Any]:
             code = probe.get("code") or DEFAULT_CODE
             if metadata.get("starved"):  # the prober's own lack of time: no evidence either way
                 code, severity = STARVED_CODE, "error"
+            elif _text(metadata.get("no_evidence")):  # a failure that proves nothing, with its own code
+                code, severity = metadata["no_evidence"], "error"
             reason = _reason(code, severity, test, _failure_message(test, phased=code not in TARGET_FAILURE_CODES))
             if str(reason["probe"] or "").startswith("::") and _text(probe.get("file")):
                 reason["probe"] = f"{probe['file']}{reason['probe']}"  # a probe file outside the rootdir

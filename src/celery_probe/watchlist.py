@@ -26,12 +26,18 @@ class WatchList:
     default queue beside a ``task_queues`` list, routed queues, queues found on workers)
     are watched for messages nobody takes, but an empty one without a consumer is no
     failure: a route may name a queue that this deployment does not use.
+
+    ``guessed`` is the default queue when nothing configures it (``-b`` without an app):
+    Celery's ``celery`` is then only a guess at where tasks go. It stays required until
+    the answering workers are known; when they consume other queues and not it,
+    :meth:`settle_guess` drops the requirement (messages waiting in it still count).
     """
 
     names: list[str] = field(default_factory=list)
     required: set[str] = field(default_factory=set)
     unlisted_routers: list[str] = field(default_factory=list)
     consumed_added: list[str] = field(default_factory=list)
+    guessed: str | None = None
 
     def add(self, names: Iterable[str], *, required: bool = False) -> list[str]:
         """Append the names not yet watched; return those that were new."""
@@ -46,6 +52,12 @@ class WatchList:
                 self.required.add(name)
         return new
 
+    def settle_guess(self, consumed: Iterable[str]) -> None:
+        """A guessed default queue no answering worker consumes is not required after all."""
+        consumed = set(consumed)
+        if self.guessed and consumed and self.guessed not in consumed:
+            self.required.discard(self.guessed)
+
 
 def _queue_name(queue: Any) -> str | None:
     """A queue's name from a kombu ``Queue``, a ``{"queue": ...}`` dict, or a plain name."""
@@ -55,8 +67,11 @@ def _queue_name(queue: Any) -> str | None:
     return str(name) if name else None
 
 
-def configured_watch_list(conf: Any, queues: Iterable[str] = ()) -> WatchList:
-    """The watch list before any worker answered: ``-Q`` alone, or the app's configuration."""
+def configured_watch_list(conf: Any, queues: Iterable[str] = (), *, guess_default: bool = False) -> WatchList:
+    """The watch list before any worker answered: ``-Q`` alone, or the app's configuration.
+
+    ``guess_default``: no app configures the default queue (``-b`` alone), so it is a guess.
+    """
     watch = WatchList()
     explicit = list(queues)
     if explicit:
@@ -70,6 +85,7 @@ def configured_watch_list(conf: Any, queues: Iterable[str] = ()) -> WatchList:
         watch.add([default])
     else:
         watch.add([default], required=True)
+        watch.guessed = default if guess_default else None
     routed, unlisted = routed_queues(conf.task_routes)
     watch.add(routed)
     watch.unlisted_routers = unlisted

@@ -145,3 +145,25 @@ def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> Work
             if key:
                 activity.busy_by_queue[str(key)] = activity.busy_by_queue.get(str(key), 0) + 1
     return activity
+
+
+def pidbox_bindings(conn: Connection, control_exchange: str) -> list[str] | None:
+    """The remote-control queues bound on Redis (``<worker>.<exchange>.pidbox``); None elsewhere.
+
+    kombu's Redis fanout is PUBLISH/SUBSCRIBE: a ping leaves nothing in any list, and a
+    frozen worker's subscription looks like a live one. What stays is the binding set
+    ``_kombu.binding.<exchange>.pidbox``, one member per worker that bound its queue
+    (removed when a worker shuts down, left behind when it is killed). An empty set means
+    no worker listens, so there is no point waiting for heartbeats.
+    """
+    from celery_probe.redis_access import is_redis, key_prefix, plain_client
+
+    if not is_redis(conn):
+        return None
+    channel: Any = conn.default_channel
+    key = f"{key_prefix(channel)}_kombu.binding.{control_exchange}.pidbox"
+    members = plain_client(channel).smembers(key) or set()
+    separator = "\x06\x16"
+    names = {(m.decode(errors="replace") if isinstance(m, bytes) else str(m)).split(separator)[-1]
+             for m in members}
+    return sorted(n for n in names if n)
