@@ -27,35 +27,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 try:
-    from celery_probe.testing import CeleryWorker, RedisServer
+    from celery_probe.testing import CeleryWorker, RedisServer, cpu_hogs
 except ImportError:  # pragma: no cover - wrong interpreter
     sys.exit("busy_host.py: celery_probe is not importable; run it with the virtualenv's python")
 
 BENCH_DIR = Path(__file__).resolve().parent
 CAP = 30.0  # a probe process still running after this is killed and counted as a hang
-HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
-
-
-@contextmanager
-def hogs(count: int, seconds: float) -> Iterator[None]:
-    """``count`` CPU-bound processes, each ending by itself after ``seconds``."""
-    procs = [
-        subprocess.Popen([sys.executable, "-c", HOG.format(seconds=seconds)], stdin=subprocess.DEVNULL)
-        for _ in range(count)
-    ]
-    try:
-        time.sleep(1.0 if count else 0.0)  # let the load average and the scheduler see them
-        yield
-    finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait(timeout=10)
 
 
 def probe_once(env: dict[str, str], report_dir: Path, deadline: float) -> dict[str, Any]:
@@ -119,7 +101,7 @@ def main() -> int:
               f"{args.hogs} CPU-bound processes\n")
         print("| phase | runs | statuses | reason codes (not info) | wall s median (min-max) | load |")
         print("|---|---|---|---|---|---|")
-        with hogs(args.hogs, hog_seconds):
+        with cpu_hogs(args.hogs, hog_seconds, settle=1.0):
             rows.append(phase("healthy, busy", args.runs, env, report_dir, args.deadline))
             redis.freeze()
             try:

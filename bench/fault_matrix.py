@@ -42,6 +42,7 @@ try:
         HealthEndpoint,
         RedisServer,
         TcpProxy,
+        cpu_hogs,
         delete_rabbitmq_names,
         free_port,
         wait_until,
@@ -435,20 +436,12 @@ def busy_host_cases(m: Matrix) -> Iterator[Row]:
     redis = m.redis()
     env = m.env(redis.url(0), redis.url(1))
     m.worker(env, pool="prefork", concurrency=2)
-    hog = "import time\nend = time.monotonic() + 60\nwhile time.monotonic() < end:\n    pass\n"
-    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(BUSY_HOGS_PER_CORE * (os.cpu_count() or 1))]
-    try:
-        time.sleep(1.0)
+    with cpu_hogs(BUSY_HOGS_PER_CORE * (os.cpu_count() or 1), 60, settle=1.0) as hogs:
         for attempt in range(3):
             row = m.row(f"healthy worker, host busy ({len(hogs)} CPU-bound processes), run {attempt + 1}",
                         ("healthy", "unknown"), ("", "celery_probe_starved"), m.probe(env))
             row.bound = 2 * m.deadline + 1.0
             yield row
-    finally:
-        for proc in hogs:
-            proc.kill()
-        for proc in hogs:
-            proc.wait(timeout=10)
 
 
 def app_cases(m: Matrix) -> Iterator[Row]:

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,3 +226,28 @@ def redis_state(redis: RedisServer) -> dict[tuple[int, str], tuple[str, int]]:
                         "hash": client.hlen}.get(kind, lambda _key: 1)(key)
                 state[(db, key.decode(errors="replace"))] = (kind, size)
     return state
+
+
+# --------------------------------------------------------------------------- RabbitMQ vhosts
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` against the local RabbitMQ; its stdout (bounded, raises on failure)."""
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60,
+                          check=True).stdout
+
+
+@pytest.fixture
+def vhost_url() -> Iterator[str]:
+    """``amqp://`` URL of a RabbitMQ vhost of this test's own, deleted with all it holds afterwards.
+
+    Quorum queues, x-max-priority queues and delayed-delivery queues of a test go with it, so
+    the shared vhost is never changed.
+    """
+    name = f"celery-probe-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)

@@ -8,34 +8,24 @@ takes most of a short deadline, and the waits after it get a sliver of it.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from celery_probe.deadline import Deadline, Wait, run_queue_delay
+from celery_probe.testing import cpu_hogs as hogs
 from celery_probe.verdict import verdict_from_report
 
 from conftest import app_env
 
 HOGS_PER_CORE = 5
-HOG_SECONDS = 90  # each hog ends by itself even if the test process dies
-HOG = f"import time\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end:\n    pass\n"
 
 
 @pytest.fixture
 def cpu_hogs() -> Iterator[None]:
-    procs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(HOGS_PER_CORE * (os.cpu_count() or 1))]
-    try:
-        time.sleep(0.5)
+    with hogs(HOGS_PER_CORE * (os.cpu_count() or 1)):
         yield
-    finally:
-        for proc in procs:
-            proc.kill()
-        for proc in procs:
-            proc.wait(timeout=10)
 
 
 class TestFairWait:

@@ -9,7 +9,6 @@ stalled (``down``), and the reason names the prefetch.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,20 +183,10 @@ class TestRelativeSqliteBackend:
 # ----------------------------------------------------------------------------- RabbitMQ
 
 
-def rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture
-def vhost() -> Iterator[str]:
+def vhost(vhost_url: str) -> str:
     """A RabbitMQ vhost of this test's own: its quorum and delayed-delivery queues go with it."""
-    name = f"celery-probe-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
+    return vhost_url
 
 
 def quorum_client(broker: str, backend: str, exchange_type: str) -> Celery:

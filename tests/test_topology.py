@@ -10,34 +10,16 @@ tests/apps/topology_app.py, which declares the queues the way their owner would.
 from __future__ import annotations
 
 import json
-import subprocess
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from celery_probe.testing import CeleryWorker
 
-from conftest import APPS, app_env
+from conftest import APPS, app_env, rabbitmqctl
 
 pytestmark = pytest.mark.rabbitmq_only
 
-
-def rabbitmqctl(*args: str) -> str:
-    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=60,
-                          check=True).stdout
-
-
-@pytest.fixture
-def vhost_url() -> Iterator[str]:
-    """``amqp://`` URL of a vhost of this test's own on the local RabbitMQ."""
-    name = f"celery-probe-test-{uuid.uuid4().hex[:10]}"
-    rabbitmqctl("add_vhost", name)
-    try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
-        yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
-    finally:
-        rabbitmqctl("delete_vhost", name)
 
 
 def topology(url: str) -> tuple[set[str], set[str]]:

@@ -16,11 +16,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+_HOG = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextmanager
+def cpu_hogs(count: int, seconds: float = 90.0, *, settle: float = 0.5) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``count`` CPU-bound processes: a busy host, as prefork workers running CPU-bound tasks make it.
+
+    Each ends by itself after ``seconds`` even if the caller dies; all are killed on the way
+    out. ``settle`` gives the scheduler (and the load average) a moment to see them.
+    """
+    procs = [subprocess.Popen([sys.executable, "-c", _HOG.format(seconds=seconds)], stdin=subprocess.DEVNULL)
+             for _ in range(count)]
+    try:
+        time.sleep(settle if count else 0.0)
+        yield procs
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(timeout=10)
 
 
 def free_port() -> int:
