@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from celery_probe.flower import reason_link, verdict_base, worker_names
-from celery_probe.verdict import seed_shape
+from celery_probe.verdict import is_consequence, seed_shape
 
 ALERT_SEVERITY = {"critical": "critical", "degraded": "medium", "error": "low"}
 
@@ -51,7 +51,7 @@ def get_ops_alerts(verdict: Mapping[str, Any], alerts: Iterable[Mapping[str, Any
         severity = ALERT_SEVERITY.get(str(reason.get("severity")))
         if severity is None:
             continue  # informational notes are not alerts
-        if str(reason.get("message", "")).startswith("not attempted"):
+        if is_consequence(reason):
             continue  # a consequence of a root cause already alerted on
         add(str(reason.get("code")), severity, str(reason.get("message")))
     health = {**seed_shape(verdict), "reasons": reasons, "checked_at": verdict.get("checked_at")}

@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from celery_probe.verdict import is_consequence
+
 STATUS_COLOURS = {"healthy": "green", "degraded": "yellow", "down": "red", "unknown": "magenta"}
 NAGIOS_STATES = {"healthy": (0, "OK"), "degraded": (1, "WARNING"), "down": (2, "CRITICAL"), "unknown": (3, "UNKNOWN")}
 
@@ -81,7 +83,7 @@ def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
     if isinstance(links, Mapping) and links.get("flower"):
         lines.append(f"  flower     {links['flower']}")
     reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
-    consequences = [r for r in reasons if str(r.get("message", "")).startswith("not attempted")]
+    consequences = [r for r in reasons if is_consequence(r)]
     for reason in reasons:
         if reason in consequences:
             continue

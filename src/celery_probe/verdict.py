@@ -31,6 +31,14 @@ STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fai
 TARGET_FAILURE_CODES = frozenset({"celery_app_config_error"})
 
 
+CONSEQUENCE = "not attempted"  # how a reason that only follows from an earlier failure begins
+
+
+def is_consequence(reason: Mapping[str, Any]) -> bool:
+    """A reason that only follows from an earlier failure (``not attempted: …``)."""
+    return str(reason.get("message", "")).startswith(CONSEQUENCE)
+
+
 def unknown_verdict(message: str, code: str = "celery_probe_no_evidence") -> dict[str, Any]:
     """The verdict for a run that produced no usable report."""
     verdict = _empty()
@@ -123,7 +131,7 @@ def _map(report: Any) -> dict[str, Any]:
 
     _fill_metrics(verdict, measured)
     # Root causes first; "not attempted: …" reasons are consequences of an earlier failure.
-    reasons.sort(key=lambda r: (r["message"].startswith("not attempted"), SEVERITY_ORDER.get(r["severity"], 9)))
+    reasons.sort(key=lambda r: (is_consequence(r), SEVERITY_ORDER.get(r["severity"], 9)))
     verdict["reasons"] = reasons
     verdict["status"] = _status(reasons, ran=counts["passed"] + counts["failed"] + counts["error"])
     if verdict["status"] == "unknown" and not any(r["severity"] == "error" for r in reasons):
@@ -404,7 +412,7 @@ def _by_target(report: Any) -> dict[str, Any]:
     run_wide = verdict_from_report({**report, "tests": [], "celery_probe": {}})
     errors = [r for r in run_wide["reasons"] if r["code"] == "celery_probe_error"]
     reasons = [{**reason, "target": name} for name, verdict in targets.items() for reason in verdict["reasons"]]
-    reasons.sort(key=lambda r: (r["message"].startswith("not attempted"), SEVERITY_ORDER.get(r["severity"], 9)))
+    reasons.sort(key=lambda r: (is_consequence(r), SEVERITY_ORDER.get(r["severity"], 9)))
     statuses = [v["status"] for v in targets.values()] + (["unknown"] if errors else [])
     counts = {key: sum(v["probes"][key] for v in targets.values()) for key in ("passed", "failed", "error", "skipped")}
     return {

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-CONSEQUENCE = "not attempted"
+from celery_probe.verdict import is_consequence
 # The severity that makes each status: the root cause of a down verdict is a critical reason.
 STATUS_SEVERITY = {"down": "critical", "degraded": "degraded", "unknown": "error"}
 
@@ -185,11 +185,6 @@ BY_STATUS: dict[str, Cause] = {
 }
 # How the operator's own words (--alert-impact) are introduced, by status.
 IMPACT_LEAD = {"down": "Affected", "degraded": "Delayed", "unknown": "Possibly affected"}
-
-
-def is_consequence(reason: Mapping[str, Any]) -> bool:
-    """A reason that only follows from an earlier failure (``not attempted: …``)."""
-    return str(reason.get("message", "")).startswith(CONSEQUENCE)
 
 
 def root_cause(verdict: Mapping[str, Any]) -> Mapping[str, Any] | None:
