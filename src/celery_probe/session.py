@@ -8,6 +8,7 @@ waiting out the deadline a second time.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,7 +53,14 @@ from celery_probe.worker_config import (
     same_backend,
     shown,
 )
-from celery_probe.workers import PingResult, WorkerActivity, inspect_activity, pidbox_bindings, ping_workers
+from celery_probe.workers import (
+    PingResult,
+    WorkerActivity,
+    inspect_activity,
+    pidbox_bindings,
+    ping_workers,
+    reask_queues,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -62,6 +70,7 @@ T = TypeVar("T")
 CONNECT_SHARE = 0.4  # of the deadline, for the broker or the backend to answer a connection
 EVALUATION_RESERVE = 0.25  # seconds kept back from the round-trip wait for the probes after it
 EXPLAIN_RESERVE = 0.1  # of that, seconds left to the probes after asking the workers why a trip failed
+REASK_AFTER = 0.3  # seconds before asking a worker that named no queue once more
 HEARTBEAT_WAIT = 2.3  # seconds to wait for a silent worker's heartbeat (sent every 2 s by default)
 
 
@@ -279,7 +288,12 @@ class ProbeRun:
         def compute() -> WorkerActivity:
             names = self.require_workers()
             timeout = max(0.01, self.deadline.within(max(self.settings.ping_window, 1.0)))
-            return inspect_activity(self.app, names, timeout=timeout)
+            activity = inspect_activity(self.app, names, timeout=timeout)
+            idle = [name for name in names if not activity.queues.get(name)]
+            if idle and self.deadline.remaining() > REASK_AFTER + 1.0:
+                time.sleep(REASK_AFTER)  # a consumer that is (re)starting names its queues soon
+                reask_queues(self.app, activity, idle, timeout=self.deadline.within(timeout))
+            return activity
 
         return self._once("activity", compute)
 

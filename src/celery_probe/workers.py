@@ -127,12 +127,7 @@ def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> Work
         activity.active[name] = len(active.get(name) or [])
         activity.reserved[name] = len(reserved.get(name) or [])
         activity.scheduled[name] = len(scheduled.get(name) or [])
-        consumed = [q for q in (queues.get(name) or []) if isinstance(q, dict)]
-        activity.queues[name] = sorted(str(q.get("name")) for q in consumed)
-        # A Broadcast queue is one per worker (``bcast.<uuid>``): it says nothing about
-        # where tasks wait, so it is not added to the watch list.
-        activity.broadcast |= {str(q.get("name")) for q in consumed
-                               if ((q.get("exchange") or {}).get("type")) == "fanout"}
+        _record_queues(activity, name, queues.get(name))
         pool = (stats.get(name) or {}).get("pool") or {}
         concurrency = pool.get("max-concurrency")
         if isinstance(concurrency, int):
@@ -145,6 +140,31 @@ def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> Work
             if key:
                 activity.busy_by_queue[str(key)] = activity.busy_by_queue.get(str(key), 0) + 1
     return activity
+
+
+def _record_queues(activity: WorkerActivity, name: str, reply: Any) -> None:
+    """The queues one worker's ``active_queues`` reply names, into ``activity``."""
+    consumed = [q for q in (reply or []) if isinstance(q, dict)]
+    activity.queues[name] = sorted(str(q.get("name")) for q in consumed)
+    # A Broadcast queue is one per worker (``bcast.<uuid>``): it says nothing about
+    # where tasks wait, so it is not added to the watch list.
+    activity.broadcast |= {str(q.get("name")) for q in consumed
+                           if ((q.get("exchange") or {}).get("type")) == "fanout"}
+
+
+def reask_queues(app: Celery, activity: WorkerActivity, workers: list[str], *, timeout: float) -> None:
+    """Ask ``workers`` again which queues they consume, and record what they answer now.
+
+    A worker whose consumer is (re)starting (just after start-up, or reconnecting to the
+    broker) answers ``active_queues`` with no queue at all for a moment: one such answer is
+    no evidence that its queues have no consumer.
+    """
+    with fresh_connection(app) as conn:
+        inspect = app.control.inspect(destination=workers, timeout=timeout, limit=len(workers), connection=conn)
+        queues = inspect.active_queues() or {}
+    for name in workers:
+        if queues.get(name):
+            _record_queues(activity, name, queues.get(name))
 
 
 def pidbox_bindings(conn: Connection, control_exchange: str) -> list[str] | None:
