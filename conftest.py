@@ -10,4 +10,4 @@ except ImportError:  # a bare checkout: use the source tree
 
 # Registered under the same name as the pytest11 entry point, so an installed copy is not
 # registered twice.
-pytest_plugins = ["celery_probe.plugin"]
+pytest_plugins = ["celery_probe.pytest_plugin.plugin"]

@@ -498,7 +498,7 @@ def compile_bytecode() -> None:
     import compileall
 
     import celery_probe
-    from celery_probe.runner import builtin_probes_dir
+    from celery_probe.run.in_process import builtin_probes_dir
 
     for folder in (Path(celery_probe.__file__).parent, builtin_probes_dir()):
         compileall.compile_dir(folder, quiet=1)

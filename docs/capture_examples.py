@@ -112,7 +112,7 @@ def cli_reference() -> str:
     """``--help`` of the group and of every command, in click's words."""
     from click.testing import CliRunner
 
-    from celery_probe.cli import all_commands, cli
+    from celery_probe.cli.main import all_commands, cli
 
     runner = CliRunner(env={"NO_COLOR": "1", "COLUMNS": "100"})
     parts = []
@@ -133,8 +133,8 @@ def settings_table() -> str:
     """One row per setting: flag, environment variable, pyproject.toml key, default, help."""
     import dataclasses
 
-    from celery_probe.cli import all_commands
-    from celery_probe.settings import SPECS, Settings
+    from celery_probe.cli.main import all_commands
+    from celery_probe.config.settings import SPECS, Settings
 
     defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
     helps = {opt: param.help or "" for param in all_commands()["run"].params for opt in param.opts}
@@ -461,7 +461,7 @@ exec celery -A proj worker -n worker1@%h --detach --pidfile "$PWD/worker.pid" --
 """
 BEAT_APP = """from celery import Celery
 
-from celery_probe.beat import install_beat_tick
+from celery_probe.probing.beat import install_beat_tick
 
 app = Celery("beatproj")
 install_beat_tick(app, interval=60)

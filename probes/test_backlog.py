@@ -6,7 +6,7 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.session import KnownFailure
+from celery_probe.probing.measurements import KnownFailure
 
 
 @pytest.mark.probe(severity="degraded", code="celery_backlog_unreadable")

@@ -6,7 +6,7 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.beat import judge_beat
+from celery_probe.probing.beat import judge_beat
 
 
 @pytest.mark.probe(severity="critical", code="celery_beat_stale")

@@ -6,7 +6,7 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.drift import consumer_drift, missing_names, summary
+from celery_probe.verdict.drift import consumer_drift, missing_names, summary
 
 
 @pytest.mark.probe(severity="degraded", code="celery_worker_missing_by_name")

@@ -8,8 +8,8 @@ from dataclasses import asdict
 
 import pytest
 
-from celery_probe.endpoint import check_endpoint
-from celery_probe.urls import redact_url
+from celery_probe.probing.endpoint import check_endpoint
+from celery_probe.config.urls import redact_url
 
 RESERVE = 0.25  # seconds of the deadline kept for the probes after this one
 

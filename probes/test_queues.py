@@ -6,8 +6,8 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.backlog import describe_top
-from celery_probe.session import KnownFailure
+from celery_probe.probing.backlog import describe_top
+from celery_probe.probing.measurements import KnownFailure
 
 
 def _summary(items, limit=10):

@@ -6,7 +6,7 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.deadline import Starved
+from celery_probe.probing.deadline import Starved
 
 
 @pytest.mark.probe(severity="critical", code="celery_roundtrip_failed")

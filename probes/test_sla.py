@@ -6,7 +6,7 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.sla import queue_slas
+from celery_probe.verdict.sla import queue_slas
 
 
 @pytest.mark.probe(severity="degraded", code="celery_sla_breach")

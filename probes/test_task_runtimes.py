@@ -6,10 +6,10 @@ rewriting would only cost start-up time.
 
 import pytest
 
-from celery_probe.broker import describe_error
-from celery_probe.deadline import Starved
-from celery_probe.events import listen
-from celery_probe.sla import describe_breach, runtime_stats
+from celery_probe.probing.broker import describe_error
+from celery_probe.probing.deadline import Starved
+from celery_probe.probing.events import listen
+from celery_probe.verdict.sla import describe_breach, runtime_stats
 
 RESERVE = 0.2  # seconds of the deadline left after the window for the report
 

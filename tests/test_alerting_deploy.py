@@ -8,7 +8,7 @@ import pytest
 from conftest import ROOT
 
 from celery_probe.alerting.options import config_from_params
-from celery_probe.check import check
+from celery_probe.cli.check import check
 
 DEPLOY = ROOT / "docs" / "deploy"
 ENV = {"CELERY_PROBE_SMTP_PASSWORD": "example-password"}

@@ -104,7 +104,7 @@ class TestDjangoSettingsFail:
         assert_app_unknown(result, "envproj", "DJANGO_SETTINGS_MODULE")
 
     def test_get_celery_health_says_unknown(self, monkeypatch):
-        from celery_probe.api import probe_verdict
+        from celery_probe.run.child import probe_verdict
 
         monkeypatch.chdir(DJPROJ)
         for key in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE"):
@@ -113,8 +113,8 @@ class TestDjangoSettingsFail:
         assert verdict["status"] == "unknown" and verdict["reasons"][0]["code"] == CODE, verdict["reasons"]
 
     def test_serve_uses_the_same_code(self, monkeypatch):
-        from celery_probe.probe_loop import ProbeLoop
-        from celery_probe.settings import resolve_settings
+        from celery_probe.serve.loop import ProbeLoop
+        from celery_probe.config.settings import resolve_settings
 
         monkeypatch.chdir(DJPROJ)
         for key in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE"):

@@ -8,7 +8,7 @@ import json
 import pytest
 from celery import Celery
 
-from celery_probe.backlog import (
+from celery_probe.probing.backlog import (
     UNKNOWN_TASK,
     QueueBacklog,
     count_tasks,
@@ -17,10 +17,10 @@ from celery_probe.backlog import (
     sample_backlog,
     task_name,
 )
-from celery_probe.broker import measure_queues, open_connection
-from celery_probe.settings import resolve_settings
+from celery_probe.probing.broker import measure_queues, open_connection
+from celery_probe.config.settings import resolve_settings
 from celery_probe.testing import wait_until
-from celery_probe.verdict import verdict_from_report
+from celery_probe.verdict.mapper import verdict_from_report
 
 from conftest import app_env
 

@@ -8,7 +8,7 @@ import time
 import pytest
 from celery import Celery
 
-from celery_probe.beat import (
+from celery_probe.probing.beat import (
     DEFAULT_KEY,
     NO_STORE,
     SCHEDULE_ENTRY,
@@ -21,11 +21,11 @@ from celery_probe.beat import (
     record_tick,
     redbeat_config,
 )
-from celery_probe.broker import open_connection
+from celery_probe.probing.broker import open_connection
 from celery_probe.errors import ProbeUsageError
-from celery_probe.settings import Settings, resolve_settings
+from celery_probe.config.settings import Settings, resolve_settings
 from celery_probe.testing import CeleryBeat, CeleryWorker, wait_until
-from celery_probe.verdict import verdict_from_report
+from celery_probe.verdict.mapper import verdict_from_report
 
 from conftest import APPS, app_env
 
@@ -246,7 +246,7 @@ class TestRealBeat:
 
 
 def test_text_output_shows_the_tick():
-    from celery_probe.render import render_text
+    from celery_probe.present.text import render_text
 
     text = render_text({"status": "healthy", "beat": {"last_tick_age_s": 3.21, "interval_s": 60.0,
                                                       "store": "broker"}}, colour=False)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from celery_probe.deadline import Deadline, Wait, run_queue_delay
+from celery_probe.probing.deadline import Deadline, Wait, run_queue_delay
 from celery_probe.testing import cpu_hogs as hogs
-from celery_probe.verdict import verdict_from_report
+from celery_probe.verdict.mapper import verdict_from_report
 
 from conftest import app_env
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import APPS, ROOT, app_env
 
-from celery_probe.junit import finalize_junit
+from celery_probe.present.junit import finalize_junit
 from celery_probe.testing import CeleryWorker, RedisServer
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker

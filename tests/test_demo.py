@@ -80,7 +80,7 @@ def worker_running(pid: str) -> bool:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return b"celery_probe.demo_app" in cmdline and _live(pid)
+    return b"celery_probe.cli.demo_app" in cmdline and _live(pid)
 
 
 def port_listening(port: int) -> bool:

@@ -1,8 +1,8 @@
 """The operator docs in docs/ cannot drift from the code.
 
 Each test reads the code (reason codes by walking the syntax trees of probes/ and
-src/celery_probe/, CLI options from click, metric names from ``celery_probe.metrics``, settings
-from ``celery_probe.settings.SPECS``) and fails naming what a page is missing. The alert rules
+src/celery_probe/, CLI options from click, metric names from ``celery_probe.present.metrics``, settings
+from ``celery_probe.config.settings.SPECS``) and fails naming what a page is missing. The alert rules
 are checked against a real ``/metrics`` scrape of ``celery-probe serve``, and the systemd units
 with ``systemd-analyze verify``.
 """
@@ -123,7 +123,7 @@ def test_every_built_in_probe_is_in_the_probes_table():
 
 
 def commands() -> dict[str, click.Command]:
-    from celery_probe.cli import all_commands
+    from celery_probe.cli.main import all_commands
 
     return all_commands()
 
@@ -142,7 +142,7 @@ def test_every_cli_option_is_in_the_reference():
 
 
 def test_every_setting_is_in_the_configuration_page():
-    from celery_probe.settings import SPECS
+    from celery_probe.config.settings import SPECS
 
     text = page("configuration.md")
     missing = [f"CELERY_PROBE_{spec.env}" for spec in SPECS if f"`CELERY_PROBE_{spec.env}`" not in text]
@@ -159,7 +159,7 @@ def test_every_pytest_option_is_in_the_configuration_page():
 
 
 def test_every_metric_is_in_the_metrics_page():
-    from celery_probe.metrics import HELP
+    from celery_probe.present.metrics import HELP
 
     names = section(page("metrics.md"), "Metric names")
     missing = [name for name in HELP if f"`{name}" not in names]

@@ -22,8 +22,8 @@ from conftest import APPS, Target, run_cli
 from serving import HEALTH, ServeProcess
 
 from celery_probe.errors import ProbeUsageError
-from celery_probe.flower import add_flower_links, flower_base, flower_url_problem, safe_links
-from celery_probe.settings import resolve_settings
+from celery_probe.verdict.flower import add_flower_links, flower_base, flower_url_problem, safe_links
+from celery_probe.config.settings import resolve_settings
 from celery_probe.testing import GroupProcess, free_port, wait_until
 
 pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook fixtures
@@ -119,7 +119,7 @@ class TestShown:
     """Text output, mail templates and several-target reports carry the links too."""
 
     def test_text_output_shows_dashboard_and_reason_pages(self):
-        from celery_probe.render import render_text
+        from celery_probe.present.text import render_text
 
         verdict = add_flower_links({**_verdict(("celery_queue_high", "celery=5")), "status": "degraded"},
                                    "http://u:pw@f:5555")
@@ -134,7 +134,7 @@ class TestShown:
         assert check_template("Flower: $flower", "test template").template == "Flower: $flower"
 
     def test_each_target_links_to_its_own_flower(self):
-        from celery_probe.verdict import verdicts_by_target
+        from celery_probe.verdict.mapper import verdicts_by_target
 
         def failing(target: str) -> dict:
             return {"nodeid": f"probes/test_workers.py::test_workers_answer_ping[{target}]", "outcome": "failed",
@@ -155,7 +155,7 @@ class TestOpsAlerts:
     """Ops-alerts about a worker or a queue link to the page the verdict's reasons use."""
 
     def test_alerts_link_like_the_reasons(self):
-        from celery_probe.ops_alerts import get_ops_alerts
+        from celery_probe.present.ops_alerts import get_ops_alerts
 
         verdict = add_flower_links({**_verdict(
             ("celery_queue_high", "queue backlog at or above threshold: celery=5"),
@@ -174,7 +174,7 @@ class TestOpsAlerts:
         assert "pw" not in json.dumps(document)
 
     def test_down_alert_links_to_the_workers_page(self):
-        from celery_probe.ops_alerts import get_ops_alerts
+        from celery_probe.present.ops_alerts import get_ops_alerts
 
         verdict = add_flower_links({"status": "down", "workers": {}, "reasons": [
             {"code": "celery_broker_unreachable", "severity": "critical", "message": "refused"}]}, "http://f")
@@ -186,13 +186,13 @@ class TestOpsAlerts:
         None, {}, {"flower": "javascript:alert(1)"}, {"flower": 5}, "http://f/",
     ])
     def test_without_a_usable_flower_no_alert_has_a_link_key(self, links):
-        from celery_probe.ops_alerts import get_ops_alerts
+        from celery_probe.present.ops_alerts import get_ops_alerts
 
         verdict = {**_verdict(("celery_queue_high", "celery=5")), "links": links}
         assert all("link" not in alert for alert in get_ops_alerts(verdict)["alerts"])
 
     def test_credentials_in_a_verdicts_links_never_reach_an_alert(self):
-        from celery_probe.ops_alerts import get_ops_alerts
+        from celery_probe.present.ops_alerts import get_ops_alerts
 
         verdict = {**_verdict(("celery_queue_high", "celery=5")), "links": {"flower": "http://u:pw@f:1/x/"}}
         assert get_ops_alerts(verdict)["alerts"][0]["link"] == "http://f:1/x/broker"

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from celery_probe.errors import ProbeUsageError
-from celery_probe.settings import SPECS, resolve_settings
-from celery_probe.verdict import STATUSES, verdict_from_report
+from celery_probe.config.settings import SPECS, resolve_settings
+from celery_probe.verdict.mapper import STATUSES, verdict_from_report
 
 from conftest import run_cli
 

@@ -3,8 +3,8 @@
 tests/test_run_healthy.py::TestNoLitter proves it for ten real `celery-probe run` processes.
 A thousand processes would take about eight minutes, so here the probe session is driven
 in-process instead, exactly as one run drives it: a fresh app from
-:func:`celery_probe.target.build_app` (so fresh reply-queue names, as a new process has),
-:class:`celery_probe.session.ProbeRun` measuring broker, ping, activity, queue depths and
+:func:`celery_probe.probing.app.build_app` (so fresh reply-queue names, as a new process has),
+:class:`celery_probe.probing.measurements.ProbeRun` measuring broker, ping, activity, queue depths and
 a round trip through a real worker, then ``close()``; on the main thread, so the deadline
 alarms work as in a run.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from celery_probe.deadline import Deadline
-from celery_probe.session import ProbeRun
-from celery_probe.settings import Settings, resolve_settings
-from celery_probe.target import build_app
+from celery_probe.probing.deadline import Deadline
+from celery_probe.probing.measurements import ProbeRun
+from celery_probe.config.settings import Settings, resolve_settings
+from celery_probe.probing.app import build_app
 
 from conftest import redis_state
 

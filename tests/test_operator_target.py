@@ -16,8 +16,8 @@ import os
 import pytest
 from conftest import app_env, run_cli
 
-from celery_probe.probe_loop import ProbeLoop
-from celery_probe.settings import resolve_settings
+from celery_probe.serve.loop import ProbeLoop
+from celery_probe.config.settings import resolve_settings
 
 DEAD_BROKER = "redis://:hush-s3cret@127.0.0.1:1/0"  # nothing listens on port 1
 DEAD_SHOWN = "redis://:***@127.0.0.1:1/0"
@@ -112,7 +112,7 @@ class TestChildProcesses:
         assert snapshot.verdict["reasons"][0]["code"] == "celery_broker_unreachable"
 
     def test_get_celery_health_leaves_the_callers_environment(self, healthy, monkeypatch):
-        from celery_probe.api import probe_verdict
+        from celery_probe.run.child import probe_verdict
 
         for key, value in healthy.items():
             monkeypatch.setenv(key, value)
@@ -127,7 +127,7 @@ class TestPinning:
     """build_app pins the URLs on the app; the probe session withholds Celery's variables."""
 
     def test_named_broker_serves_reads_and_writes(self, monkeypatch):
-        from celery_probe.target import build_app, celery_url_variables_withheld
+        from celery_probe.probing.app import build_app, celery_url_variables_withheld
 
         monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:7/0")
         monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://127.0.0.1:8/0")
@@ -139,7 +139,7 @@ class TestPinning:
         assert os.environ["CELERY_BROKER_READ_URL"] == "redis://127.0.0.1:8/0", "restored afterwards"
 
     def test_celery_broker_url_alone_keeps_celerys_own_resolution(self, monkeypatch):
-        from celery_probe.target import build_app, celery_url_variables_withheld
+        from celery_probe.probing.app import build_app, celery_url_variables_withheld
 
         monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:7/0")
         monkeypatch.setenv("CELERY_BROKER_READ_URL", "redis://127.0.0.1:8/0")

@@ -36,7 +36,7 @@ from conftest import APPS, app_env, run_cli
 from serving import HEALTH, ServeProcess
 
 from celery_probe.testing import CeleryWorker, RedisServer, free_port
-from celery_probe.urls import scrub, secrets_in
+from celery_probe.config.urls import scrub, secrets_in
 
 pytestmark = pytest.mark.redis_only  # a private, password-protected redis-server
 pytest_plugins = ["alert_fixtures"]

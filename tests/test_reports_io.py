@@ -8,7 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from celery_probe.reports import append_line, atomic_write_json
+from celery_probe.storage.reports import append_line, atomic_write_json
 
 from conftest import app_env, run_cli
 
@@ -47,7 +47,7 @@ class TestAtomicity:
     def test_history_lines_from_parallel_writers_stay_whole(self, tmp_path):
         history = tmp_path / "history.jsonl"
         script = textwrap.dedent(f"""
-            from celery_probe.reports import append_line
+            from celery_probe.storage.reports import append_line
             for i in range(200):
                 append_line(__import__('pathlib').Path({str(history)!r}), {{"i": i, "pad": "y" * 3000}})
         """)
@@ -122,7 +122,7 @@ class TestHistoryLock:
 
         import pytest
 
-        from celery_probe import reports
+        from celery_probe.storage import reports
         from celery_probe.errors import ReportWriteError
 
         monkeypatch.setattr(reports, "HISTORY_LOCK_TIMEOUT", 0.5)
@@ -148,7 +148,7 @@ class TestStaleTempFiles:
         import os
         import time
 
-        from celery_probe.reports import check_report_dir
+        from celery_probe.storage.reports import check_report_dir
 
         old = tmp_path / ".latest.json.k2j3h4.tmp"
         fresh = tmp_path / ".verdict.json.a8s7d6.tmp"  # may be a live writer's: left alone

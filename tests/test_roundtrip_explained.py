@@ -17,7 +17,7 @@ import pytest
 from celery import Celery
 
 from celery_probe.testing import CeleryWorker, RedisServer, wait_until
-from celery_probe.worker_config import (
+from celery_probe.probing.worker_config import (
     WorkerConfig,
     backend_from_report,
     config_from_answers,

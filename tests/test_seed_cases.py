@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from celery_probe.ops_alerts import get_ops_alerts
+from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.testing import CeleryWorker, free_port
-from celery_probe.verdict import verdict_from_report
+from celery_probe.verdict.mapper import verdict_from_report
 
 from conftest import APPS, app_env
 

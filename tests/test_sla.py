@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from celery_probe.metrics import metric_families, render
-from celery_probe.probe_loop import check_round_trip
-from celery_probe.settings import resolve_settings
-from celery_probe.sla import percentile, queue_slas, rule_for, runtime_stats
+from celery_probe.present.metrics import metric_families, render
+from celery_probe.serve.loop import check_round_trip
+from celery_probe.config.settings import resolve_settings
+from celery_probe.verdict.sla import percentile, queue_slas, rule_for, runtime_stats
 from celery_probe.testing import wait_until
-from celery_probe.verdict import verdict_from_report
+from celery_probe.verdict.mapper import verdict_from_report
 
 from conftest import app_env, redis_state
 
@@ -325,7 +325,7 @@ def test_broker_frozen_during_the_window_is_a_verdict_within_the_deadline(redis_
 
 def test_collector_joins_names_and_skips_the_probes_own_tasks():
     """Outcomes take their task's name from task-received; the probe's own tasks and odd events count as events only."""
-    from celery_probe.events import EventWindow, _Collector
+    from celery_probe.probing.events import EventWindow, _Collector
 
     window = EventWindow()
     handlers = _Collector(window, frozenset({"ours"})).handlers()

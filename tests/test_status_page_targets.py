@@ -18,8 +18,8 @@ from types import SimpleNamespace
 import pytest
 from conftest import APPS, app_env, run_cli
 
-from celery_probe.status_history import Figures, from_entries, parse_lines
-from celery_probe.status_page import MAX_SERIES, render_status_page
+from celery_probe.storage.history import Figures, from_entries, parse_lines
+from celery_probe.present.status_page import MAX_SERIES, render_status_page
 from celery_probe.testing import CeleryWorker, RedisServer
 
 pytestmark = pytest.mark.redis_only
@@ -202,7 +202,7 @@ class TestRenderer:
 
     def test_serve_without_a_report_dir_draws_the_same(self, multi_history):
         """serve keeps ``history_entry`` dicts in memory: the same figures reach the page."""
-        from celery_probe.status_view import StatusPage
+        from celery_probe.serve.status_view import StatusPage
 
         _folder, lines = multi_history
         entries = [json.loads(line) for line in lines]

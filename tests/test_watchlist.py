@@ -9,7 +9,7 @@ import sys
 import pytest
 from kombu import Queue
 
-from celery_probe.watchlist import configured_watch_list, routed_queues
+from celery_probe.probing.watchlist import configured_watch_list, routed_queues
 
 from conftest import APPS, app_env
 

@@ -9,7 +9,7 @@ __all__ = ["__version__", "get_celery_health"]
 
 
 def get_celery_health(timeout: float = 5, **target: Any) -> dict[str, Any]:
-    """Probe Celery and return the classic health dict (see :mod:`celery_probe.api`)."""
-    from celery_probe.api import get_celery_health as _get
+    """Probe Celery and return the classic health dict (see :mod:`celery_probe.run.child`)."""
+    from celery_probe.run.child import get_celery_health as _get
 
     return _get(timeout=timeout, **target)

@@ -4,7 +4,7 @@ import os
 
 from celery import Celery
 
-from celery_probe.beat import DEFAULT_KEY, install_beat_tick
+from celery_probe.probing.beat import DEFAULT_KEY, install_beat_tick
 
 app = Celery(
     "beat_test_app",

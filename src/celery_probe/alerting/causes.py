@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from celery_probe.verdict import is_consequence
+from celery_probe.verdict.mapper import is_consequence
 # The severity that makes each status: the root cause of a down verdict is a critical reason.
 STATUS_SEVERITY = {"down": "critical", "degraded": "degraded", "unknown": "error"}
 

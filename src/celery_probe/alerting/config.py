@@ -32,7 +32,7 @@ from celery_probe.alerting.webhook import (
     url_secrets,
 )
 from celery_probe.errors import ProbeUsageError
-from celery_probe.urls import redact_url
+from celery_probe.config.urls import redact_url
 
 PASSWORD_ENV = "CELERY_PROBE_SMTP_PASSWORD"
 DEFAULT_REPEAT_EVERY = 3600.0

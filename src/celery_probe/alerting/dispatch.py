@@ -30,7 +30,7 @@ from celery_probe.alerting.config import AlertConfig
 from celery_probe.alerting.state import Decision, Pending, decide, record, summarize_verdict
 from celery_probe.alerting.statefile import LockBusy, load_state, locked, save_state
 from celery_probe.alerting.template import subject
-from celery_probe.urls import scrub
+from celery_probe.config.urls import scrub
 
 PREFIX = "celery-probe"
 

@@ -31,7 +31,7 @@ from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification, parse_time
 from celery_probe.alerting.template import render_body, severity_word
 from celery_probe.bounded_http import BoundedCallError, call_within, describe
-from celery_probe.urls import scrub
+from celery_probe.config.urls import scrub
 
 # Deliberately strict: what an operator types for an on-call address, nothing exotic.
 _ADDRESS = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.\-]+@[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?$")

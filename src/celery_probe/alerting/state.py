@@ -26,8 +26,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
-from celery_probe.flower import safe_link, safe_links
-from celery_probe.urls import scrub
+from celery_probe.verdict.flower import safe_link, safe_links
+from celery_probe.config.urls import scrub
 
 STATUSES = ("healthy", "degraded", "down", "unknown")
 NON_HEALTHY = ("degraded", "down", "unknown")

@@ -8,7 +8,7 @@ alerting for this run. The lock file is never deleted (deleting it would let a t
 lock a fresh inode while the second still holds the old one). The kernel drops the lock
 when a process dies, so a killed run never blocks the next.
 
-The state itself is written with :func:`celery_probe.reports.atomic_write_json` (temporary
+The state itself is written with :func:`celery_probe.storage.reports.atomic_write_json` (temporary
 file, fsync, rename), so a reader never sees half of it.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from celery_probe.alerting.state import AlertState
-from celery_probe.filelock import LockBusy, lock_path, locked  # noqa: F401  (used by dispatch and remediation)
-from celery_probe.reports import atomic_write_json
+from celery_probe.storage.filelock import LockBusy, lock_path, locked  # noqa: F401  (used by dispatch and remediation)
+from celery_probe.storage.reports import atomic_write_json
 
 MAX_STATE_BYTES = 2_000_000
 T = TypeVar("T")

@@ -30,7 +30,7 @@ from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification
 from celery_probe.alerting.template import advice, short_text
 from celery_probe.bounded_http import BoundedCallError, http_request
-from celery_probe.urls import http_url_problem, scrub
+from celery_probe.config.urls import http_url_problem, scrub
 
 FORMATS = ("generic", "slack", "telegram")
 MAX_ANSWER = 64 * 1024
@@ -68,7 +68,7 @@ def error_display(url: str) -> str:
 
 
 def url_secrets(url: str) -> set[str]:
-    """The parts of a webhook URL that may be secret, for :func:`celery_probe.urls.scrub`.
+    """The parts of a webhook URL that may be secret, for :func:`celery_probe.config.urls.scrub`.
 
     A password is sent as HTTP Basic authentication, so a receiver that echoes the request
     in an error page could send back the password (of any length) or the header's token:

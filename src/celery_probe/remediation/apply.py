@@ -19,12 +19,12 @@ from datetime import datetime, timezone
 from typing import Any
 
 from celery_probe.alerting.statefile import LockBusy, load_state, locked
-from celery_probe.durations import format_duration
+from celery_probe.config.durations import format_duration
 from celery_probe.remediation.command import CommandResult, command_environment, run_command
 from celery_probe.remediation.policy import Decision, Policy, State, decide
-from celery_probe.reports import HISTORY, append_line, atomic_write_json
-from celery_probe.settings import Settings
-from celery_probe.urls import scrub, secrets_in
+from celery_probe.storage.reports import HISTORY, append_line, atomic_write_json
+from celery_probe.config.settings import Settings
+from celery_probe.config.urls import scrub, secrets_in
 
 STATE_FILE = "remediation.json"
 LOCK_TIMEOUT = 5.0

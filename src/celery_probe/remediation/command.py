@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from celery_probe.urls import scrub
+from celery_probe.config.urls import scrub
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a command past its timeout
 TAIL_BYTES = 4096  # read from the end of the output

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from celery_probe.durations import format_duration
+from celery_probe.config.durations import format_duration
 
 BROKER_UNREACHABLE = "celery_broker_unreachable"
 STATE_VERSION = 1
@@ -27,7 +27,7 @@ STATE_VERSION = 1
 
 @dataclass(frozen=True)
 class Policy:
-    """The operator's choice, from :class:`~celery_probe.settings.Settings`."""
+    """The operator's choice, from :class:`~celery_probe.config.settings.Settings`."""
 
     command: tuple[str, ...]
     after: float = 300.0

@@ -1,0 +1,371 @@
+"""The ``celery-probe`` command.
+
+Exit codes (documented in docs/cli.md):
+
+====  =====================================================================
+0     healthy
+2     down
+3     degraded
+4     unknown (no usable evidence, or the app's own code or settings failed to load)
+64    usage or configuration error (bad option, setting, app path or URL)
+73    the report directory cannot be written
+130   interrupted
+====  =====================================================================
+
+With ``--format nagios`` the status codes follow the Nagios plugin convention instead
+(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), usage errors included (3).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import click
+
+from celery_probe import __version__
+from celery_probe.alerting.options import alert_options, send_alerts
+from celery_probe.probing.deadline import Deadline
+from celery_probe.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AppLoadError,
+    ProbeUsageError,
+    ReportWriteError,
+)
+from celery_probe.remediation.options import remediation_options
+from celery_probe.run.outputs import finish_outputs, run_output_options
+from celery_probe.config.settings import (
+    FORMATS,
+    REMEDIATION,
+    SPECS,
+    Settings,
+    _parse_int,
+    as_cli_overrides,
+    require_target,
+    resolve_settings,
+)
+
+
+def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("-A", "--app", help="Celery app, MODULE[:ATTR] as for celery -A."),
+        click.option("-b", "--broker", help="Broker URL (instead of, or overriding, the app's)."),
+        click.option("--backend", help="The workers' own result backend URL (round-trip results are read from it)."),
+        click.option("-Q", "--queue", "queues", multiple=True, help="Queue to watch (repeatable or comma-separated). Default: the default queue, task_queues, every queue task_routes names and every queue a worker consumes."),
+        click.option("--expect-workers", metavar="N", help="Workers that should answer ping; return as soon as N did."),
+        click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="HTTP health URL to query (repeatable)."),
+        click.option("--deadline", metavar="SECONDS", help="The whole run answers within this (default 5)."),
+        click.option("--queue-threshold", multiple=True, metavar="N|QUEUE=N", help="Backlog at which a queue is high (default 100); QUEUE=N for one queue."),
+        click.option("--roundtrip-slow", metavar="SECONDS", help="A round trip slower than this is degraded (default 1)."),
+        click.option("--roundtrip-task", metavar="NAME", help="Task sent for the round trip (default celery.accumulate)."),
+        click.option("--roundtrip-max-queues", metavar="N", help="Round trips per run at most; more queues take turns (default 20, 0 = all)."),
+        click.option("--ping-window", metavar="SECONDS", help="Idle time to wait for more ping replies (default 0.3)."),
+        click.option("--report-dir", metavar="DIR", help="Where latest.json, verdict.json and history.jsonl go (default reports)."),
+        click.option("--format", "format_", metavar="|".join(FORMATS), help="Output: text (default), json or nagios."),
+        click.option("--probes", "probes", multiple=True, metavar="PATH", help="Extra probe files or folders (repeatable)."),
+        click.option("--backlog-sample", metavar="N", help="Messages read from each queue head to count waiting tasks by name (default 100, 0 = off)."),
+        click.option("--beat-interval", metavar="SECONDS", help="Check celery beat: its tick (install_beat_tick) runs this often."),
+        click.option("--beat-grace", metavar="FACTOR", help="Beat is stale after interval × FACTOR without a tick (default 2)."),
+        click.option("--beat-key", metavar="KEY", help="Redis key of the beat tick (default celery-probe:beat:last-tick)."),
+        click.option("--expect-worker-name", "expect_worker_names", multiple=True, metavar="PATTERN", help="A worker matching PATTERN (fnmatch, e.g. sync@*) must answer (repeatable)."),
+        click.option("--expect-consumer", "expect_consumers", multiple=True, metavar="QUEUE=PATTERN", help="Workers matching PATTERN consume QUEUE, and no others (repeatable)."),
+        click.option("--sla", "sla", multiple=True, metavar="QUEUE=DURATION", help="Round-trip SLA of a queue, e.g. celery=2s or mail=250ms (repeatable)."),
+        click.option("--task-sla", "task_sla", multiple=True, metavar="PATTERN=DURATION", help="Runtime SLA of task types matching PATTERN (fnmatch), e.g. 'app.sync.*=2m' (repeatable; needs --events-window)."),
+        click.option("--events-window", metavar="SECONDS", help="Listen this long to task events (workers started with -E) for runtimes per task type."),
+        click.option("--flower-url", metavar="URL", help="Flower's address: verdicts and alerts link to its worker and queue pages (credentials never shown)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _settings_from(raw: dict[str, Any], *, remediation: bool = True) -> Settings:
+    """The command's settings; the ``on-down`` ones are not read at all without remediation."""
+    off = not remediation or raw.get("no_on_down")
+    return resolve_settings(_cli_overrides(raw), ignore=REMEDIATION if off else ())
+
+
+def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
+    """The settings given as flags, by setting name (unset ones left out).
+
+    Every setting's flag stores its value under the setting's name, except ``--format``
+    (``format_``, as ``format`` is a builtin).
+    """
+    return as_cli_overrides(**{spec.name: raw.get(_RAW_NAMES.get(spec.name, spec.name)) for spec in SPECS})
+
+
+_RAW_NAMES = {"format": "format_"}  # setting name -> click parameter name, where they differ
+
+
+def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | None = None) -> int:
+    """Print ``verdict`` in ``fmt`` and return the exit code for it."""
+    from celery_probe.present.text import nagios_exit_code, render_json, render_nagios, render_text, use_colour
+    from celery_probe.verdict.mapper import exit_code
+
+    out = write or click.echo
+    status = str(verdict.get("status", "unknown"))
+    if fmt == "json":
+        out(render_json(verdict))
+    elif fmt == "nagios":
+        out(render_nagios(verdict))
+        return nagios_exit_code(status)
+    else:
+        colour = use_colour(os.environ, sys.stdout.isatty())
+        text = render_text(verdict, colour=colour)
+        # click strips ANSI codes off non-terminals unless told otherwise (FORCE_COLOR).
+        out(text) if write else click.echo(text, color=colour)
+    return exit_code(status)
+
+
+class LazyGroup(click.Group):
+    """A click group whose rarer commands are imported only when invoked or listed.
+
+    ``celery-probe run`` is what cron starts every minute: it should not pay for importing
+    the web server, the HTTP client or the status page (the pattern of click's documentation,
+    "Lazily Loading Subcommands").
+    """
+
+    def __init__(self, *args: Any, lazy_subcommands: dict[str, str] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_subcommands = lazy_subcommands or {}  # name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_subcommands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = self.lazy_subcommands.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        import importlib
+
+        module, _, attribute = target.partition(":")
+        command = getattr(importlib.import_module(module), attribute)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return command
+
+
+LAZY_COMMANDS = {
+    "serve": "celery_probe.cli.serve:serve",
+    "check": "celery_probe.cli.check:check",
+    "ingest": "celery_probe.cli.ingest:ingest",
+    "report": "celery_probe.cli.report:report",
+}
+
+
+@click.group(cls=LazyGroup, lazy_subcommands=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="celery-probe")
+def cli() -> None:
+    """Health checks for Celery: is Celery healthy right now, with evidence."""
+
+
+def all_commands() -> dict[str, click.Command]:
+    """Every subcommand by name, the lazy ones imported (for the docs and their tests)."""
+    ctx = click.Context(cli)
+    found = {name: cli.get_command(ctx, name) for name in cli.list_commands(ctx)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
+@cli.command()
+@_target_options
+@alert_options
+@run_output_options
+@remediation_options
+@click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
+              help="Probe every [targets.NAME] of this TOML file, in parallel (see docs/cli.md).")
+@click.option("--parallel", metavar="N", help="Worker processes for --targets (default: one per CPU, at most one per target).")
+@click.option("-v", "--verbose", is_flag=True, help="Show pytest's own output on stderr.")
+def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: Any) -> int:
+    """Run the probes against a Celery deployment and print the verdict.
+
+    Writes REPORT_DIR/latest.json (the pytest-json-report report), REPORT_DIR/verdict.json
+    and one line of REPORT_DIR/history.jsonl.
+    """
+    if targets_file is not None:
+        return _run_targets(targets_file, parallel, verbose, raw)
+    deadline_clock = Deadline(0.0)
+    settings = _settings_from(raw)
+    require_target(settings)
+    from celery_probe.storage.reports import check_report_dir
+
+    check_report_dir(settings.report_dir)
+    deadline = Deadline(settings.deadline, since=deadline_clock)
+
+    from celery_probe.run.in_process import WATCHDOG_SLACK, Watchdog, run_probes
+    from celery_probe.probing.app import build_app
+
+    stdout = os.dup(1)  # pytest captures fd 1 during probes; the watchdog must reach the real one
+    with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings, stdout, deadline)):
+        try:
+            app, app_error = build_app(settings), None
+        except AppLoadError as exc:  # the deployment's environment failed: a verdict, reported and alerted
+            app, app_error = None, exc
+        context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"),
+                             app_error=app_error)
+    os.close(stdout)
+    assert context.verdict is not None
+    code = emit(context.verdict, settings.format)
+    code = finish_outputs(context, code, raw)  # JUnit, textfile, CI gate; also when reports fail
+    send_alerts(context.verdict, raw.get("alerting"))  # also when reports fail; keeps the exit code
+    if not raw.get("no_on_down"):
+        _remediate(settings, context)  # --on-down; keeps the exit code too
+    if context.write_error:
+        raise ReportWriteError(context.write_error)
+    return code
+
+
+def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: dict[str, Any]) -> int:
+    """``run --targets FILE``: one verdict per named target plus the overall one."""
+    from celery_probe.storage.reports import check_report_dir
+    from celery_probe.run.in_process import Watchdog, run_targets, targets_watchdog_seconds
+    from celery_probe.config.settings import load_targets
+
+    started = Deadline(0.0)
+    if raw.get("app") or raw.get("broker"):
+        raise ProbeUsageError("give either --targets FILE or -A/--app / -b/--broker, not both (from --targets)")
+    settings = _settings_from(raw)
+    if settings.on_down and not raw.get("no_on_down"):
+        raise ProbeUsageError("on-down acts on a single target and cannot be used with --targets "
+                              f"(from {settings.sources.get('on_down', '--on-down')}; --no-on-down ignores it)")
+    overrides = _cli_overrides(raw)
+    targets = load_targets(targets_file, overrides)
+    workers = _parse_parallel(parallel, len(targets))
+    check_report_dir(settings.report_dir)
+    stdout = os.dup(1)  # as in run: fd 1 may be captured when the watchdog fires
+    limit = targets_watchdog_seconds(targets, workers)
+    with Watchdog(limit, lambda: _give_up(settings, stdout, Deadline(limit, since=started))):
+        context = run_targets(settings, targets, targets_file, overrides, parallel=workers,
+                              verbose=verbose, junitxml=raw.get("junitxml"))
+    os.close(stdout)
+    assert context.verdict is not None
+    code = emit(context.verdict, settings.format)
+    code = finish_outputs(context, code, raw)
+    send_alerts(context.verdict, raw.get("alerting"))
+    if context.write_error:
+        raise ReportWriteError(context.write_error)
+    return code
+
+
+def _remediate(settings: Settings, context: Any) -> None:
+    """``--on-down``: one line on stdout in text format, on stderr otherwise (JSON stays pure)."""
+    if not settings.on_down or context.verdict is None:
+        return
+    from celery_probe.remediation.apply import remediate, run_secrets
+
+    outcome = remediate(settings, context.verdict, run_secrets(context))
+    if outcome.line:
+        click.echo(outcome.line, err=settings.format != "text")
+
+
+def _parse_parallel(raw: str | None, targets: int) -> int:
+    if raw is None:
+        return max(1, min(targets, os.cpu_count() or 1))
+    return _parse_int("parallel", raw, "--parallel", lo=1, hi=256)
+
+
+def _give_up(settings: Settings, stdout: int, deadline: Deadline) -> None:
+    """Watchdog expiry: write and print an ``unknown`` verdict, then end the process.
+
+    ``stdout`` is a copy of file descriptor 1 taken before the probe session: while a probe
+    runs, pytest has pointed descriptor 1 at its capture file, which nobody would read.
+    When the run spent a large part of its deadline waiting for a CPU, that is the reason
+    given (``celery_probe_starved``): a busy host, not a silent Celery.
+    """
+    from celery_probe.storage.reports import write_run_files
+    from celery_probe.verdict.mapper import STARVED_CODE, unknown_verdict
+
+    if deadline.starved_run():
+        verdict = unknown_verdict(
+            f"no verdict within the {settings.deadline:g}s deadline: "
+            + deadline.starvation("the probes could not finish in time"),
+            code=STARVED_CODE,
+        )
+    else:
+        verdict = unknown_verdict(
+            f"no verdict within the {settings.deadline:g}s deadline: a probe or the app import "
+            "did not return and could not be interrupted",
+            code="celery_probe_deadline_exceeded",
+        )
+    verdict["target"] = settings.describe_target()
+    try:
+        write_run_files(settings.report_dir, None, verdict)
+    except Exception:
+        pass
+    # The main thread may have redirected sys.stdout and pytest descriptor 1: use the copy.
+    lines: list[str] = []
+    code = emit(verdict, settings.format, write=lines.append)
+    os.write(stdout, ("\n".join(lines) + "\n").encode())
+    os._exit(code)
+
+
+@cli.command()
+@click.argument("report", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "format_", metavar="|".join(FORMATS), help="Output: text (default), json or nagios.")
+def verdict(report: Path, format_: str | None) -> int:
+    """Map an existing pytest-json-report REPORT to a verdict (same output and exit codes)."""
+    from celery_probe.storage.reports import verdict_for_file
+
+    settings = resolve_settings(as_cli_overrides(format=format_), ignore=REMEDIATION)
+    result, _report = verdict_for_file(report)
+    return emit(result, settings.format)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Keep the demo's report folder instead of removing it.")
+def demo(keep: bool) -> int:
+    """Start a throwaway broker and worker, probe them healthy, stop the worker, probe again."""
+    from celery_probe.cli.demo import run_demo
+
+    return run_demo(keep=keep)
+
+
+NAGIOS_UNKNOWN = 3
+
+
+def requested_format(argv: list[str], environ: Mapping[str, str]) -> str | None:
+    """The ``--format`` asked for, read from the raw arguments (then ``CELERY_PROBE_FORMAT``).
+
+    A usage error can stop the command before its settings are resolved; Nagios still
+    needs its own exit code for it.
+    """
+    found = None
+    for position, arg in enumerate(argv):
+        if arg == "--format" and position + 1 < len(argv):
+            found = argv[position + 1]
+        elif arg.startswith("--format="):
+            found = arg.partition("=")[2]
+    return found or environ.get("CELERY_PROBE_FORMAT") or None
+
+
+def _usage_exit(message: str, argv: list[str] | None) -> None:
+    """One line on stderr; exit 64, or Nagios's UNKNOWN (3) with its status line under --format nagios."""
+    click.echo(f"celery-probe: error: {message}", err=True)
+    if requested_format(sys.argv[1:] if argv is None else argv, os.environ) == "nagios":
+        click.echo(f"CELERY UNKNOWN - usage error: {message}")
+        sys.exit(NAGIOS_UNKNOWN)
+    sys.exit(EXIT_USAGE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: map every operator mistake to one line and its exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="celery-probe", standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        hint = f" (see 'celery-probe {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
+        _usage_exit(f"{exc.format_message()}{hint}", argv)
+    except click.exceptions.Abort:
+        sys.exit(EXIT_INTERRUPTED)
+    except ProbeUsageError as exc:
+        _usage_exit(str(exc), argv)
+    except ReportWriteError as exc:
+        click.echo(f"celery-probe: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("celery-probe: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else 0)

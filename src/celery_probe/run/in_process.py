@@ -1,0 +1,228 @@
+"""Running the probe suite in-process and guaranteeing an answer within the deadline.
+
+pytest runs in this interpreter (a second interpreter would double the start-up cost of a
+healthy run). Every probe phase is bounded by the run's deadline (see
+:mod:`celery_probe.probing.deadline`); as a last resort a watchdog thread writes an ``unknown``
+verdict and ends the process if anything unbounded still holds on past deadline + 0.8 s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from celery_probe.probing.deadline import Deadline
+from celery_probe.config.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+    from celery_probe.errors import AppLoadError
+    from celery_probe.pytest_plugin.plugin import RunContext
+
+WATCHDOG_SLACK = 0.8  # seconds past the deadline before the watchdog gives up on pytest
+
+
+def builtin_probes_dir() -> Path:
+    """The built-in probes: packaged in the wheel, or ``probes/`` of a checkout."""
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "_probes", package.parents[1] / "probes"):
+        if (candidate / "test_workers.py").is_file():
+            return candidate
+    raise FileNotFoundError("the built-in probes are missing from this installation")
+
+
+UNUSED_PLUGINS = ("doctest", "pastebin", "stepwise", "unraisableexception", "threadexception", "warnings")
+
+
+def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml: Path | None = None) -> list[str]:
+    args = [
+        str(probes_dir),
+        *(str(path) for path in settings.probes),
+        "-p", "pytest_jsonreport.plugin",
+        "-p", "no:cacheprovider",  # a health check must not litter .pytest_cache around
+        "-p", "no:faulthandler",
+        # Plugins a probe run never uses; each costs start-up or per-probe time.
+        *[arg for name in UNUSED_PLUGINS for arg in ("-p", f"no:{name}")],
+        "-c", str(Path(__file__).resolve().parents[1] / "pytest_plugin" / "probe-session.ini"),
+        "--rootdir", str(probes_dir),
+        "--confcutdir", str(probes_dir),
+        "--tb=short",
+        "-rN",
+    ]
+    if not settings.probes:
+        # Only built-in probes, which carry their own messages: skip pytest's assertion
+        # rewriting import hook (operator probes keep it for their assert introspection).
+        args.append("--assert=plain")
+    args.append("-v" if verbose else "-q")
+    if junitxml is None:
+        args += ["-p", "no:junitxml"]
+    else:  # pytest's own JUnit XML, one testcase per probe, named for the target
+        args += [f"--junitxml={junitxml}", "-o", f"junit_suite_name=celery-probe {settings.describe_target()}"]
+    return args
+
+
+# What the environment may tell pytest, pinned for a probe session: no plugin autoload
+# (faster, and immune to a broken plugin), and none of the operator's own test-suite
+# settings (``PYTEST_ADDOPTS="--cov -x"`` in a CI job must not change a health check).
+PROBE_SESSION_ENV: dict[str, str | None] = {
+    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
+    "PYTEST_ADDOPTS": None,
+    "PYTEST_PLUGINS": None,
+}
+
+
+@contextlib.contextmanager
+def _isolated_pytest_env() -> Iterator[None]:
+    """Apply PROBE_SESSION_ENV for the probe session, and restore the environment after it."""
+    previous = {name: os.environ.get(name) for name in PROBE_SESSION_ENV}
+    for name, value in PROBE_SESSION_ENV.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    try:
+        yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class Watchdog:
+    """Calls ``on_expiry`` from a daemon thread unless cancelled within ``seconds``."""
+
+    def __init__(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        self._cancelled = threading.Event()
+        self._thread = threading.Thread(target=self._watch, args=(seconds, on_expiry), daemon=True)
+
+    def _watch(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        if not self._cancelled.wait(seconds):
+            on_expiry()
+
+    def __enter__(self) -> Watchdog:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._cancelled.set()
+
+
+def run_probes(
+    settings: Settings,
+    app: Celery | None,
+    deadline: Deadline,
+    *,
+    verbose: bool = False,
+    write_reports: bool = True,
+    junitxml: Path | None = None,
+    app_error: AppLoadError | None = None,
+) -> RunContext:
+    """Run the probe suite against ``app``; the returned context carries the verdict.
+
+    With ``app_error`` (the app did not load) the session still runs: each probe fails
+    with that reason, so the report, verdict, history and alerts say why.
+    """
+    import pytest
+
+    from celery_probe.pytest_plugin import plugin
+    from celery_probe.pytest_plugin.plugin import RunContext
+
+    context = RunContext(
+        settings=settings, app=app, deadline=deadline, write_reports=write_reports, from_cli=True,
+        app_error=app_error,
+    )
+    args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
+    sink: Any = sys.stderr if verbose else io.StringIO()
+    with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
+        code = pytest.main(args, plugins=[context, plugin])
+    if context.verdict is None:
+        from celery_probe.verdict.mapper import unknown_verdict
+
+        context.verdict = unknown_verdict(
+            f"the probe session ended without a report (pytest exit code {int(code)})"
+            + ("" if verbose else "; rerun with --verbose to see pytest's output"),
+            code="celery_probe_error",
+        )
+    return context
+
+
+XDIST_STARTUP_ALLOWANCE = 10.0  # seconds for pytest-xdist to start its worker processes
+
+
+def _pytest_flags(overrides: dict[str, Any]) -> list[str]:
+    """The run's common flags as the plugin's pytest options, for the xdist workers."""
+    from celery_probe.pytest_plugin.plugin import _PYTEST_LABELS
+
+    flags: list[str] = []
+    for name, value in overrides.items():
+        flag = _PYTEST_LABELS.get(name)
+        if flag is None or name == "report_dir" or value in (None, (), []):
+            continue
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            flags.append(f"{flag}={item}")
+    return flags
+
+
+def targets_watchdog_seconds(targets: dict[str, Settings], parallel: int) -> float:
+    """How long a run over several targets may take before the watchdog ends it."""
+    rounds = -(-len(targets) // max(1, parallel))
+    return XDIST_STARTUP_ALLOWANCE + rounds * max(s.deadline for s in targets.values()) + WATCHDOG_SLACK
+
+
+def run_targets(
+    settings: Settings,
+    targets: dict[str, Settings],
+    targets_file: Path,
+    overrides: dict[str, Any],
+    *,
+    parallel: int,
+    verbose: bool = False,
+    junitxml: Path | None = None,
+) -> RunContext:
+    """Probe several targets in one pytest session, spread over xdist worker processes.
+
+    Every probe of a target runs in the same worker (``--dist loadgroup``), in causal
+    order, under that target's own deadline; the controller merges the reports and maps
+    one verdict per target plus the overall one.
+    """
+    import pytest
+
+    from celery_probe.errors import AppLoadError
+    from celery_probe.pytest_plugin.plugin import RunContext, TargetState
+    from celery_probe.probing.app import build_app
+
+    states: dict[str, TargetState] = {}
+    for name, target in targets.items():
+        try:  # a usage error of any target stops the run here, before the session starts
+            states[name] = TargetState(name, target, app=build_app(target))
+        except AppLoadError as exc:  # that target is unknown; the others are still probed
+            states[name] = TargetState(name, target, app_error=exc)
+    context = RunContext(settings=settings, targets=states, from_cli=True)
+    args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
+    args += [
+        "-p", "celery_probe.pytest_plugin.plugin", "-p", "xdist.plugin",
+        "-W", "ignore::pytest.PytestAssertRewriteWarning",
+        "-n", str(max(1, min(parallel, len(targets)))), "--dist", "loadgroup",
+        f"--celery-targets={targets_file}", *_pytest_flags(overrides),
+    ]
+    sink: Any = sys.stderr if verbose else io.StringIO()
+    with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
+        code = pytest.main(args, plugins=[context])
+    if context.verdict is None:
+        from celery_probe.verdict.mapper import unknown_verdict
+
+        context.verdict = {**unknown_verdict(
+            f"the probe session ended without a report (pytest exit code {int(code)})"
+            + ("" if verbose else "; rerun with --verbose to see pytest's output"),
+            code="celery_probe_error",
+        ), "targets": {}}
+    return context

@@ -1,0 +1,423 @@
+"""The verdict over HTTP: health JSON, a load-balancer status code, Prometheus metrics, ops-alerts.
+
+Every route only reads the latest :class:`~celery_probe.serve.loop.Snapshot`; the probes run
+in the background loop of :class:`~celery_probe.serve.loop.ProbeLoop`, never because of a
+request. A public health URL therefore costs no broker traffic however often it is hit,
+and it answers at once while the broker is frozen (with the last verdict, and its age).
+
+Two ways to serve it:
+
+* :func:`make_app` returns a standalone Starlette app whose lifespan runs the loop (what
+  ``celery-probe serve`` runs under uvicorn);
+* :class:`ProbeMiddleware` adds the same routes to an existing ASGI app (Starlette,
+  FastAPI…) in one line, ``app.add_middleware(ProbeMiddleware, settings=settings)``, and
+  ties the loop to that app's lifespan; paths it does not own pass through untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from celery_probe.present.metrics import CONTENT_TYPE, RunCounters, metric_families, render
+from celery_probe.present.ops_alerts import get_ops_alerts
+from celery_probe.serve.loop import REAP_TIMEOUT, ProbeLoop, Snapshot
+from celery_probe.config.settings import REMEDIATION, Settings, require_target, resolve_settings
+from celery_probe.verdict.mapper import unknown_verdict
+
+DEFAULT_PREFIX = "/api/interactions"
+DEFAULT_INTERVAL = 15.0
+HEALTH_PATH = "/health/celery"
+OPS_ALERTS_PATH = "/metrics/ops-alerts"
+OPENAPI_PATH = "/openapi.json"
+STATUS_PAGE_PATH = "/"
+HTML = "text/html; charset=utf-8"
+JSON = "application/json"
+NO_STORE = "no-store"
+
+
+@dataclass(frozen=True)
+class _Published:
+    """What a snapshot looks like on the wire, serialised once per run instead of per request."""
+
+    snapshot: Snapshot
+    health_tail: bytes  # the health document without its opening brace: age_s goes in front
+    alerts: bytes
+
+
+class ProbeService:
+    """The probe loop plus the handlers that publish its latest verdict."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        prefix: str = DEFAULT_PREFIX,
+        healthz_path: str | None = "/healthz",
+        metrics_path: str | None = "/metrics",
+        report_dir: Path | None = None,
+    ) -> None:
+        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir)
+        self.interval = interval
+        # A verdict older than this means the loop stopped producing them (a run is bounded
+        # by hard_timeout and its reaping by REAP_TIMEOUT): serve unknown, not old news.
+        self.stale_after = interval + self.loop.hard_timeout + REAP_TIMEOUT + 1.0
+        prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.paths: dict[str, Callable[[], Response]] = {
+            prefix + HEALTH_PATH: self.health,
+            prefix + OPS_ALERTS_PATH: self.ops_alerts,
+        }
+        if healthz_path:
+            self.paths[healthz_path] = self.healthz
+        if metrics_path:
+            self.paths[metrics_path] = self.metrics
+        self.openapi = openapi_document(prefix + HEALTH_PATH, prefix + OPS_ALERTS_PATH, healthz_path, metrics_path)
+        self._published: _Published | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def ensure_started(self) -> None:
+        """Start the loop if no lifespan did (a host server run with lifespan off)."""
+        if not self.loop.running:
+            self.loop.start()
+
+    async def shutdown(self) -> None:
+        await self.loop.stop()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any = None) -> AsyncIterator[None]:
+        self.loop.start()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
+    def routes(self) -> list[Route]:
+        def endpoint(handler: Callable[[], Response]) -> Callable[[Request], Any]:
+            async def call(_request: Request) -> Response:
+                self.ensure_started()
+                return handler()
+
+            return call
+
+        return [Route(path, endpoint(handler), methods=["GET"]) for path, handler in self.paths.items()]
+
+    # ------------------------------------------------------------------ what is served
+
+    def _current(self) -> tuple[_Published, float | None]:
+        """The published form of the latest snapshot and its age in seconds (None: no run yet)."""
+        snapshot = self.loop.snapshot
+        published = self._published
+        if published is None or published.snapshot is not snapshot:
+            published = self._published = _publish(snapshot, self.interval)
+        if snapshot.produced_mono is None:
+            return published, None
+        return published, time.monotonic() - snapshot.produced_mono
+
+    def _stale(self, published: _Published, age: float) -> _Published:
+        verdict = unknown_verdict(
+            f"the latest verdict is {age:.0f}s old: no probe run has finished since "
+            f"(one is due every {self.interval:g}s)",
+            code="celery_probe_stale",
+        )
+        verdict["target"] = published.snapshot.verdict.get("target")
+        return _publish(Snapshot(verdict, None, published.snapshot.produced_at, published.snapshot.produced_mono,
+                                 published.snapshot.run), self.interval)
+
+    def health(self) -> Response:
+        """The latest verdict, its age and when it was produced; 200 whatever the status.
+
+        ``Cache-Control: max-age`` is the time left until the next verdict is due, so a
+        shared cache in front of this public URL can absorb traffic without ever serving a
+        verdict older than the origin would (before the first run, and when stale:
+        ``no-store``).
+        """
+        published, age, cache = self._cacheable()
+        age_text = b"null" if age is None else f"{age:.3f}".encode()
+        body = b'{"age_s": ' + age_text + b", " + published.health_tail
+        return Response(body, media_type=JSON, headers={"Cache-Control": cache})
+
+    def _cacheable(self) -> tuple[Any, float | None, str]:
+        """The verdict to serve (stale ones replaced), its age, and its Cache-Control value."""
+        published, age = self._current()
+        if age is None:
+            return published, age, NO_STORE
+        if age > self.stale_after:
+            return self._stale(published, age), age, NO_STORE
+        return published, age, f"public, max-age={max(0, math.floor(self.interval - age))}"
+
+    def healthz(self) -> Response:
+        """503 when the latest verdict is ``down``, else 200, for load balancers and Kubernetes.
+
+        ``degraded`` answers 200: Celery still works, so taking traffic away would turn a
+        slowdown into an outage. ``unknown`` answers 200 too: it says the probe lacks
+        evidence (starting, misconfigured, stale), which is not evidence that Celery is down;
+        the body and the ``X-Celery-Probe-Status`` header still say ``unknown``.
+        """
+        published, age = self._current()
+        if age is not None and age > self.stale_after:
+            published = self._stale(published, age)
+        verdict = published.snapshot.verdict
+        status = str(verdict.get("status") or "unknown")
+        body = json.dumps({
+            "status": status,
+            "age_s": None if age is None else round(age, 3),
+            "checked_at": verdict.get("checked_at"),
+        }).encode()
+        return Response(body, status_code=503 if status == "down" else 200, media_type=JSON,
+                        headers={"Cache-Control": NO_STORE, "X-Celery-Probe-Status": status})
+
+    def metrics(self) -> Response:
+        """Prometheus text exposition of the latest verdict, built by :mod:`celery_probe.present.metrics`."""
+        snapshot = self.loop.snapshot
+        families = metric_families(
+            snapshot.verdict, snapshot.report, produced_at=snapshot.produced_at,
+            last_success=self.loop.last_success, now=time.time() if snapshot.produced_at else None,
+            counters=RunCounters(self.loop.runs_started, self.loop.runs_killed),
+        )
+        return Response(render(families), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})
+
+    def ops_alerts(self) -> Response:
+        """The ops-alerts document of the latest verdict (:func:`celery_probe.present.ops_alerts.get_ops_alerts`)."""
+        published, _age, cache = self._cacheable()
+        return Response(published.alerts, media_type=JSON, headers={"Cache-Control": cache})
+
+
+def _publish(snapshot: Snapshot, interval: float) -> _Published:
+    produced = (
+        datetime.fromtimestamp(snapshot.produced_at, tz=timezone.utc).isoformat(timespec="milliseconds")
+        if snapshot.produced_at is not None else None
+    )
+    document = {"produced_at": produced, "interval_s": interval, **snapshot.verdict}
+    document.pop("age_s", None)
+    health = json.dumps(document, default=str).encode()
+    alerts = json.dumps(get_ops_alerts(snapshot.verdict), default=str).encode()
+    return _Published(snapshot, health[1:], alerts)
+
+
+_NULLABLE_NUMBER = {"type": ["number", "null"]}
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_STATUS = {"type": "string", "enum": ["healthy", "degraded", "down", "unknown"]}
+_REASON = {
+    "type": "object",
+    "required": ["code", "severity", "message"],
+    "properties": {
+        "code": {"type": "string"},
+        "severity": {"type": "string", "enum": ["critical", "degraded", "error", "info"]},
+        "probe": _NULLABLE_STRING,
+        "message": {"type": "string"},
+        "link": {"type": "string", "description": "the Flower page for this reason (with --flower-url)"},
+    },
+}
+_SEED = {  # the six keys of get_celery_health(), present in every verdict
+    "status": _STATUS,
+    "worker_alive": {"type": "boolean"},
+    "active_tasks": {"type": ["integer", "null"]},
+    "scheduled_tasks": {"type": ["integer", "null"]},
+    "queue_length": {"type": ["integer", "null"]},
+    "last_heartbeat": _NULLABLE_STRING,
+}
+
+
+def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics: str | None) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the routes :class:`ProbeService` serves (all GET, no parameters)."""
+    no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
+    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict), or no-store",
+                                "schema": {"type": "string", "pattern": r"^(no-store|public, max-age=\d+)$"}}}
+    verdict = {
+        "type": "object",
+        "required": [*_SEED, "age_s", "produced_at", "interval_s", "reasons", "checked_at", "queues", "workers"],
+        "properties": {
+            **_SEED,
+            "age_s": {**_NULLABLE_NUMBER, "minimum": 0, "description": "age of the verdict; null before the first run"},
+            "produced_at": _NULLABLE_STRING,
+            "interval_s": {"type": "number", "exclusiveMinimum": 0},
+            "reserved_tasks": {"type": ["integer", "null"]},
+            "roundtrip_ms": _NULLABLE_NUMBER,
+            "queues": {"type": "object"},
+            "workers": {"type": "object"},
+            "reasons": {"type": "array", "items": _REASON},
+            "checked_at": _NULLABLE_STRING,
+            "duration_s": _NULLABLE_NUMBER,
+            "target": _NULLABLE_STRING,
+            "links": {"type": "object", "description": "Flower's pages (with --flower-url), credentials removed"},
+            "task_runtimes": {"type": "object",
+                              "description": "with --events-window: runtimes per task type against --task-sla"},
+        },
+    }
+    healthz_body = {
+        "type": "object",
+        "required": ["status", "age_s", "checked_at"],
+        "additionalProperties": False,
+        "properties": {"status": _STATUS, "age_s": _NULLABLE_NUMBER, "checked_at": _NULLABLE_STRING},
+    }
+    alert = {
+        "type": "object",
+        "required": ["code", "severity", "source", "message"],
+        "properties": {"code": {"type": "string"}, "severity": {"type": "string", "enum": ["critical", "medium", "low"]},
+                       "source": {"type": "string"}, "message": {"type": "string"},
+                       "link": {"type": "string",
+                                "description": "the Flower page for this alert (with --flower-url), credentials removed"}},
+    }
+    alerts_body = {
+        "type": "object",
+        "required": ["alerts", "celery_health"],
+        "properties": {
+            "alerts": {"type": "array", "items": alert},
+            "celery_health": {"type": "object", "required": [*_SEED, "reasons", "checked_at"],
+                              "properties": {**_SEED, "reasons": {"type": "array", "items": _REASON},
+                                             "checked_at": _NULLABLE_STRING}},
+        },
+    }
+
+    def get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "responses": responses}}
+
+    def json_answer(description: str, schema: dict[str, Any], headers: dict[str, Any]) -> dict[str, Any]:
+        return {"description": description, "headers": headers, "content": {JSON: {"schema": schema}}}
+
+    paths = {
+        health: get("The latest verdict, its age and when it was produced", {
+            "200": json_answer("the verdict, whatever its status", verdict, cached)}),
+        ops_alerts: get("The ops-alerts document of the latest verdict", {
+            "200": json_answer("alerts and the six keys of get_celery_health()", alerts_body, cached)}),
+    }
+    status_header = {**no_store, "X-Celery-Probe-Status": {"schema": _STATUS}}
+    if healthz:
+        paths[healthz] = get("Status for load balancers: 503 only when down", {
+            "200": json_answer("healthy, degraded or unknown", healthz_body, status_header),
+            "503": json_answer("down", healthz_body, status_header),
+        })
+    if metrics:
+        paths[metrics] = get("Prometheus text exposition of the latest verdict", {
+            "200": {"description": "metrics", "headers": no_store,
+                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+        })
+    from celery_probe import __version__
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "celery-probe", "version": __version__,
+                 "description": "The latest Celery health verdict; requests never start a probe run."},
+        "paths": paths,
+    }
+
+
+_STATUS_PAGE_DOC = {"get": {
+    "summary": "The status page: verdict, reasons, probes, status timeline and charts (HTML, no script)",
+    "responses": {"200": {"description": "the page", "headers": {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}},
+                          "content": {"text/html": {"schema": {"type": "string"}}}}},
+}}
+
+
+def _route_path(scope: Scope) -> str:
+    """The request path below the app's ``root_path`` (set when served under a proxy prefix)."""
+    path: str = scope["path"]
+    root = scope.get("root_path") or ""
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root):] or "/"
+    return path
+
+
+def make_app(
+    settings: Settings,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    prefix: str = DEFAULT_PREFIX,
+    report_dir: Path | None = None,
+) -> Starlette:
+    """A standalone ASGI app serving the verdict routes; its lifespan runs the probe loop.
+
+    Mounted into another app (``app.mount("/", make_app(settings))``) it still works: the
+    loop then starts with the first request, because Starlette does not run the lifespan
+    of mounted apps. :class:`ProbeMiddleware` ties it to the host's lifespan instead.
+    """
+    from celery_probe.serve.status_view import StatusPage
+
+    service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
+    status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
+    openapi_paths = {**service.openapi, "paths": {**service.openapi["paths"], STATUS_PAGE_PATH: _STATUS_PAGE_DOC}}
+    document = json.dumps(openapi_paths).encode()
+
+    async def openapi(_request: Request) -> Response:
+        return Response(document, media_type=JSON)
+
+    async def page(_request: Request) -> Response:
+        service.ensure_started()
+        return Response(await status_page.page(), media_type=HTML, headers={"Cache-Control": NO_STORE})
+
+    # Only the standalone app describes itself and serves the page: in a host app, / and
+    # /openapi.json are the host's.
+    app = Starlette(routes=[*service.routes(), Route(OPENAPI_PATH, openapi, methods=["GET"]),
+                            Route(STATUS_PAGE_PATH, page, methods=["GET"])],
+                    lifespan=service.lifespan)
+    app.state.status_page = status_page
+    app.state.probe = service
+    return app
+
+
+class ProbeMiddleware:
+    """Adds the verdict routes to any ASGI app and runs the probe loop for its lifetime.
+
+    ``app.add_middleware(ProbeMiddleware, settings=settings)`` for Starlette and FastAPI, or
+    ``app = ProbeMiddleware(app, settings=settings)`` for any ASGI app. The loop starts
+    when the host's lifespan starts (or with the first request when the server runs
+    without lifespan) and stops, killing a run in progress, when the host shuts down.
+    Paths other than the verdict routes go to the host app unchanged. Without ``settings``
+    the target comes from ``CELERY_PROBE_*`` variables and ``pyproject.toml``, as for the CLI.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings | None = None,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        prefix: str = DEFAULT_PREFIX,
+        healthz_path: str | None = "/healthz",
+        metrics_path: str | None = "/metrics",
+        report_dir: Path | None = None,
+    ) -> None:
+        self.app = app
+        if settings is None:  # CELERY_PROBE_* variables and [tool.celery-probe], as for the CLI
+            settings = resolve_settings(ignore=REMEDIATION)  # serve never remediates
+        require_target(settings)
+        self.service = ProbeService(settings, interval=interval, prefix=prefix, healthz_path=healthz_path,
+                                    metrics_path=metrics_path, report_dir=report_dir)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, self._watch_lifespan(receive), send)
+            return
+        if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            handler = self.service.paths.get(_route_path(scope))
+            if handler is not None:
+                self.service.ensure_started()
+                await handler()(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _watch_lifespan(self, receive: Receive) -> Receive:
+        async def wrapped() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.service.ensure_started()
+            elif message["type"] == "lifespan.shutdown":
+                await self.service.shutdown()
+            return message
+
+        return wrapped
