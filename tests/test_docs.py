@@ -150,7 +150,7 @@ def test_every_setting_is_in_the_configuration_page():
 
 
 def test_every_pytest_option_is_in_the_configuration_page():
-    plugin = (ROOT / "src" / "celery_probe" / "plugin.py").read_text()
+    plugin = (ROOT / "src" / "celery_probe" / "pytest_plugin" / "plugin.py").read_text()
     options = re.findall(r'addoption\(\s*"(--[\w-]+)"', plugin)
     assert "--celery-app" in options
     text = section(page("configuration.md"), "pytest options")
