@@ -461,7 +461,7 @@ exec celery -A proj worker -n worker1@%h --detach --pidfile "$PWD/worker.pid" --
 """
 BEAT_APP = """from celery import Celery
 
-from celery_probe.probing.beat import install_beat_tick
+from celery_probe.beat import install_beat_tick
 
 app = Celery("beatproj")
 install_beat_tick(app, interval=60)

@@ -296,3 +296,52 @@ def test_systemd_units_verify(unit, tmp_path):
 
 
 # The nginx sample is run for real, in front of a real serve: tests/test_docs_nginx.py.
+
+
+PYTHON_IMPORT = re.compile(r"^\s*from (celery_probe[\w.]*) import ([\w, ]+)$", re.M)
+PYTHON_NAME = re.compile(r"`(?:~)?(celery_probe(?:\.\w+)+)(?:\([^`]*\))?`")
+# Dotted names in the docs that are not Python names: a Celery task and two JUnit properties.
+NOT_PYTHON = {"celery_probe.beat_tick", "celery_probe.target", "celery_probe.status"}
+
+
+def _resolve(dotted: str) -> object:
+    """The module or attribute a dotted name points at, trying the longest module prefix."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            found: object = importlib.import_module(".".join(parts[:cut]))
+        except ModuleNotFoundError:
+            continue
+        for attribute in parts[cut:]:
+            found = getattr(found, attribute)
+        return found
+    raise ModuleNotFoundError(dotted)
+
+
+def test_every_python_name_in_the_docs_exists():
+    """An operator copies ``from celery_probe.beat import install_beat_tick`` into the app that
+    workers import at start-up: a documented name that is gone stops their workers."""
+    pages = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+    missing = []
+    seen = 0
+    for path in pages:
+        text = path.read_text()
+        for module, names in PYTHON_IMPORT.findall(text):
+            for name in (part.strip() for part in names.split(",")):
+                seen += 1
+                try:
+                    _resolve(f"{module}.{name}")
+                except (ImportError, AttributeError):
+                    missing.append(f"{path.name}: from {module} import {name}")
+        for dotted in PYTHON_NAME.findall(text):
+            if dotted in NOT_PYTHON:
+                continue
+            seen += 1
+            try:
+                _resolve(dotted)
+            except (ImportError, AttributeError):
+                missing.append(f"{path.name}: {dotted}")
+    assert seen > 10, "the docs name Python objects: the patterns no longer find them"
+    assert not missing, "the docs name what the code does not have: " + "; ".join(missing)

@@ -4,7 +4,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from celery_probe.serve.app import ProbeMiddleware
+from celery_probe.serve import ProbeMiddleware
 
 
 async def home(request):

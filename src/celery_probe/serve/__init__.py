@@ -5,4 +5,22 @@ ops-alerts, OpenAPI), the probe loop (:mod:`~celery_probe.serve.loop`) and the s
 it renders once per change (:mod:`~celery_probe.serve.status_view`). It may import
 config, run, verdict, storage and present; the command line that starts it is in
 :mod:`celery_probe.cli.serve`.
+
+``from celery_probe.serve import ProbeMiddleware`` (and ``make_app``) is the documented
+import of an operator's web app, so it keeps working; it is resolved on first use, so the
+loop and the status view do not pay for Starlette.
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ProbeMiddleware", "make_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from celery_probe.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'celery_probe.serve' has no attribute {name!r}")
