@@ -4,5 +4,6 @@ Owns the typed :class:`~celery_probe.config.settings.Settings`, the declaration 
 setting, URL validation and credential masking (:mod:`~celery_probe.config.urls`) and the
 duration syntax operators write (:mod:`~celery_probe.config.durations`). It may import the
 standard library, :mod:`celery_probe.errors` and, lazily, Celery to read an app's own
-configuration; nothing from the other rooms, so every room can depend on it.
+configuration, and :mod:`celery_probe.verdict.flower` to validate ``--flower-url``; nothing
+else from the other rooms, so every room can depend on it.
 """
