@@ -50,6 +50,24 @@ from celery_probe.config.settings import (
 )
 
 
+# Outgoing HTTP (celery_probe.net.http): run and serve take them with the target options,
+# check and ingest through http_options.
+HTTP_OPTIONS = (
+    click.option("--http-proxies", metavar="off|env", help="Outgoing HTTP goes direct (off, the default) or through the proxies HTTPS_PROXY/HTTP_PROXY/NO_PROXY name (env); loopback is always direct."),
+    click.option("--http-ca-file", metavar="PATH", help="CA certificates (PEM) trusted for https:// (default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else the system's)."),
+    click.option("--http-client-cert", metavar="PATH", help="Client certificate (PEM) for https:// servers that ask for one; the key may be in it."),
+    click.option("--http-client-key", metavar="PATH", help="Key of --http-client-cert (PEM, unencrypted), when not in the certificate file."),
+    click.option("--http-auth-env", metavar="NAME", help="Send variable NAME's value as the Authorization header to endpoints, check and ingest --post (never to webhooks)."),
+)
+
+
+def http_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Add the outgoing-HTTP options; their values arrive under the settings' names."""
+    for option in reversed(HTTP_OPTIONS):
+        func = option(func)
+    return func
+
+
 def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("-A", "--app", help="Celery app, MODULE[:ATTR] as for celery -A."),
@@ -77,6 +95,7 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--task-sla", "task_sla", multiple=True, metavar="PATTERN=DURATION", help="Runtime SLA of task types matching PATTERN (fnmatch), e.g. 'app.sync.*=2m' (repeatable; needs --events-window)."),
         click.option("--events-window", metavar="SECONDS", help="Listen this long to task events (workers started with -E) for runtimes per task type."),
         click.option("--flower-url", metavar="URL", help="Flower's address: verdicts and alerts link to its worker and queue pages (credentials never shown)."),
+        *HTTP_OPTIONS,
     ]
     for option in reversed(options):
         func = option(func)

@@ -87,6 +87,13 @@ class Settings:
     sla: tuple[tuple[str, float], ...] = ()  # (queue, seconds): round-trip SLA per queue
     task_sla: tuple[tuple[str, float], ...] = ()  # (fnmatch pattern, seconds), first match wins
     events_window: float | None = None
+    # Outgoing HTTP (celery_probe.net.http): proxies off or from the environment, trust, client
+    # certificate, and the variable holding an Authorization header's value (never the value).
+    http_proxies: str = "off"
+    http_ca_file: Path | None = None
+    http_client_cert: Path | None = None
+    http_client_key: Path | None = None
+    http_auth_env: str | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -406,6 +413,44 @@ def _parse_command(name: str, raw: Any, source: str) -> tuple[str, ...]:
     return tuple(argv)
 
 
+_PROXIES_OFF = ("off", "false", "no", "0")
+_PROXIES_ENV = ("env", "environment", "on", "true", "yes", "1")
+
+
+def _parse_proxies(name: str, raw: Any, source: str) -> str:
+    """``off`` (always direct) or ``env`` (the *_PROXY / NO_PROXY variables); booleans too."""
+    value = str(raw).strip().lower()
+    if value in _PROXIES_OFF:
+        return "off"
+    if value in _PROXIES_ENV:
+        return "env"
+    raise _fail(name, raw, "must be off or env (use the HTTP_PROXY/HTTPS_PROXY/NO_PROXY variables)", source)
+
+
+def _parse_file(name: str, raw: Any, source: str) -> Path | None:
+    value = _parse_str(name, raw, source)
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise _fail(name, value, "is not a file", source)
+    if not os.access(path, os.R_OK):
+        raise _fail(name, value, "cannot be read", source)
+    return path
+
+
+def _parse_env_name(name: str, raw: Any, source: str) -> str | None:
+    """The name of an environment variable (its value is a secret, read when a request is sent)."""
+    value = _parse_str(name, raw, source)
+    if value is None:
+        return None
+    if not (value.replace("_", "a").isalnum() and value.isascii() and not value[0].isdigit()):
+        raise _fail(name, value, "is not an environment variable name (letters, digits, '_')", source)
+    if value.upper().startswith(ENV_PREFIX):
+        raise _fail(name, value, f"must not start with {ENV_PREFIX}: those variables are settings", source)
+    return value
+
+
 @dataclass(frozen=True)
 class _Spec:
     name: str
@@ -447,6 +492,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("sla", "SLA", "--sla", _parse_duration_rules("QUEUE")),
     _Spec("task_sla", "TASK_SLA", "--task-sla", _parse_duration_rules("PATTERN")),
     _Spec("events_window", "EVENTS_WINDOW", "--events-window", _parse_wait(0.1, 3600)),
+    _Spec("http_proxies", "HTTP_PROXIES", "--http-proxies", _parse_proxies),
+    _Spec("http_ca_file", "HTTP_CA_FILE", "--http-ca-file", _parse_file),
+    _Spec("http_client_cert", "HTTP_CLIENT_CERT", "--http-client-cert", _parse_file),
+    _Spec("http_client_key", "HTTP_CLIENT_KEY", "--http-client-key", _parse_file),
+    _Spec("http_auth_env", "HTTP_AUTH_ENV", "--http-auth-env", _parse_env_name),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.
@@ -498,6 +548,8 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
 RUN_WIDE = ("report_dir", "format", "probes")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
 REMEDIATION = ("on_down", "on_down_after", "on_down_every", "on_down_timeout", "on_down_dry_run", "on_down_codes")
+# Outgoing HTTP: also read by the commands that probe nothing (check, ingest) and by alert webhooks.
+HTTP_CLIENT = ("http_proxies", "http_ca_file", "http_client_cert", "http_client_key", "http_auth_env")
 TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -604,6 +656,7 @@ def resolve_settings(
         values["queue_threshold"] = default_threshold
     values["queue_thresholds"] = per_queue
     _check_events_window(values, sources)
+    _check_http_client(values, sources, environ)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)
 
@@ -632,6 +685,43 @@ def _check_events_window(values: Mapping[str, Any], sources: Mapping[str, str]) 
                     f"{window + EVENTS_RESERVE:g}", sources["events_window"])
 
 
+def _check_http_client(values: Mapping[str, Any], sources: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """The HTTP client's files load and its auth variable is set, so a typo fails at start.
+
+    An encrypted key is refused here: OpenSSL would otherwise ask for its passphrase on the
+    terminal in the middle of a probe run.
+    """
+    import ssl
+
+    cert, key = values.get("http_client_cert"), values.get("http_client_key")
+    if key is not None and cert is None:
+        raise ProbeUsageError(f"http-client-key needs http-client-cert, the certificate it belongs to "
+                              f"(from {sources['http_client_key']})")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key, password=lambda: "")
+        except (ssl.SSLError, OSError) as exc:
+            source = sources["http_client_key" if key is not None else "http_client_cert"]
+            raise _fail("http-client-cert", str(cert), f"cannot be loaded{' with key ' + str(key) if key else ''}: "
+                        f"{getattr(exc, 'reason', None) or exc} (an encrypted key is not supported)", source) from None
+    ca_file = values.get("http_ca_file")
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise _fail("http-ca-file", str(ca_file), f"holds no PEM certificate ({getattr(exc, 'reason', None) or exc})",
+                        sources["http_ca_file"]) from None
+    name = values.get("http_auth_env")
+    if name is not None:
+        value = environ.get(name, "")
+        if not value.strip():
+            raise _fail("http-auth-env", name, "names an environment variable that is not set", sources["http_auth_env"])
+        if any(ch in value for ch in "\r\n\x00"):
+            raise _fail("http-auth-env", name, "names a variable whose value has a line break or NUL",
+                        sources["http_auth_env"])
+
+
 def require_target(settings: Settings, where: str = "") -> None:
     """Refuse to run without something to probe."""
     if not settings.app and not settings.broker:
@@ -643,6 +733,15 @@ def require_target(settings: Settings, where: str = "") -> None:
         )
 
 
+def resolve_http_client(cli: Mapping[str, Any] | None = None) -> Settings:
+    """Settings with only the HTTP client's resolved (flags, environment, pyproject.toml).
+
+    For what sends HTTP without probing anything: ``check``, ``ingest --post`` and alert
+    webhooks. The other settings keep their defaults and are not read or checked.
+    """
+    return resolve_settings(cli, ignore=[spec.name for spec in SPECS if spec.name not in HTTP_CLIENT])
+
+
 def as_cli_overrides(**values: Any) -> dict[str, Any]:
     """Drop unset values so they do not shadow lower layers."""
     return {k: v for k, v in values.items() if v not in (None, (), [])}
@@ -651,11 +750,13 @@ def as_cli_overrides(**values: Any) -> dict[str, Any]:
 __all__ = [
     "ENV_PREFIX",
     "FORMATS",
+    "HTTP_CLIENT",
     "SPECS",
     "Settings",
     "as_cli_overrides",
     "find_pyproject",
     "require_target",
+    "resolve_http_client",
     "resolve_settings",
 ]
 

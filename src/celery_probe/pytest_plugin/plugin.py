@@ -61,6 +61,11 @@ _PYTEST_LABELS = {
     "sla": "--sla",
     "task_sla": "--task-sla",
     "events_window": "--events-window",
+    "http_proxies": "--http-proxies",
+    "http_ca_file": "--http-ca-file",
+    "http_client_cert": "--http-client-cert",
+    "http_client_key": "--http-client-key",
+    "http_auth_env": "--http-auth-env",
 }
 
 
@@ -166,6 +171,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--sla", action="append", default=[], help="QUEUE=DURATION: round-trip SLA of a queue, e.g. celery=2s (repeatable)")
     group.addoption("--task-sla", action="append", default=[], help="PATTERN=DURATION: runtime SLA of matching task types (repeatable)")
     group.addoption("--events-window", help="seconds to listen to task events for runtimes per task type")
+    group.addoption("--http-proxies", help="outgoing HTTP direct (off, default) or through the *_PROXY variables (env)")
+    group.addoption("--http-ca-file", help="CA certificates (PEM) trusted for https:// endpoints")
+    group.addoption("--http-client-cert", help="client certificate (PEM) for https:// endpoints that ask for one")
+    group.addoption("--http-client-key", help="key of --http-client-cert, when not in the certificate file")
+    group.addoption("--http-auth-env", help="environment variable whose value is sent as the endpoints' Authorization header")
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
 
 
@@ -221,6 +231,11 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         "sla": tuple(opt.sla),
         "task_sla": tuple(opt.task_sla),
         "events_window": opt.events_window,
+        "http_proxies": opt.http_proxies,
+        "http_ca_file": opt.http_ca_file,
+        "http_client_cert": opt.http_client_cert,
+        "http_client_key": opt.http_client_key,
+        "http_auth_env": opt.http_auth_env,
     }
     try:
         if opt.celery_targets:
