@@ -94,7 +94,7 @@ def ingest(report: Path, alerts_file: Path | None, post_url: str | None, **http_
     from celery_probe.alerting.webhook import error_display, safe_display, url_problem
     from celery_probe.verdict.mapper import exit_code
 
-    http = None
+    http: HttpOptions | None = None
     if post_url is not None:
         problem = url_problem(post_url)
         if problem:

@@ -7,7 +7,9 @@ body): the exchange runs under :func:`~celery_probe.net.bounded.call_within`, it
 read timeouts are what is left of the bound, the body is streamed and the bound checked after
 every chunk, and a body over ``max_body`` bytes (declared or read) is refused. No redirect is
 followed: a health URL that moves is a misconfiguration worth seeing, and a redirect must not
-carry credentials elsewhere.
+carry credentials elsewhere. (A status line or headers dripped byte by byte are read inside
+requests, where no check can run: the caller still has its answer at the bound, and the
+abandoned daemon thread reads on until that server stops.)
 
 What operators of requests expect, each said explicitly in :class:`HttpOptions`:
 
@@ -132,6 +134,11 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def load() -> None:
+    """Import requests now, so that no request's bound is spent importing it (0.1 s and more)."""
+    import requests  # noqa: F401
+
+
 def request(
     method: str,
     url: str,
@@ -149,8 +156,9 @@ def request(
     credentials, nor the auth header) on a connection or TLS error, a timeout, or a body over
     ``max_body`` bytes (:class:`AnswerTooLarge`). Non-2xx answers, redirects included, are
     returned, not raised: the caller decides what they mean. ``send_auth`` adds the auth header
-    of ``options``.
+    of ``options``. The bound starts once requests is imported (:func:`load`).
     """
+    load()
     deadline = time.monotonic() + timeout
     secrets = options.secrets()
     send_headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity", **(headers or {})}
@@ -254,3 +262,6 @@ def _root_cause(exc: BaseException) -> BaseException | None:
         todo.extend(e for e in (getattr(current, "reason", None), current.__cause__, current.__context__,
                                 *current.args) if isinstance(e, BaseException))
     return None
+
+
+__all__ = ["DIRECT", "AnswerTooLarge", "BoundedCallError", "HttpAnswer", "HttpOptions", "load", "request"]
