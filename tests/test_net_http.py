@@ -544,6 +544,29 @@ class TestCommands:
         assert "warning" not in proxied.stderr, proxied.stderr
         assert ("POST", hook) in [(m, p) for m, p, _h in server.seen]
 
+    def test_the_endpoint_probe_of_a_run_sends_the_auth_header_direct(self, server, redis_server, tmp_path):
+        """A real run: the endpoint on loopback is reached directly under --http-proxies env."""
+        env = {TOKEN_VAR: TOKEN, "HTTP_PROXY": f"http://127.0.0.1:{free_port()}"}
+        result = run_cli("run", "-b", redis_server.url(), "--deadline", "4", "--format", "json",
+                         "--endpoint", server.url("/needs-auth"), "--http-auth-env", TOKEN_VAR,
+                         "--http-proxies", "env", env=env, cwd=tmp_path)
+        (endpoint,) = result.verdict()["endpoints"]
+        assert endpoint["ok"] and endpoint["status"] == "healthy", endpoint
+        assert server.seen[-1][2]["Authorization"] == TOKEN
+        assert TOKEN not in result.stdout + result.stderr + (tmp_path / "reports" / "latest.json").read_text()
+
+    def test_serve_passes_the_http_settings_to_its_probe_process(self, pki, monkeypatch):
+        from celery_probe.serve.loop import check_round_trip, child_environment
+
+        monkeypatch.setenv(TOKEN_VAR, TOKEN)
+        settings = resolve_settings({"broker": "redis://127.0.0.1:1/0", "http_proxies": "env",
+                                     "http_ca_file": str(pki.ca), "http_client_cert": str(pki.client_cert),
+                                     "http_client_key": str(pki.client_key), "http_auth_env": TOKEN_VAR},
+                                    pyproject=False)
+        check_round_trip(settings)  # raises if any setting would arrive changed
+        env = child_environment(settings)
+        assert env["CELERY_PROBE_HTTP_AUTH_ENV"] == TOKEN_VAR and env[TOKEN_VAR] == TOKEN  # the name, inherited
+
     def test_ingest_posts_with_the_auth_header(self, server, tmp_path):
         report = tmp_path / "latest.json"
         report.write_text(json.dumps({"tests": []}))
