@@ -15,12 +15,14 @@ at run time for :func:`json_schema` and the tests that walk a verdict against th
 import sys
 import types
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union, get_args, get_origin
 
 if sys.version_info >= (3, 11):
     from typing import NotRequired, Required, TypedDict, get_type_hints, is_typeddict
 else:  # typing.TypedDict of 3.10 knows no NotRequired
     from typing_extensions import NotRequired, Required, TypedDict, get_type_hints, is_typeddict
+if TYPE_CHECKING:  # typing has it from 3.13 on; only the type checker reads it
+    from typing_extensions import TypeIs
 
 Status = Literal["healthy", "degraded", "down", "unknown"]
 Severity = Literal["critical", "degraded", "error", "info"]
@@ -186,6 +188,11 @@ class UnsplitVerdict(Verdict):
 
 
 AnyVerdict: TypeAlias = Union[Verdict, TargetsVerdict]  # what a run of one or several targets gives
+
+
+def is_targets_verdict(verdict: AnyVerdict) -> "TypeIs[TargetsVerdict]":
+    """Whether ``verdict`` is of ``run --targets`` (an :class:`UnsplitVerdict` is one too)."""
+    return isinstance(verdict.get("targets"), Mapping)
 
 
 class HealthDocument(Verdict):
