@@ -16,7 +16,7 @@ import json
 import re
 import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_args, get_origin, get_type_hints, is_typeddict
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import jsonschema_rs  # schemathesis's validator
 import pytest
@@ -25,16 +25,20 @@ from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.serve.app import openapi_document
 from celery_probe.verdict import model
 from celery_probe.verdict.mapper import STATUSES, seed_shape, unknown_verdict, verdict_from_report, verdicts_by_target
-from celery_probe.verdict.model import (
+from celery_probe.verdict.model import (  # the typing names as the model has them (3.10: typing_extensions)
     CeleryHealth,
     HealthDocument,
     HealthzDocument,
+    NotRequired,
     OpsAlertsDocument,
+    Required,
     SeedShape,
     TargetsVerdict,
     UnsplitVerdict,
     Verdict,
     empty_verdict,
+    get_type_hints,
+    is_typeddict,
     json_schema,
 )
 
@@ -90,7 +94,8 @@ def walk(value: Any, tp: Any, path: str = "$", seen: set[tuple[str, str]] | None
                 return []
         return [f"{path}: fits no member of {tp}: " + " | ".join("; ".join(a[:2]) for a in attempts)]
     if origin is Literal:
-        return [] if any(type(value) is type(arg) and value == arg for arg in args) else [f"{path}: {value!r} not in {args}"]
+        known = any(type(value) is type(arg) and value == arg for arg in args)
+        return [] if known else [f"{path}: {value!r} not in {args}"]
     if origin is list:
         if not isinstance(value, list):
             return [f"{path}: {type(value).__name__}, not a list"]
@@ -376,9 +381,10 @@ _SEED = {"status": _STATUS, "worker_alive": {"type": "boolean"}, "active_tasks":
 HAND_WRITTEN = {  # serve's OpenAPI bodies as they were written by hand, before the model
     "verdict": {"type": "object",
                 "required": [*_SEED, "age_s", "produced_at", "interval_s", "reasons", "checked_at", "queues", "workers"],
-                "properties": {**_SEED, "age_s": {"type": ["number", "null"], "minimum": 0}, "produced_at": _NULLABLE_STRING,
-                               "interval_s": {"type": "number", "exclusiveMinimum": 0},
-                               "reserved_tasks": {"type": ["integer", "null"]}, "roundtrip_ms": {"type": ["number", "null"]},
+                "properties": {**_SEED, "age_s": {"type": ["number", "null"], "minimum": 0},
+                               "produced_at": _NULLABLE_STRING, "interval_s": {"type": "number", "exclusiveMinimum": 0},
+                               "reserved_tasks": {"type": ["integer", "null"]},
+                               "roundtrip_ms": {"type": ["number", "null"]},
                                "queues": {"type": "object"}, "workers": {"type": "object"},
                                "reasons": {"type": "array", "items": _REASON}, "checked_at": _NULLABLE_STRING,
                                "duration_s": {"type": ["number", "null"]}, "target": _NULLABLE_STRING,

@@ -48,10 +48,10 @@ MAX_MESSAGE = 500
 STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fair chance
 # Failures of the whole target rather than of one probe's setup: shown without "setup: ".
 TARGET_FAILURE_CODES = frozenset({"celery_app_config_error"})
-
-
+# What inspect counts per worker, copied into the verdict's workers.
 WORKER_COUNTS: tuple[Literal["active", "reserved", "scheduled", "concurrency"], ...] = (
     "active", "reserved", "scheduled", "concurrency")
+
 
 CONSEQUENCE = "not attempted"  # how a reason that only follows from an earlier failure begins
 

@@ -271,7 +271,9 @@ def empty_verdict() -> Verdict:
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean", type(None): "null"}
 
 
-def json_schema(tp: Any, components: dict[str, Any] | None = None, ref: str = "#/components/schemas/") -> dict[str, Any]:
+def json_schema(
+    tp: Any, components: dict[str, Any] | None = None, ref: str = "#/components/schemas/",
+) -> dict[str, Any]:
     """The JSON Schema of ``tp``: a TypedDict, or any type the model's annotations use.
 
     A TypedDict becomes a closed object (``additionalProperties: false``) whose required keys
@@ -293,8 +295,6 @@ def json_schema(tp: Any, components: dict[str, Any] | None = None, ref: str = "#
         return _object_schema(tp, components, ref)
     if tp in _JSON_TYPES:
         return {"type": _JSON_TYPES[tp]}
-    if tp is Any:
-        return {}
     if origin is Literal:
         kinds = {_JSON_TYPES[type(value)] for value in args}
         schema = {"type": kinds.pop()} if len(kinds) == 1 else {}
