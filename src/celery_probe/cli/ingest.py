@@ -43,8 +43,10 @@ def ops_document(report_path: Path, existing: list[dict[str, Any]]) -> tuple[dic
     from celery_probe.present.ops_alerts import get_ops_alerts
     from celery_probe.storage.reports import load_report
     from celery_probe.verdict.mapper import unknown_verdict, verdict_from_report, verdicts_by_target
+    from celery_probe.verdict.model import AnyVerdict, is_targets_verdict
 
     report, problem = load_report(report_path)
+    verdict: AnyVerdict
     if problem is not None:
         verdict = unknown_verdict(problem)
     elif isinstance(report, dict) and isinstance(report.get("celery_probe"), dict) and \
@@ -52,15 +54,16 @@ def ops_document(report_path: Path, existing: list[dict[str, Any]]) -> tuple[dic
         verdict = verdicts_by_target(report)
     else:
         verdict = verdict_from_report(report)
-    if isinstance(verdict.get("targets"), dict):
-        document: dict[str, Any] = {"alerts": list(existing), "celery_health": {}}
+    document: dict[str, Any]
+    if is_targets_verdict(verdict):
+        document = {"alerts": list(existing), "celery_health": {}}
         for name, target in verdict["targets"].items():
             part = get_ops_alerts(target)
             document["alerts"] += [{**alert, "target": name} for alert in part["alerts"]]
             document["celery_health"][name] = part["celery_health"]
         document["status"] = verdict["status"]
     else:
-        document = get_ops_alerts(verdict, alerts=existing)
+        document = dict(get_ops_alerts(verdict, alerts=existing))
     return document, str(verdict.get("status", "unknown"))
 
 

@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -38,6 +38,9 @@ from celery_probe.errors import (
 )
 from celery_probe.remediation.options import remediation_options
 from celery_probe.run.outputs import finish_outputs, run_output_options
+
+if TYPE_CHECKING:
+    from celery_probe.verdict.model import AnyVerdict
 from celery_probe.config.settings import (
     FORMATS,
     REMEDIATION,
@@ -101,7 +104,7 @@ def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
 _RAW_NAMES = {"format": "format_"}  # setting name -> click parameter name, where they differ
 
 
-def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | None = None) -> int:
+def emit(verdict: AnyVerdict, fmt: str, *, write: Callable[[str], None] | None = None) -> int:
     """Print ``verdict`` in ``fmt`` and return the exit code for it."""
     from celery_probe.present.text import nagios_exit_code, render_json, render_nagios, render_text, use_colour
     from celery_probe.verdict.mapper import exit_code

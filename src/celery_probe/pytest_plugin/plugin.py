@@ -35,6 +35,8 @@ from celery_probe.config.settings import Settings, resolve_settings
 if TYPE_CHECKING:
     from celery import Celery
 
+    from celery_probe.verdict.model import AnyVerdict
+
 TEARDOWN_GRACE = 0.5  # seconds past the deadline that cleanup may take (inside the +1 s slack)
 
 _PYTEST_LABELS = {
@@ -118,7 +120,7 @@ class RunContext:
     app_error: AppLoadError | None = None
     write_reports: bool = True
     from_cli: bool = False
-    verdict: dict[str, Any] | None = None
+    verdict: AnyVerdict | None = None
     report: dict[str, Any] | None = None
     write_error: str | None = None
     written: list[Path] = field(default_factory=list)
@@ -548,7 +550,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     context = _context(config)
     if context is None or context.from_cli:
         return  # celery-probe run prints its own summary
-    status = (context.verdict or {}).get("status", "unknown")
+    status = context.verdict.get("status", "unknown") if context.verdict else "unknown"
     where = ", ".join(str(p) for p in context.written) or "not written"
     terminalreporter.write_sep("-", f"celery-probe verdict: {status} ({where})")
     if context.write_error:

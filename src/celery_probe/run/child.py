@@ -15,9 +15,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery_probe.verdict.mapper import seed_shape, unknown_verdict
+from celery_probe.verdict.model import SeedShape, Verdict
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -53,7 +54,7 @@ def probe_verdict(
     backend: str | None = None,
     queues: Sequence[str] = (),
     expect_workers: int | None = None,
-) -> dict[str, Any]:
+) -> Verdict:
     """The full verdict dict of one probe run in a child process."""
     env = dict(os.environ)
     # --no-on-down: a web process asking for health must never restart anything.
@@ -87,10 +88,13 @@ def probe_verdict(
     except ValueError:
         message = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         return unknown_verdict(f"the probe process failed (exit {proc.returncode}): {message}")
-    return verdict if isinstance(verdict, dict) else unknown_verdict("the probe process printed no verdict")
+    if not isinstance(verdict, dict):
+        return unknown_verdict("the probe process printed no verdict")
+    return cast(Verdict, verdict)  # what the child's mapper printed
 
 
-def _with_datetime(shape: dict[str, Any]) -> dict[str, Any]:
+def _with_datetime(seed: SeedShape) -> dict[str, Any]:
+    shape: dict[str, Any] = dict(seed)
     beat = shape.get("last_heartbeat")
     if isinstance(beat, str):
         try:

@@ -30,13 +30,14 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from celery_probe.run.child import PROCESS_SLACK
 from celery_probe.errors import ProbeUsageError
 from celery_probe.storage.reports import LATEST, history_entry, load_report
 from celery_probe.config.settings import ENV_PREFIX, REMEDIATION, SPECS, Settings, resolve_settings
 from celery_probe.verdict.mapper import unknown_verdict
+from celery_probe.verdict.model import Verdict
 
 log = logging.getLogger("celery_probe.serve")
 
@@ -48,7 +49,7 @@ RECENT_RUNS = 100  # history entries kept in memory for the status page
 class Snapshot:
     """One verdict as published: what it says, and when and by which run it was produced."""
 
-    verdict: dict[str, Any]
+    verdict: Verdict
     report: dict[str, Any] | None = None
     produced_at: float | None = None  # Unix time the run ended; None before the first run
     produced_mono: float | None = None  # the same instant on the monotonic clock, for ages
@@ -194,7 +195,7 @@ class ProbeLoop:
                     shutil.rmtree(folder, ignore_errors=True)
             return self._publish(verdict, report, began)
 
-    async def _child_run(self, folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    async def _child_run(self, folder: Path) -> tuple[Verdict, dict[str, Any] | None]:
         command = child_command(self.python, folder)
         self.runs_started += 1
         proc = await asyncio.create_subprocess_exec(
@@ -222,9 +223,9 @@ class ProbeLoop:
         if not isinstance(verdict, dict) or "status" not in verdict:
             return unknown_verdict("the probe process printed no verdict", code="celery_probe_error"), None
         report, _problem = await asyncio.to_thread(load_report, folder / LATEST)
-        return verdict, report if isinstance(report, dict) else None
+        return cast(Verdict, verdict), report if isinstance(report, dict) else None  # the child's mapper wrote it
 
-    def _publish(self, verdict: dict[str, Any], report: dict[str, Any] | None, began: float) -> Snapshot:
+    def _publish(self, verdict: Verdict, report: dict[str, Any] | None, began: float) -> Snapshot:
         now_mono, now = time.monotonic(), time.time()
         previous = self.snapshot.verdict.get("status")
         snapshot = Snapshot(verdict, report, now, now_mono, self.runs_started, round(now_mono - began, 3))
