@@ -19,9 +19,9 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import ROOT, app_env
 
 from celery_probe.testing import wait_until
+from tests.support.environment import ROOT, app_env
 
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS))
@@ -242,7 +242,7 @@ def _keep_sending(broker: str, stop: threading.Event) -> None:
 def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_worker, tmp_path):
     """The scrape comes from a run with every optional family switched on: queue and task SLAs,
     and an events window over a worker started with -E while tasks flow."""
-    from serving import ServeProcess, parse_metrics
+    from tests.support.serving import ServeProcess, parse_metrics
 
     used = {name for rule in alert_rules() for name in METRIC.findall(rule["expr"])}
     assert used, "the rules use no celery-probe metric at all"

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from alert_servers import HealthServer, HookSink, SmtpSink
+
+from tests.support.alert_servers import HealthServer, HookSink, SmtpSink
 
 # -------------------------------------------------------------------------------- fixtures
 
