@@ -20,10 +20,9 @@ from types import SimpleNamespace
 import pytest
 from conftest import APPS
 
-from celery_probe.run.child import probe_verdict
+from celery_probe.run.child import check_round_trip, child_command, child_environment, probe_verdict
 from celery_probe.config.durations import format_duration, parse_duration
 from celery_probe.errors import ProbeUsageError
-from celery_probe.serve.loop import check_round_trip, child_command, child_environment
 from celery_probe.remediation.apply import history_line, remediate, run_secrets
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide

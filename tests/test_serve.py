@@ -21,7 +21,8 @@ import pytest
 from conftest import APPS, app_env, run_cli
 from serving import HEALTH, ServeProcess, http_get
 
-from celery_probe.serve.loop import ProbeLoop, check_round_trip, child_environment
+from celery_probe.run.child import check_round_trip, child_environment
+from celery_probe.serve.loop import ProbeLoop
 from celery_probe.config.settings import Settings, resolve_settings
 from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
 
