@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
-from celery_probe.cli.main import _cli_overrides, cli
+from celery_probe.cli.main import _cli_overrides, all_commands, cli
 from celery_probe.config.settings import REMEDIATION, SPEC_BY_NAME, SPECS, Settings, resolve_settings
 from celery_probe.pytest_plugin.plugin import _PYTEST_LABELS, settings_from_options
 from celery_probe.run.child import ARGV_SETTINGS, child_command, child_environment, setting_variables
@@ -92,22 +92,28 @@ def flag_args(name: str) -> list[str]:
     return args
 
 
-@pytest.mark.parametrize("command", ["run", "serve"])
-@pytest.mark.parametrize("name", NAMES)
-def test_the_flag_parses_the_sample_into_the_field(command, name):
-    if command == "serve" and name in REMEDIATION:
-        pytest.skip("serve never remediates: it offers no --on-down flags")
-    ctx = cli.get_command(cli.make_context("celery-probe", [command]), command).make_context(command, flag_args(name))
+# serve never remediates, so it offers no --on-down flags (the test below says so).
+FLAG_CASES = [("run", name) for name in NAMES] + [("serve", name) for name in NAMES if name not in REMEDIATION]
+
+
+@pytest.mark.parametrize(("command_name", "name"), FLAG_CASES)
+def test_the_flag_parses_the_sample_into_the_field(command_name, name):
+    ctx = all_commands()[command_name].make_context(command_name, flag_args(name))
     overrides = _cli_overrides(ctx.params)
     assert getattr(resolve_settings(overrides, environ={}, pyproject=False), name) == SAMPLES[name][1]
 
 
+def offered(command_name: str) -> set[str]:
+    return {opt for param in all_commands()[command_name].params for opt in param.opts}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_every_flag_of_the_declaration_is_offered(name):
-    spec = SPEC_BY_NAME[name]
-    run = cli.get_command(cli.make_context("celery-probe", ["run"]), "run")
-    offered = {opt for param in run.params for opt in param.opts}
-    assert set(spec.flags) <= offered
+    assert set(SPEC_BY_NAME[name].flags) <= offered("run")
+
+
+def test_serve_offers_no_remediation_flag():
+    assert not {flag for name in REMEDIATION for flag in SPEC_BY_NAME[name].flags} & offered("serve")
 
 
 @pytest.mark.parametrize("name", [spec.name for spec in SPECS if spec.pytest])
@@ -209,8 +215,7 @@ class TestSectionedHelp:
         headings = re.findall(r"^(\w[\w ]*):$", result.output, flags=re.MULTILINE)
         assert headings == ["Target", "Probes", "Output", "Several targets", "Alerts", "Remediation", "Other options"]
         assert "\x1b[" not in result.output
-        run = cli.get_command(cli.make_context("celery-probe", ["run"]), "run")
-        for param in run.params:
+        for param in all_commands()["run"].params:
             for opt in param.opts:
                 assert len(re.findall(rf"(?<![\w-]){re.escape(opt)}[ ,\n]", result.output)) >= 1, opt
 

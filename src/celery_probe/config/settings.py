@@ -20,7 +20,7 @@ import shlex
 import shutil
 import sys
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -360,7 +360,13 @@ TARGET = "Target"
 PROBES = "Probes"
 OUTPUT = "Output"
 REMEDIATION_SECTION = "Remediation"
-_SAME = "the setting's long flag"  # a setting's pytest option, unless it names another
+
+
+class _LongFlag:
+    """The default pytest spelling of a setting: the same as its long flag."""
+
+
+_LONG_FLAG = _LongFlag()
 _META = "celery_probe.setting"  # the key of a setting's declaration in its field's metadata
 
 
@@ -376,8 +382,7 @@ def setting(
     help: str,
     section: str,
     flags: tuple[str, ...] = (),
-    env: str | None = None,
-    pytest: str | None = _SAME,
+    pytest: str | None | _LongFlag = _LONG_FLAG,
     metavar: str | None = None,
     multiple: bool = False,
     is_flag: bool = False,
@@ -390,17 +395,15 @@ def setting(
 
     ``help`` is the one text of the flag, the pytest option and docs/configuration.md;
     ``{default}`` in it is replaced by the default as ``show`` writes it, so no help text
-    repeats a number that could drift. ``flags`` default to ``--NAME-WITH-DASHES``, ``env``
-    to the upper-case name (after ``CELERY_PROBE_``), ``pytest`` to the long flag (None: no
-    pytest option), ``param`` (click's keyword) to the name. ``aliases`` are further
-    ``pyproject.toml`` keys. ``refuse_empty``: an empty flag value is an error rather than
+    repeats a number that could drift. The environment variable is ``CELERY_PROBE_`` and the
+    upper-case name, the ``pyproject.toml`` key the name with dashes (or underscores, or one
+    of ``aliases``). ``flags`` default to ``--NAME-WITH-DASHES``, ``pytest`` to the long flag
+    (None: no pytest option), ``param`` (click's keyword) to the name. ``refuse_empty``: an empty flag value is an error rather than
     "unset".
     """
-    declared = {"parse": parse, "help": help, "section": section, "flags": flags, "env": env,
+    declared = {"parse": parse, "help": help, "section": section, "flags": flags,
                 "pytest": pytest, "metavar": metavar, "multiple": multiple, "is_flag": is_flag,
                 "refuse_empty": refuse_empty, "show": show, "aliases": aliases, "param": param}
-    if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: type(default)(default), metadata={_META: declared})
     return field(default=default, metadata={_META: declared})
 
 
@@ -461,11 +464,10 @@ def _spec_of(item: Any) -> SettingSpec | None:
     if declared is None:
         return None
     flags = declared["flags"] or (f"--{item.name.replace('_', '-')}",)
-    default = item.default if item.default is not MISSING else item.default_factory()
     return SettingSpec(
-        name=item.name, default=default, parse=declared["parse"], help=declared["help"],
-        section=declared["section"], flags=flags, env=declared["env"] or item.name.upper(),
-        pytest=flags[-1] if declared["pytest"] is _SAME else declared["pytest"],
+        name=item.name, default=item.default, parse=declared["parse"], help=declared["help"],
+        section=declared["section"], flags=flags, env=item.name.upper(),
+        pytest=flags[-1] if declared["pytest"] is _LONG_FLAG else declared["pytest"],
         metavar=declared["metavar"], multiple=declared["multiple"], is_flag=declared["is_flag"],
         refuse_empty=declared["refuse_empty"], show=declared["show"], aliases=declared["aliases"],
         param=declared["param"] or item.name,

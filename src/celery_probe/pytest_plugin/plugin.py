@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 TEARDOWN_GRACE = 0.5  # seconds past the deadline that cleanup may take (inside the +1 s slack)
 
 # The plugin's options: every setting that has a pytest spelling (``--celery-app``…).
-_PYTEST_SPECS = tuple(spec for spec in SPECS if spec.pytest)
-_PYTEST_LABELS = {spec.name: spec.pytest for spec in _PYTEST_SPECS}  # named in error messages
+_PYTEST_LABELS = {spec.name: spec.pytest for spec in SPECS if spec.pytest}  # also named in errors
+_PYTEST_SPECS = tuple(spec for spec in SPECS if spec.name in _PYTEST_LABELS)
 
 
 @dataclass(eq=False)
@@ -123,7 +123,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("celery-probe", "celery-probe health probes")
     for spec in _PYTEST_SPECS:
         repeatable: dict[str, Any] = {"action": "append", "default": []} if spec.multiple else {}
-        group.addoption(spec.pytest, metavar=spec.metavar, help=spec.help_text, **repeatable)
+        group.addoption(_PYTEST_LABELS[spec.name], metavar=spec.metavar, help=spec.help_text, **repeatable)
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
 
 
