@@ -33,6 +33,7 @@ from celery_probe.errors import ProbeUsageError
 
 SEVERAL_TARGETS = "Several targets"
 ALERTS = "Alerts"
+SERVER = "Server"  # serve's own options
 # Headings of the help sections, with the line each shows under its title.
 SECTION_HELP: dict[str, str] = {
     TARGET: "What to probe and what it should have.",
@@ -41,7 +42,7 @@ SECTION_HELP: dict[str, str] = {
     SEVERAL_TARGETS: "One run over the targets of a TOML file.",
     ALERTS: "Mail and webhooks on status changes (docs/alerting.md).",
     REMEDIATION_SECTION: "A command run when down has lasted (docs/remediation.md).",
-    "Server": "Where serve listens and how often it probes.",
+    SERVER: "Where serve listens and how often it probes.",
 }
 _SECTION = "celery_probe_section"  # the attribute of a click option naming its help section
 

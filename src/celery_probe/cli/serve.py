@@ -16,13 +16,12 @@ from typing import Any
 import click
 
 from celery_probe.cli.main import _settings_from
-from celery_probe.cli.options import SectionedCommand, in_section, setting_options
+from celery_probe.cli.options import SERVER, SectionedCommand, in_section, setting_options
 from celery_probe.errors import ProbeUsageError
 from celery_probe.config.settings import OUTPUT, PROBES, TARGET, _parse_int, require_target
 
 DEFAULT_PREFIX = "/api/interactions"  # repeated from celery_probe.serve.app, which needs the extra
 MIN_INTERVAL, MAX_INTERVAL = 0.5, 86_400.0
-SERVER = "Server"  # the help section of serve's own options
 
 
 def parse_port(raw: str) -> int:

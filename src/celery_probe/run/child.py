@@ -56,8 +56,10 @@ def setting_variables(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 def _env_text(value: Any) -> str | None:
-    if value is None or isinstance(value, bool):
+    if value is None:
         return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, (tuple, list)):
         return ",".join("=".join(map(str, item)) if isinstance(item, tuple) else str(item) for item in value)
     if isinstance(value, float):
