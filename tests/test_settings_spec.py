@@ -200,6 +200,7 @@ def test_no_help_text_writes_its_default_by_hand(name):
     spec = SPEC_BY_NAME[name]
     assert not re.search(r"default:? \d", spec.help), spec.help
     assert "{" not in spec.help_text
+    assert "%" not in spec.help, "argparse (pytest --help) would read it as a format"
     if "{default}" in spec.help:
         assert spec.show(spec.default) in spec.help_text
 
