@@ -150,9 +150,11 @@ def test_every_setting_is_in_the_configuration_page():
 
 
 def test_every_pytest_option_is_in_the_configuration_page():
+    from celery_probe.config.settings import SPECS
+
     plugin = (ROOT / "src" / "celery_probe" / "pytest_plugin" / "plugin.py").read_text()
-    options = re.findall(r'addoption\(\s*"(--[\w-]+)"', plugin)
-    assert "--celery-app" in options
+    options = [spec.pytest for spec in SPECS if spec.pytest] + re.findall(r'addoption\(\s*"(--[\w-]+)"', plugin)
+    assert "--celery-app" in options and "--celery-targets" in options
     text = section(page("configuration.md"), "pytest options")
     missing = [opt for opt in options if f"`{opt}`" not in text]
     assert not missing, f"pytest options missing from docs/configuration.md: {missing}"

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from celery_probe.config.settings import Settings, resolve_settings
-from celery_probe.serve.loop import ProbeLoop, check_round_trip, child_environment
+from celery_probe.run.child import check_round_trip, child_environment
+from celery_probe.serve.loop import ProbeLoop
 from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
 from tests.support.environment import APPS, app_env, run_cli
 from tests.support.serving import HEALTH, ServeProcess, http_get

@@ -16,7 +16,7 @@ import pytest
 
 from celery_probe.config.settings import resolve_settings
 from celery_probe.present.metrics import metric_families, render
-from celery_probe.serve.loop import check_round_trip
+from celery_probe.run.child import check_round_trip
 from celery_probe.testing import wait_until
 from celery_probe.verdict.mapper import verdict_from_report
 from celery_probe.verdict.sla import percentile, queue_slas, rule_for, runtime_stats

@@ -30,6 +30,7 @@ from typing import Any
 import click
 
 from celery_probe.alerting.options import alert_options, send_alerts
+from celery_probe.cli.options import ALERTS, SectionedCommand, in_section
 from celery_probe.errors import ProbeUsageError
 from celery_probe.config.urls import redact_bad_url, redact_url, url_problem
 
@@ -129,10 +130,10 @@ def summary_line(verdict: Mapping[str, Any]) -> str:
     return text
 
 
-@click.command("check")
+@click.command("check", cls=SectionedCommand)
 @click.argument("url")
 @click.option("--timeout", "timeout_", metavar="SECONDS", help="Bound on the whole request (default 10).")
-@alert_options
+@in_section(ALERTS, alert_options)
 def check(url: str, timeout_: str | None, alerting: Any) -> int:
     """GET URL, a health endpoint serving a verdict, print one line and exit with its status.
 
