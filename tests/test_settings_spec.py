@@ -17,12 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
 
 from celery_probe.cli.main import _cli_overrides, all_commands, cli
-from celery_probe.config.settings import REMEDIATION, SPEC_BY_NAME, SPECS, Settings, resolve_settings
+from celery_probe.config.settings import (
+    REMEDIATION,
+    SPEC_BY_NAME,
+    SPECS,
+    Settings,
+    resolve_settings,
+)
 from celery_probe.pytest_plugin.plugin import _PYTEST_LABELS, settings_from_options
-from celery_probe.run.child import ARGV_SETTINGS, child_command, child_environment, setting_variables
+from celery_probe.run.child import (
+    ARGV_SETTINGS,
+    child_command,
+    child_environment,
+    setting_variables,
+)
+from tests.support.environment import ROOT
 
 pytest_plugins = ["pytester"]
 
