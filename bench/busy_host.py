@@ -31,8 +31,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support's fault tools
 try:
-    from celery_probe.testing import CeleryWorker, RedisServer, cpu_hogs
+    from tests.support.faults import cpu_hogs
+
+    from celery_probe.testing import CeleryWorker, RedisServer
 except ImportError:  # pragma: no cover - wrong interpreter
     sys.exit("busy_host.py: celery_probe is not importable; run it with the virtualenv's python")
 

@@ -36,17 +36,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: tests.support's fault tools
 try:
-    from celery_probe.testing import (
-        CeleryWorker,
-        HealthEndpoint,
-        RedisServer,
-        TcpProxy,
-        cpu_hogs,
-        delete_rabbitmq_names,
-        free_port,
-        wait_until,
-    )
+    from tests.support.faults import TcpProxy, cpu_hogs
+    from tests.support.http import HealthEndpoint
+    from tests.support.rabbitmq import delete_rabbitmq_names
+
+    from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
 except ImportError:  # pragma: no cover - wrong interpreter
     sys.exit("fault_matrix.py: celery_probe is not importable; run it with the virtualenv's python")
 

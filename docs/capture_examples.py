@@ -130,22 +130,24 @@ def cli_reference() -> str:
 
 
 def settings_table() -> str:
-    """One row per setting: flag, environment variable, pyproject.toml key, default, help."""
-    import dataclasses
+    """One row per setting, from its declaration: flag, variable, pyproject.toml key, default, help."""
+    from celery_probe.config.settings import SPECS
 
-    from celery_probe.cli.main import all_commands
-    from celery_probe.config.settings import SPECS, Settings
-
-    defaults = {f.name: f.default for f in dataclasses.fields(Settings)}
-    helps = {opt: param.help or "" for param in all_commands()["run"].params for opt in param.opts}
     rows = ["| flag | environment | `pyproject.toml` key | default | what it sets |", "|---|---|---|---|---|"]
     for spec in SPECS:
-        flags = spec.flag.split("/")
-        default = defaults.get(spec.name)
-        shown = "–" if default in (None, (), "", dataclasses.MISSING) else f"`{default}`"
-        what = next((helps[flag] for flag in flags if flag in helps), "").replace("|", "\\|")
-        rows.append(f"| {', '.join(f'`{flag}`' for flag in flags)} | `CELERY_PROBE_{spec.env}` | "
-                    f"`{spec.name.replace('_', '-')}` | {shown} | {what} |")
+        shown = "–" if spec.default in (None, (), "") else f"`{spec.show(spec.default)}`"
+        what = spec.help_text.replace("|", "\\|")
+        rows.append(f"| {', '.join(f'`{flag}`' for flag in spec.flags)} | `{spec.variable}` | "
+                    f"`{spec.key}` | {shown} | {what} |")
+    return "\n".join(rows)
+
+
+def pytest_options_table() -> str:
+    """The plugin's option for each setting it offers, beside the ``celery-probe run`` flag."""
+    from celery_probe.config.settings import SPECS
+
+    rows = ["| pytest option | `celery-probe run` flag |", "|---|---|"]
+    rows += [f"| `{spec.pytest}` | `{spec.flags[-1]}` |" for spec in SPECS if spec.pytest]
     return "\n".join(rows)
 
 
@@ -725,7 +727,8 @@ def capture_targets(outputs: dict[str, str]) -> None:
 
 
 CAPTURES: dict[str, Callable[[dict[str, str]], None]] = {
-    "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table()}),
+    "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table(),
+                                   "pytest-options": pytest_options_table()}),
     "runs": capture_runs,
     "features": capture_features,
     "targets": capture_targets,

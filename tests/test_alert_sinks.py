@@ -18,9 +18,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from conftest import run_cli
 
-pytest_plugins = ["alert_fixtures"]
+from tests.support.environment import run_cli
 
 PASSWORD = "pw-7x"  # short on purpose: shorter than any path token that is scrubbed by length
 TOKEN = "T0001/B0002/Zx9SecretToken42"

@@ -11,7 +11,13 @@ import pytest
 from celery_probe.alerting.causes import CAUSES, root_cause
 from celery_probe.alerting.channel import Wording
 from celery_probe.alerting.state import Notification
-from celery_probe.alerting.template import DEFAULT_PROBLEM, MailTemplates, fields, render_body, short_text
+from celery_probe.alerting.template import (
+    DEFAULT_PROBLEM,
+    MailTemplates,
+    fields,
+    render_body,
+    short_text,
+)
 from celery_probe.alerting.webhook import Webhook, payload_for
 
 BROKER = "broker redis://127.0.0.1:6390/0 did not answer: OperationalError: Error 111 connecting to 127.0.0.1:6390."

@@ -5,11 +5,9 @@ from __future__ import annotations
 import base64
 
 import pytest
-from conftest import run_cli
 
 from celery_probe.testing import free_port
-
-pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
+from tests.support.environment import run_cli
 
 ANSI = "\x1b["
 

@@ -12,12 +12,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from alert_servers import SmtpSink, read_state, start_cli
-from conftest import app_env, run_cli
 
 from celery_probe.testing import RedisServer, free_port, wait_until
-
-pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
+from tests.support.alert_servers import SmtpSink, read_state, start_cli
+from tests.support.environment import app_env, run_cli
 
 OPS = "ops@example.com"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shlex
 
 import pytest
-from conftest import ROOT
 
 from celery_probe.alerting.options import config_from_params
 from celery_probe.cli.check import check
+from tests.support.environment import ROOT
 
 DEPLOY = ROOT / "docs" / "deploy"
 ENV = {"CELERY_PROBE_SMTP_PASSWORD": "example-password"}

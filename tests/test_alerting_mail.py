@@ -10,12 +10,10 @@ import subprocess
 import sys
 
 import pytest
-from alert_servers import SmtpSink, cli_env, read_state
-from conftest import ROOT, run_cli
 
 from celery_probe.alerting.template import DEFAULT_PROBLEM, DEFAULT_RECOVERY
-
-pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
+from tests.support.alert_servers import SmtpSink, cli_env, read_state
+from tests.support.environment import ROOT, run_cli
 
 OPS = "ops@example.com"
 FROM = "probe@example.com"

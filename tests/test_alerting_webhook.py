@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
 
-pytest_plugins = ["alert_fixtures"]  # the SMTP, webhook and health-endpoint fixtures
+from tests.support.environment import run_cli
 
 SECRET_PATH = "/services/T0001/B0002/Zx9SecretToken42"
 

@@ -19,12 +19,10 @@ import time
 from pathlib import Path
 
 import pytest
-from alert_servers import HookSink, SmtpSink
-from conftest import APPS, CliResult, run_cli
 
 from celery_probe.testing import CeleryWorker
-
-pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook receivers
+from tests.support.alert_servers import HookSink, SmtpSink
+from tests.support.environment import APPS, CliResult, run_cli
 
 DJPROJ = APPS / "djproj"
 CODE = "celery_app_config_error"
@@ -113,8 +111,8 @@ class TestDjangoSettingsFail:
         assert verdict["status"] == "unknown" and verdict["reasons"][0]["code"] == CODE, verdict["reasons"]
 
     def test_serve_uses_the_same_code(self, monkeypatch):
-        from celery_probe.serve.loop import ProbeLoop
         from celery_probe.config.settings import resolve_settings
+        from celery_probe.serve.loop import ProbeLoop
 
         monkeypatch.chdir(DJPROJ)
         for key in ("DATABASE_URL", "DJANGO_SETTINGS_MODULE"):

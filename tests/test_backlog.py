@@ -8,6 +8,7 @@ import json
 import pytest
 from celery import Celery
 
+from celery_probe.config.settings import resolve_settings
 from celery_probe.probing.backlog import (
     UNKNOWN_TASK,
     QueueBacklog,
@@ -18,11 +19,9 @@ from celery_probe.probing.backlog import (
     task_name,
 )
 from celery_probe.probing.broker import measure_queues, open_connection
-from celery_probe.config.settings import resolve_settings
 from celery_probe.testing import wait_until
 from celery_probe.verdict.mapper import verdict_from_report
-
-from conftest import app_env
+from tests.support.environment import app_env
 
 DEADLINE = "2"
 

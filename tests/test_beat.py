@@ -8,6 +8,8 @@ import time
 import pytest
 from celery import Celery
 
+from celery_probe.config.settings import Settings, resolve_settings
+from celery_probe.errors import ProbeUsageError
 from celery_probe.probing.beat import (
     DEFAULT_KEY,
     NO_STORE,
@@ -22,12 +24,9 @@ from celery_probe.probing.beat import (
     redbeat_config,
 )
 from celery_probe.probing.broker import open_connection
-from celery_probe.errors import ProbeUsageError
-from celery_probe.config.settings import Settings, resolve_settings
 from celery_probe.testing import CeleryBeat, CeleryWorker, wait_until
 from celery_probe.verdict.mapper import verdict_from_report
-
-from conftest import APPS, app_env
+from tests.support.environment import APPS, app_env
 
 DEADLINE = "3"
 

@@ -14,10 +14,9 @@ from collections.abc import Iterator
 import pytest
 
 from celery_probe.probing.deadline import Deadline, Wait, run_queue_delay
-from celery_probe.testing import cpu_hogs as hogs
 from celery_probe.verdict.mapper import verdict_from_report
-
-from conftest import app_env
+from tests.support.environment import app_env
+from tests.support.faults import cpu_hogs as hogs
 
 HOGS_PER_CORE = 5
 

@@ -6,10 +6,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, app_env
 
 from celery_probe.present.junit import finalize_junit
 from celery_probe.testing import CeleryWorker, RedisServer
+from tests.support.environment import APPS, ROOT, app_env
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
 
@@ -147,7 +147,7 @@ class TestFailOn:
 
 class TestSeveralTargets:
     def test_targets_run_writes_labelled_outputs_and_gates_on_the_overall_status(self, deployment, cli, tmp_path):
-        from serving import parse_metrics
+        from tests.support.serving import parse_metrics
 
         env, _worker = deployment
         with RedisServer() as empty:  # no worker: this target is down

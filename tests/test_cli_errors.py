@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import run_cli
+from tests.support.environment import run_cli
 
 
 def assert_one_line_error(result, code: int, *words: str) -> None:

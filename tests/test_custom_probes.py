@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from celery_probe.testing import CeleryWorker
-
-from conftest import APPS, ROOT
+from tests.support.environment import APPS, ROOT
 
 EXAMPLE = ROOT / "docs" / "examples" / "test_task_registered.py"
 

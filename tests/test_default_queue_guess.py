@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from conftest import app_env
+from tests.support.environment import app_env
 
 DEADLINE = "3"
 

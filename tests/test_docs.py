@@ -19,9 +19,9 @@ from pathlib import Path
 
 import click
 import pytest
-from conftest import ROOT, app_env
 
 from celery_probe.testing import wait_until
+from tests.support.environment import ROOT, app_env
 
 DOCS = ROOT / "docs"
 sys.path.insert(0, str(DOCS))
@@ -150,9 +150,11 @@ def test_every_setting_is_in_the_configuration_page():
 
 
 def test_every_pytest_option_is_in_the_configuration_page():
+    from celery_probe.config.settings import SPECS
+
     plugin = (ROOT / "src" / "celery_probe" / "pytest_plugin" / "plugin.py").read_text()
-    options = re.findall(r'addoption\(\s*"(--[\w-]+)"', plugin)
-    assert "--celery-app" in options
+    options = [spec.pytest for spec in SPECS if spec.pytest] + re.findall(r'addoption\(\s*"(--[\w-]+)"', plugin)
+    assert "--celery-app" in options and "--celery-targets" in options
     text = section(page("configuration.md"), "pytest options")
     missing = [opt for opt in options if f"`{opt}`" not in text]
     assert not missing, f"pytest options missing from docs/configuration.md: {missing}"
@@ -242,7 +244,7 @@ def _keep_sending(broker: str, stop: threading.Event) -> None:
 def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_worker, tmp_path):
     """The scrape comes from a run with every optional family switched on: queue and task SLAs,
     and an events window over a worker started with -E while tasks flow."""
-    from serving import ServeProcess, parse_metrics
+    from tests.support.serving import ServeProcess, parse_metrics
 
     used = {name for rule in alert_rules() for name in METRIC.findall(rule["expr"])}
     assert used, "the rules use no celery-probe metric at all"

@@ -17,11 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
 
 from celery_probe.testing import CeleryWorker, wait_until
-
-pytest_plugins = ["alert_fixtures"]  # the real SMTP server
+from tests.support.environment import ROOT
 
 sys.path.insert(0, str(ROOT / "docs"))
 import capture_examples  # docs/ is not a package; the marker format lives there

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, app_env, missing_system_program
-from serving import HEALTH, Reply, ServeProcess
 
 from celery_probe.testing import CeleryWorker, GaveUp, GroupProcess, free_port, wait_until
+from tests.support.environment import APPS, ROOT, app_env, missing_system_program
+from tests.support.serving import HEALTH, Reply, ServeProcess
 
 pytestmark = pytest.mark.redis_only  # a private redis-server; nginx does not depend on --broker
 

@@ -8,11 +8,17 @@ from typing import ClassVar
 
 import pytest
 
-from celery_probe.verdict.drift import Finding, consumer_drift, missing_names, name_matches, rules_by_queue, summary
-from celery_probe.errors import ProbeUsageError
 from celery_probe.config.settings import resolve_settings
-
-from conftest import app_env
+from celery_probe.errors import ProbeUsageError
+from celery_probe.verdict.drift import (
+    Finding,
+    consumer_drift,
+    missing_names,
+    name_matches,
+    rules_by_queue,
+    summary,
+)
+from tests.support.environment import app_env
 
 DEADLINE = "3"
 

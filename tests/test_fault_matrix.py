@@ -19,9 +19,9 @@ import sys
 import time
 
 import pytest
-from conftest import APPS, app_env, run_cli
 
 from celery_probe.testing import wait_until
+from tests.support.environment import APPS, app_env, run_cli
 
 DEADLINE = 2.0
 SLACK = 0.6

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 
-
 import pytest
 
-from celery_probe.testing import RedisServer, TcpProxy, free_port, wait_until
-
-from conftest import app_env
+from celery_probe.testing import RedisServer, free_port, wait_until
+from tests.support.environment import app_env
+from tests.support.faults import TcpProxy
 
 DEADLINE = 2.0
 SLACK = 0.6

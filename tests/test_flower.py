@@ -17,16 +17,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import APPS, Target, run_cli
-from serving import HEALTH, ServeProcess
 
+from celery_probe.config.settings import resolve_settings
 from celery_probe.errors import ProbeUsageError
 from celery_probe.net.http import request
-from celery_probe.verdict.flower import add_flower_links, flower_base, flower_url_problem, safe_links
-from celery_probe.config.settings import resolve_settings
 from celery_probe.testing import GroupProcess, free_port, wait_until
-
-pytest_plugins = ["alert_fixtures"]  # the SMTP and webhook fixtures
+from celery_probe.verdict.flower import (
+    add_flower_links,
+    flower_base,
+    flower_url_problem,
+    safe_links,
+)
+from tests.support.environment import APPS, Target, run_cli
+from tests.support.serving import HEALTH, ServeProcess
 
 USER, PASSWORD = "ops", "fl0wer-s3cret"
 OPS_ALERTS = "/api/interactions/metrics/ops-alerts"

@@ -9,11 +9,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from celery_probe.errors import ProbeUsageError
 from celery_probe.config.settings import SPECS, resolve_settings
+from celery_probe.errors import ProbeUsageError
 from celery_probe.verdict.mapper import STATUSES, verdict_from_report
-
-from conftest import run_cli
+from tests.support.environment import run_cli
 
 REPORTS = Path(__file__).parent / "reports"
 REAL = [json.loads(p.read_text()) for p in sorted(REPORTS.glob("*.json"))]

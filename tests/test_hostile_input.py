@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import run_cli
-
-pytest_plugins = ["alert_fixtures"]
+from tests.support.environment import run_cli
 
 DEEP = "[" * 100_000 + "]" * 100_000  # valid JSON; json.loads raises RecursionError on it
 QUICK = 3.0  # seconds for the whole command, interpreter start-up included

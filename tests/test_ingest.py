@@ -6,13 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from alert_servers import HookSink
 
 from celery_probe.testing import free_port
+from tests.support.alert_servers import HookSink
+from tests.support.environment import run_cli
 
-from conftest import run_cli
-
-pytest_plugins = ["alert_fixtures"]
 REPORTS = Path(__file__).parent / "reports"
 
 

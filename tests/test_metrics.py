@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import APPS, TESTS, app_env
-from serving import parse_metrics
 
 from celery_probe.present.metrics import RunCounters, metric_families, render
 from celery_probe.testing import CeleryWorker
 from celery_probe.verdict.mapper import STATUSES, verdict_from_report
+from tests.support.environment import APPS, TESTS, app_env
+from tests.support.serving import parse_metrics
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
 

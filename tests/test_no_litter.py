@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from celery_probe.probing.deadline import Deadline
-from celery_probe.probing.measurements import ProbeRun
 from celery_probe.config.settings import Settings, resolve_settings
 from celery_probe.probing.app import build_app
-
-from conftest import redis_state
+from celery_probe.probing.deadline import Deadline
+from celery_probe.probing.measurements import ProbeRun
+from tests.support.environment import redis_state
 
 RUNS = 1000
 RABBITMQ_RUNS = 300  # each run is as cheap, but the listing below costs a rabbitmqctl call

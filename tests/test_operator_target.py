@@ -14,10 +14,10 @@ import asyncio
 import os
 
 import pytest
-from conftest import app_env, run_cli
 
-from celery_probe.serve.loop import ProbeLoop
 from celery_probe.config.settings import resolve_settings
+from celery_probe.serve.loop import ProbeLoop
+from tests.support.environment import app_env, run_cli
 
 DEAD_BROKER = "redis://:hush-s3cret@127.0.0.1:1/0"  # nothing listens on port 1
 DEAD_SHOWN = "redis://:***@127.0.0.1:1/0"
@@ -27,9 +27,8 @@ DEAD_BACKEND = "redis://127.0.0.1:1/1"
 @pytest.fixture(scope="module")
 def healthy(module_redis, request):
     """A private Redis with a real worker on it, and Celery's variables pointing there."""
-    from conftest import APPS
-
     from celery_probe.testing import CeleryWorker
+    from tests.support.environment import APPS
 
     worker = CeleryWorker("probe_test_app", name="w1@%h", env=app_env(module_redis.url(0), module_redis.url(1)),
                           pythonpath=[APPS]).start(timeout=40)

@@ -8,8 +8,7 @@ import pytest
 from celery import Celery
 
 from celery_probe.testing import wait_until
-
-from conftest import app_env
+from tests.support.environment import app_env
 
 DEADLINE = "2"
 

@@ -32,14 +32,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import APPS, app_env, run_cli
-from serving import HEALTH, ServeProcess
 
-from celery_probe.testing import CeleryWorker, RedisServer, free_port
 from celery_probe.config.urls import scrub, secrets_in
+from celery_probe.testing import CeleryWorker, RedisServer, free_port
+from tests.support.environment import APPS, app_env, run_cli
+from tests.support.serving import HEALTH, ServeProcess
 
 pytestmark = pytest.mark.redis_only  # a private, password-protected redis-server
-pytest_plugins = ["alert_fixtures"]
 
 PASSWORD = "Pl4nted-S3cret#9/x"
 MARKER = "Pl4nted-S3cret"  # in every form of PASSWORD: raw, percent-encoded, half-decoded

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from celery_probe.testing import RedisServer, free_port, wait_until
-
-from conftest import app_env
+from tests.support.environment import app_env
 
 pytestmark = pytest.mark.redis_only
 
@@ -90,7 +89,7 @@ def test_sentinel_broker_and_backend(sentinel, start_worker, cli):
 
 
 def test_sentinel_that_does_not_answer_is_bounded(cli, tmp_path):
-    from celery_probe.testing import TcpProxy
+    from tests.support.faults import TcpProxy
 
     with RedisServer() as master, TcpProxy(master.port) as proxy:
         proxy.blackhole()

@@ -18,17 +18,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import APPS
 
-from celery_probe.run.child import probe_verdict
 from celery_probe.config.durations import format_duration, parse_duration
+from celery_probe.config.settings import REMEDIATION, resolve_settings
 from celery_probe.errors import ProbeUsageError
-from celery_probe.serve.loop import check_round_trip, child_command, child_environment
 from celery_probe.remediation.apply import history_line, remediate, run_secrets
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide
-from celery_probe.config.settings import REMEDIATION, resolve_settings
+from celery_probe.run.child import check_round_trip, child_command, child_environment, probe_verdict
 from celery_probe.testing import RedisServer, wait_until
+from tests.support.environment import APPS
 
 T0 = datetime(2026, 11, 24, 8, 0, tzinfo=timezone.utc)
 PY = sys.executable

@@ -9,8 +9,7 @@ import textwrap
 from pathlib import Path
 
 from celery_probe.storage.reports import append_line, atomic_write_json
-
-from conftest import app_env, run_cli
+from tests.support.environment import app_env, run_cli
 
 SECRET = "s3cr3t-Pa55word"
 
@@ -72,8 +71,7 @@ class TestRedaction:
 
     def test_up_and_down(self, tmp_path):
         from celery_probe.testing import CeleryWorker, RedisServer
-
-        from conftest import APPS
+        from tests.support.environment import APPS
 
         with RedisServer(password=SECRET) as redis:
             env = app_env(redis.url(0), redis.url(1))
@@ -122,8 +120,8 @@ class TestHistoryLock:
 
         import pytest
 
-        from celery_probe.storage import reports
         from celery_probe.errors import ReportWriteError
+        from celery_probe.storage import reports
 
         monkeypatch.setattr(reports, "HISTORY_LOCK_TIMEOUT", 0.5)
         history = tmp_path / "history.jsonl"

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from celery_probe.testing import CeleryWorker, RedisServer, wait_until
 from celery_probe.probing.worker_config import (
     WorkerConfig,
     backend_from_report,
@@ -26,8 +25,8 @@ from celery_probe.probing.worker_config import (
     same_backend,
     shown,
 )
-
-from conftest import APPS, app_env, run_cli
+from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+from tests.support.environment import APPS, app_env, run_cli
 
 DEADLINE = "3"
 PASSWORD = "pw-Zq81x"

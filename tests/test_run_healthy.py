@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from celery_probe.testing import CeleryWorker
-
-from conftest import APPS, ROOT, redis_state
+from tests.support.environment import APPS, ROOT, redis_state
 
 
 @pytest.fixture(scope="module")

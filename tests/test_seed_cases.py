@@ -15,8 +15,7 @@ import pytest
 from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.testing import CeleryWorker, free_port
 from celery_probe.verdict.mapper import verdict_from_report
-
-from conftest import APPS, app_env
+from tests.support.environment import APPS, app_env
 
 REPORTS = Path(__file__).parent / "reports"
 SEED_KEYS = {"worker_alive", "active_tasks", "scheduled_tasks", "queue_length", "last_heartbeat", "status"}

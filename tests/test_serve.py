@@ -18,12 +18,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import APPS, app_env, run_cli
-from serving import HEALTH, ServeProcess, http_get
 
-from celery_probe.serve.loop import ProbeLoop, check_round_trip, child_environment
 from celery_probe.config.settings import Settings, resolve_settings
+from celery_probe.run.child import check_round_trip, child_environment
+from celery_probe.serve.loop import ProbeLoop
 from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
+from tests.support.environment import APPS, app_env, run_cli
+from tests.support.serving import HEALTH, ServeProcess, http_get
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
 
@@ -263,8 +264,8 @@ class TestLifecycle:
 class TestStaleVerdict:
     def test_a_verdict_the_loop_did_not_replace_is_served_as_unknown(self):
         """In-process: a loop that stopped producing verdicts must not leave an old healthy one up."""
-        from celery_probe.serve.loop import Snapshot
         from celery_probe.serve.app import ProbeService
+        from celery_probe.serve.loop import Snapshot
 
         service = ProbeService(Settings(broker="redis://127.0.0.1:1/0", deadline=1.0), interval=1)
         healthy = {"status": "healthy", "reasons": [], "target": "redis://127.0.0.1:1/0"}

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import schemathesis
-from conftest import APPS, app_env
 from hypothesis import HealthCheck, given, settings
-from serving import HEALTH, ServeProcess, http_get
 
-from celery_probe.serve.app import OPENAPI_PATH, ProbeService
 from celery_probe.config.settings import Settings
+from celery_probe.serve.app import OPENAPI_PATH, ProbeService
 from celery_probe.testing import CeleryWorker, wait_until
+from tests.support.environment import APPS, app_env
+from tests.support.serving import HEALTH, ServeProcess, http_get
 
 pytestmark = pytest.mark.redis_only  # a private redis-server; nothing here depends on --broker
 

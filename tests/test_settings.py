@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from celery_probe.errors import ProbeUsageError
 from celery_probe.config.settings import resolve_settings
+from celery_probe.errors import ProbeUsageError
 
 
 def write_pyproject(folder: Path, body: str) -> Path:

@@ -15,8 +15,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from celery_probe.testing import CeleryWorker, RedisServer
-
-from conftest import APPS, CliResult, app_env
+from tests.support.environment import APPS, CliResult, app_env
 
 REFUSE = "celery_workers_refuse_unsigned"
 

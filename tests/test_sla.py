@@ -14,14 +14,13 @@ from typing import Any
 
 import pytest
 
-from celery_probe.present.metrics import metric_families, render
-from celery_probe.serve.loop import check_round_trip
 from celery_probe.config.settings import resolve_settings
-from celery_probe.verdict.sla import percentile, queue_slas, rule_for, runtime_stats
+from celery_probe.present.metrics import metric_families, render
+from celery_probe.run.child import check_round_trip
 from celery_probe.testing import wait_until
 from celery_probe.verdict.mapper import verdict_from_report
-
-from conftest import app_env, redis_state
+from celery_probe.verdict.sla import percentile, queue_slas, rule_for, runtime_stats
+from tests.support.environment import app_env, redis_state
 
 SLEEP = 0.3  # seconds each slow task sleeps
 WINDOW = "2.5"

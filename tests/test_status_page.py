@@ -20,13 +20,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import run_cli
 
-from celery_probe.storage.reports import append_line, atomic_write_json, history_entry
-from celery_probe.storage.history import parse_lines, read_history
 from celery_probe.present.status_page import render_status_page
 from celery_probe.serve.status_view import StatusPage
+from celery_probe.storage.history import parse_lines, read_history
+from celery_probe.storage.reports import append_line, atomic_write_json, history_entry
 from celery_probe.verdict.mapper import verdict_from_report, verdicts_by_target
+from tests.support.environment import run_cli
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=timezone.utc)

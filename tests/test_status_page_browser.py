@@ -16,10 +16,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import APPS, ROOT, missing_system_program, run_cli
-from serving import HEALTH, ServeProcess
 
 from celery_probe.testing import CeleryWorker, wait_until
+from tests.support.environment import APPS, ROOT, missing_system_program, run_cli
+from tests.support.serving import HEALTH, ServeProcess
 
 pytestmark = pytest.mark.redis_only  # a private redis-server; the page does not depend on --broker
 
@@ -52,7 +52,7 @@ def browser():
 @pytest.fixture(scope="module")
 def report_dir(module_redis, tmp_path_factory):
     """A report dir with the history of real runs: healthy ones, then one with the worker killed."""
-    from conftest import app_env
+    from tests.support.environment import app_env
 
     env = app_env(module_redis.url(0), module_redis.url(1))
     folder = tmp_path_factory.mktemp("status") / "reports"

@@ -16,11 +16,11 @@ from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import pytest
-from conftest import APPS, app_env, run_cli
 
-from celery_probe.storage.history import Figures, from_entries, parse_lines
 from celery_probe.present.status_page import MAX_SERIES, render_status_page
+from celery_probe.storage.history import Figures, from_entries, parse_lines
 from celery_probe.testing import CeleryWorker, RedisServer
+from tests.support.environment import APPS, app_env, run_cli
 
 pytestmark = pytest.mark.redis_only
 

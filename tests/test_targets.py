@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from celery_probe.testing import RedisServer
-
-from conftest import app_env
+from tests.support.environment import app_env
 
 pytestmark = pytest.mark.redis_only
 

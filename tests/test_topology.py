@@ -15,8 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from celery_probe.testing import CeleryWorker
-
-from conftest import APPS, app_env, rabbitmqctl
+from tests.support.environment import APPS, app_env
+from tests.support.rabbitmq import rabbitmqctl
 
 pytestmark = pytest.mark.rabbitmq_only
 

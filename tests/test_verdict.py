@@ -10,7 +10,13 @@ import pytest
 
 from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.present.text import render_nagios, render_text
-from celery_probe.verdict.mapper import STATUSES, exit_code, seed_shape, unknown_verdict, verdict_from_report
+from celery_probe.verdict.mapper import (
+    STATUSES,
+    exit_code,
+    seed_shape,
+    unknown_verdict,
+    verdict_from_report,
+)
 
 REPORTS = Path(__file__).parent / "reports"
 

@@ -10,8 +10,7 @@ import pytest
 from kombu import Queue
 
 from celery_probe.probing.watchlist import configured_watch_list, routed_queues
-
-from conftest import APPS, app_env
+from tests.support.environment import APPS, app_env
 
 DEADLINE = "3"
 

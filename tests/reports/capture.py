@@ -15,9 +15,9 @@ from pathlib import Path
 from celery import Celery
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parents[1]))
 
-from conftest import APPS, app_env, run_cli  # noqa: E402
+from tests.support.environment import APPS, app_env, run_cli  # noqa: E402
 
 from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until  # noqa: E402
 

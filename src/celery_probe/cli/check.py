@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from celery_probe.alerting.options import alert_options, send_alerts
-from celery_probe.cli.main import http_options
+from celery_probe.cli.options import ALERTS, SectionedCommand, in_section, setting_options
+from celery_probe.config.settings import HTTP
 from celery_probe.errors import ProbeUsageError
 from celery_probe.config.urls import redact_bad_url, redact_url, url_problem
 
@@ -133,11 +134,11 @@ def summary_line(verdict: Mapping[str, Any]) -> str:
     return text
 
 
-@click.command("check")
+@click.command("check", cls=SectionedCommand)
 @click.argument("url")
 @click.option("--timeout", "timeout_", metavar="SECONDS", help="Bound on the whole request (default 10).")
-@http_options
-@alert_options
+@setting_options(HTTP)
+@in_section(ALERTS, alert_options)
 def check(url: str, timeout_: str | None, alerting: Any, **http_raw: Any) -> int:
     """GET URL, a health endpoint serving a verdict, print one line and exit with its status.
 

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from celery_probe.cli.main import http_options
+from celery_probe.cli.options import setting_options
+from celery_probe.config.settings import HTTP
 from celery_probe.errors import ProbeUsageError
 
 if TYPE_CHECKING:
@@ -47,8 +48,10 @@ def ops_document(report_path: Path, existing: list[dict[str, Any]]) -> tuple[dic
     from celery_probe.present.ops_alerts import get_ops_alerts
     from celery_probe.storage.reports import load_report
     from celery_probe.verdict.mapper import unknown_verdict, verdict_from_report, verdicts_by_target
+    from celery_probe.verdict.model import AnyVerdict, is_targets_verdict
 
     report, problem = load_report(report_path)
+    verdict: AnyVerdict
     if problem is not None:
         verdict = unknown_verdict(problem)
     elif isinstance(report, dict) and isinstance(report.get("celery_probe"), dict) and \
@@ -56,15 +59,16 @@ def ops_document(report_path: Path, existing: list[dict[str, Any]]) -> tuple[dic
         verdict = verdicts_by_target(report)
     else:
         verdict = verdict_from_report(report)
-    if isinstance(verdict.get("targets"), dict):
-        document: dict[str, Any] = {"alerts": list(existing), "celery_health": {}}
+    document: dict[str, Any]
+    if is_targets_verdict(verdict):
+        document = {"alerts": list(existing), "celery_health": {}}
         for name, target in verdict["targets"].items():
             part = get_ops_alerts(target)
             document["alerts"] += [{**alert, "target": name} for alert in part["alerts"]]
             document["celery_health"][name] = part["celery_health"]
         document["status"] = verdict["status"]
     else:
-        document = get_ops_alerts(verdict, alerts=existing)
+        document = dict(get_ops_alerts(verdict, alerts=existing))
     return document, str(verdict.get("status", "unknown"))
 
 
@@ -88,7 +92,7 @@ def post_document(url: str, document: dict[str, Any], http: HttpOptions) -> str 
 @click.option("--alerts", "alerts_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Alerts the service already has (a JSON list, or a document with an 'alerts' list); kept untouched.")
 @click.option("--post", "post_url", metavar="URL", help="POST the document as JSON to this URL (10 s bound).")
-@http_options
+@setting_options(HTTP)
 def ingest(report: Path, alerts_file: Path | None, post_url: str | None, **http_raw: Any) -> int:
     """Map a pytest-json-report REPORT to the ops-alerts document, print it, optionally POST it."""
     from celery_probe.alerting.webhook import error_display, safe_display, url_problem

@@ -22,7 +22,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -36,70 +36,33 @@ from celery_probe.errors import (
     ProbeUsageError,
     ReportWriteError,
 )
-from celery_probe.remediation.options import remediation_options
+from celery_probe.cli.options import (
+    ALERTS,
+    SEVERAL_TARGETS,
+    SectionedCommand,
+    in_section,
+    remediation_options,
+    setting_option,
+    setting_options,
+)
 from celery_probe.run.outputs import finish_outputs, run_output_options
+
+if TYPE_CHECKING:
+    from celery_probe.verdict.model import AnyVerdict
 from celery_probe.config.settings import (
-    FORMATS,
+    HTTP,
+    OUTPUT,
+    PROBES,
     REMEDIATION,
+    SPEC_BY_NAME,
     SPECS,
+    TARGET,
     Settings,
     _parse_int,
     as_cli_overrides,
     require_target,
     resolve_settings,
 )
-
-
-# Outgoing HTTP (celery_probe.net.http): run and serve take them with the target options,
-# check and ingest through http_options.
-HTTP_OPTIONS = (
-    click.option("--http-proxies", metavar="off|env", help="Outgoing HTTP goes direct (off, the default) or through the proxies HTTPS_PROXY/HTTP_PROXY/NO_PROXY name (env); loopback is always direct."),
-    click.option("--http-ca-file", metavar="PATH", help="CA certificates (PEM) trusted for https:// (default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else the system's)."),
-    click.option("--http-client-cert", metavar="PATH", help="Client certificate (PEM) for https:// servers that ask for one; the key may be in it."),
-    click.option("--http-client-key", metavar="PATH", help="Key of --http-client-cert (PEM, unencrypted), when not in the certificate file."),
-    click.option("--http-auth-env", metavar="NAME", help="Send variable NAME's value as the Authorization header to endpoints, check and ingest --post (never to webhooks)."),
-)
-
-
-def http_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the outgoing-HTTP options; their values arrive under the settings' names."""
-    for option in reversed(HTTP_OPTIONS):
-        func = option(func)
-    return func
-
-
-def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
-        click.option("-A", "--app", help="Celery app, MODULE[:ATTR] as for celery -A."),
-        click.option("-b", "--broker", help="Broker URL (instead of, or overriding, the app's)."),
-        click.option("--backend", help="The workers' own result backend URL (round-trip results are read from it)."),
-        click.option("-Q", "--queue", "queues", multiple=True, help="Queue to watch (repeatable or comma-separated). Default: the default queue, task_queues, every queue task_routes names and every queue a worker consumes."),
-        click.option("--expect-workers", metavar="N", help="Workers that should answer ping; return as soon as N did."),
-        click.option("--endpoint", "endpoints", multiple=True, metavar="URL", help="HTTP health URL to query (repeatable)."),
-        click.option("--deadline", metavar="SECONDS", help="The whole run answers within this (default 5)."),
-        click.option("--queue-threshold", multiple=True, metavar="N|QUEUE=N", help="Backlog at which a queue is high (default 100); QUEUE=N for one queue."),
-        click.option("--roundtrip-slow", metavar="SECONDS", help="A round trip slower than this is degraded (default 1)."),
-        click.option("--roundtrip-task", metavar="NAME", help="Task sent for the round trip (default celery.accumulate)."),
-        click.option("--roundtrip-max-queues", metavar="N", help="Round trips per run at most; more queues take turns (default 20, 0 = all)."),
-        click.option("--ping-window", metavar="SECONDS", help="Idle time to wait for more ping replies (default 0.3)."),
-        click.option("--report-dir", metavar="DIR", help="Where latest.json, verdict.json and history.jsonl go (default reports)."),
-        click.option("--format", "format_", metavar="|".join(FORMATS), help="Output: text (default), json or nagios."),
-        click.option("--probes", "probes", multiple=True, metavar="PATH", help="Extra probe files or folders (repeatable)."),
-        click.option("--backlog-sample", metavar="N", help="Messages read from each queue head to count waiting tasks by name (default 100, 0 = off)."),
-        click.option("--beat-interval", metavar="SECONDS", help="Check celery beat: its tick (install_beat_tick) runs this often."),
-        click.option("--beat-grace", metavar="FACTOR", help="Beat is stale after interval × FACTOR without a tick (default 2)."),
-        click.option("--beat-key", metavar="KEY", help="Redis key of the beat tick (default celery-probe:beat:last-tick)."),
-        click.option("--expect-worker-name", "expect_worker_names", multiple=True, metavar="PATTERN", help="A worker matching PATTERN (fnmatch, e.g. sync@*) must answer (repeatable)."),
-        click.option("--expect-consumer", "expect_consumers", multiple=True, metavar="QUEUE=PATTERN", help="Workers matching PATTERN consume QUEUE, and no others (repeatable)."),
-        click.option("--sla", "sla", multiple=True, metavar="QUEUE=DURATION", help="Round-trip SLA of a queue, e.g. celery=2s or mail=250ms (repeatable)."),
-        click.option("--task-sla", "task_sla", multiple=True, metavar="PATTERN=DURATION", help="Runtime SLA of task types matching PATTERN (fnmatch), e.g. 'app.sync.*=2m' (repeatable; needs --events-window)."),
-        click.option("--events-window", metavar="SECONDS", help="Listen this long to task events (workers started with -E) for runtimes per task type."),
-        click.option("--flower-url", metavar="URL", help="Flower's address: verdicts and alerts link to its worker and queue pages (credentials never shown)."),
-        *HTTP_OPTIONS,
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
 
 
 def _settings_from(raw: dict[str, Any], *, remediation: bool = True) -> Settings:
@@ -111,16 +74,13 @@ def _settings_from(raw: dict[str, Any], *, remediation: bool = True) -> Settings
 def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     """The settings given as flags, by setting name (unset ones left out).
 
-    Every setting's flag stores its value under the setting's name, except ``--format``
-    (``format_``, as ``format`` is a builtin).
+    Each setting's flag stores its value under the setting's click keyword
+    (:attr:`~celery_probe.config.settings.SettingSpec.param`).
     """
-    return as_cli_overrides(**{spec.name: raw.get(_RAW_NAMES.get(spec.name, spec.name)) for spec in SPECS})
+    return as_cli_overrides(**{spec.name: raw.get(spec.param) for spec in SPECS})
 
 
-_RAW_NAMES = {"format": "format_"}  # setting name -> click parameter name, where they differ
-
-
-def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | None = None) -> int:
+def emit(verdict: AnyVerdict, fmt: str, *, write: Callable[[str], None] | None = None) -> int:
     """Print ``verdict`` in ``fmt`` and return the exit code for it."""
     from celery_probe.present.text import nagios_exit_code, render_json, render_nagios, render_text, use_colour
     from celery_probe.verdict.mapper import exit_code
@@ -190,14 +150,18 @@ def all_commands() -> dict[str, click.Command]:
     return {name: command for name, command in found.items() if command is not None}
 
 
-@cli.command()
-@_target_options
-@alert_options
-@run_output_options
+@cli.command(cls=SectionedCommand)
+@setting_options(TARGET, PROBES, OUTPUT, HTTP)
+@in_section(OUTPUT, run_output_options)
+@in_section(
+    SEVERAL_TARGETS,
+    click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
+                 help="Probe every [targets.NAME] of this TOML file, in parallel (see docs/cli.md)."),
+    click.option("--parallel", metavar="N",
+                 help="Worker processes for --targets (default: one per CPU, at most one per target)."),
+)
+@in_section(ALERTS, alert_options)
 @remediation_options
-@click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
-              help="Probe every [targets.NAME] of this TOML file, in parallel (see docs/cli.md).")
-@click.option("--parallel", metavar="N", help="Worker processes for --targets (default: one per CPU, at most one per target).")
 @click.option("-v", "--verbose", is_flag=True, help="Show pytest's own output on stderr.")
 def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: Any) -> int:
     """Run the probes against a Celery deployment and print the verdict.
@@ -324,7 +288,7 @@ def _give_up(settings: Settings, stdout: int, deadline: Deadline) -> None:
 
 @cli.command()
 @click.argument("report", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--format", "format_", metavar="|".join(FORMATS), help="Output: text (default), json or nagios.")
+@setting_option(SPEC_BY_NAME["format"])
 def verdict(report: Path, format_: str | None) -> int:
     """Map an existing pytest-json-report REPORT to a verdict (same output and exit codes)."""
     from celery_probe.storage.reports import verdict_for_file

@@ -15,9 +15,10 @@ from typing import Any
 
 import click
 
-from celery_probe.cli.main import _settings_from, _target_options
+from celery_probe.cli.main import _settings_from
+from celery_probe.cli.options import SERVER, SectionedCommand, in_section, setting_options
 from celery_probe.errors import ProbeUsageError
-from celery_probe.config.settings import _parse_int, require_target
+from celery_probe.config.settings import HTTP, OUTPUT, PROBES, TARGET, _parse_int, require_target
 
 DEFAULT_PREFIX = "/api/interactions"  # repeated from celery_probe.serve.app, which needs the extra
 MIN_INTERVAL, MAX_INTERVAL = 0.5, 86_400.0
@@ -65,12 +66,17 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-@click.command()
-@_target_options
-@click.option("--host", default="127.0.0.1", show_default=True, metavar="HOST", help="Address to listen on.")
-@click.option("--port", default="8001", show_default=True, metavar="PORT", help="Port to listen on (0: any free port).")
-@click.option("--interval", default="15", show_default=True, metavar="SECONDS", help="Seconds between the starts of two probe runs.")
-@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, metavar="PATH", help="Path prefix of the health and ops-alerts routes.")
+@click.command(cls=SectionedCommand)
+@setting_options(TARGET, PROBES, OUTPUT, HTTP)
+@in_section(
+    SERVER,
+    click.option("--host", default="127.0.0.1", show_default=True, metavar="HOST", help="Address to listen on."),
+    click.option("--port", default="8001", show_default=True, metavar="PORT", help="Port to listen on (0: any free port)."),
+    click.option("--interval", default="15", show_default=True, metavar="SECONDS",
+                 help="Seconds between the starts of two probe runs."),
+    click.option("--prefix", default=DEFAULT_PREFIX, show_default=True, metavar="PATH",
+                 help="Path prefix of the health and ops-alerts routes."),
+)
 def serve(host: str, port: str, interval: str, prefix: str, **raw: Any) -> int:
     """Serve the latest verdict over HTTP: health JSON, /healthz, /metrics and ops-alerts.
 

@@ -10,6 +10,11 @@ Precedence, highest first (the same order pytest-timeout documents):
 
 Every value is validated where it is read, and a bad one raises
 :class:`~celery_probe.errors.ProbeUsageError` naming the value and its source.
+
+Each setting is declared once, as a :class:`Settings` field made by :func:`setting`; the
+flags, the pytest options, the child process's variables and docs/configuration.md are
+generated from :data:`SPECS`, so adding a setting is one field (and its sample in
+tests/test_settings_spec.py).
 """
 
 from __future__ import annotations
@@ -49,69 +54,6 @@ _FALLBACK_BACKEND_SCHEMES = (
     "elasticsearch", "cassandra", "couchbase", "couchdb", "dynamodb", "s3", "gs", "azureblockblob",
     "arangodb", "consul", "cosmosdbsql", "disabled", "filesystem",
 )
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything one probe run needs to know. Built by :func:`resolve_settings`."""
-
-    app: str | None = None
-    broker: str | None = None
-    backend: str | None = None
-    queues: tuple[str, ...] = ()
-    expect_workers: int | None = None
-    endpoints: tuple[str, ...] = ()
-    deadline: float = 5.0
-    queue_threshold: int = 100
-    queue_thresholds: Mapping[str, int] = field(default_factory=dict)
-    roundtrip_slow: float = 1.0
-    roundtrip_task: str = "celery.accumulate"
-    roundtrip_max_queues: int = 20
-    ping_window: float = 0.3
-    report_dir: Path = Path("reports")
-    format: str = "text"
-    probes: tuple[Path, ...] = ()
-    backlog_sample: int = 100
-    beat_interval: float | None = None
-    beat_grace: float = 2.0
-    beat_key: str = "celery-probe:beat:last-tick"
-    expect_worker_names: tuple[str, ...] = ()
-    expect_consumers: tuple[tuple[str, str], ...] = ()
-    on_down: tuple[str, ...] = ()  # argv of the auto-remediation command (celery_probe.remediation)
-    on_down_after: float = 300.0
-    on_down_every: float = 1800.0
-    on_down_timeout: float = 60.0
-    on_down_dry_run: bool = False
-    on_down_codes: tuple[str, ...] = ()  # empty: any down verdict without celery_broker_unreachable
-    flower_url: str | None = None  # may carry credentials: links use celery_probe.verdict.flower.flower_base
-    sla: tuple[tuple[str, float], ...] = ()  # (queue, seconds): round-trip SLA per queue
-    task_sla: tuple[tuple[str, float], ...] = ()  # (fnmatch pattern, seconds), first match wins
-    events_window: float | None = None
-    # Outgoing HTTP (celery_probe.net.http): proxies off or from the environment, trust, client
-    # certificate, and the variable holding an Authorization header's value (never the value).
-    http_proxies: str = "off"
-    http_ca_file: Path | None = None
-    http_client_cert: Path | None = None
-    http_client_key: Path | None = None
-    http_auth_env: str | None = None
-    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
-
-    def threshold_for(self, queue: str) -> int:
-        """The backlog at which ``queue`` counts as high."""
-        return self.queue_thresholds.get(queue, self.queue_threshold)
-
-    def sla_for(self, queue: str) -> float | None:
-        """The round-trip SLA of ``queue`` in seconds, if it has one."""
-        return next((seconds for name, seconds in self.sla if name == queue), None)
-
-    def describe_target(self) -> str:
-        """A printable name for the target, with credentials masked."""
-        if self.app:
-            return f"app {self.app}"
-        return redact_url(self.broker or "")
-
-    def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
 
 
 # ---------------------------------------------------------------- parsers, each one line of error
@@ -281,10 +223,6 @@ def _parse_thresholds(name: str, raw: Any, source: str) -> tuple[int | None, dic
     return default, per_queue
 
 
-def _parse_sample(name: str, raw: Any, source: str) -> int:
-    return _parse_int(name, raw, source, lo=0, hi=10_000)
-
-
 def _parse_factor(name: str, raw: Any, source: str) -> float:
     try:
         value = float(raw) if not isinstance(raw, bool) else math.nan
@@ -384,35 +322,6 @@ def _parse_bool(name: str, raw: Any, source: str) -> bool:
     raise _fail(name, raw, "must be true or false (1/0, yes/no, on/off)", source)
 
 
-def _parse_command(name: str, raw: Any, source: str) -> tuple[str, ...]:
-    """An argv list: a string split as a POSIX shell would (``shlex``), or a TOML list.
-
-    It is run without a shell, so the executable must exist now: a typo fails at start,
-    in one line, rather than on the night the workers go down.
-    """
-    if isinstance(raw, str):
-        try:
-            argv = shlex.split(raw)
-        except ValueError as exc:
-            raise _fail(name, raw, f"cannot be split into arguments ({exc})", source) from None
-    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
-        argv = list(raw)
-    else:
-        raise _fail(name, raw, "must be a command line or a list of strings", source)
-    if not argv or not argv[0].strip():
-        raise _fail(name, raw, "is empty", source)
-    shown = " ".join(argv)
-    if any(ch in arg for arg in argv for ch in "\x00\n\r"):
-        raise _fail(name, shown, "contains a NUL or a line break", source)
-    executable = argv[0]
-    if os.sep in executable:
-        if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
-            raise _fail(name, shown, f"{executable!r} is not an executable file", source)
-    elif shutil.which(executable) is None:
-        raise _fail(name, shown, f"executable {executable!r} not found on PATH", source)
-    return tuple(argv)
-
-
 _PROXIES_OFF = ("off", "false", "no", "0")
 _PROXIES_ENV = ("env", "environment", "on", "true", "yes", "1")
 
@@ -451,58 +360,325 @@ def _parse_env_name(name: str, raw: Any, source: str) -> str | None:
     return value
 
 
+def _parse_command(name: str, raw: Any, source: str) -> tuple[str, ...]:
+    """An argv list: a string split as a POSIX shell would (``shlex``), or a TOML list.
+
+    It is run without a shell, so the executable must exist now: a typo fails at start,
+    in one line, rather than on the night the workers go down.
+    """
+    if isinstance(raw, str):
+        try:
+            argv = shlex.split(raw)
+        except ValueError as exc:
+            raise _fail(name, raw, f"cannot be split into arguments ({exc})", source) from None
+    elif isinstance(raw, (list, tuple)) and all(isinstance(item, str) for item in raw):
+        argv = list(raw)
+    else:
+        raise _fail(name, raw, "must be a command line or a list of strings", source)
+    if not argv or not argv[0].strip():
+        raise _fail(name, raw, "is empty", source)
+    shown = " ".join(argv)
+    if any(ch in arg for arg in argv for ch in "\x00\n\r"):
+        raise _fail(name, shown, "contains a NUL or a line break", source)
+    executable = argv[0]
+    if os.sep in executable:
+        if not (os.path.isfile(executable) and os.access(executable, os.X_OK)):
+            raise _fail(name, shown, f"{executable!r} is not an executable file", source)
+    elif shutil.which(executable) is None:
+        raise _fail(name, shown, f"executable {executable!r} not found on PATH", source)
+    return tuple(argv)
+
+
+def _parse_count(lo: int, hi: int) -> Callable[[str, Any, str], int]:
+    def parse(name: str, raw: Any, source: str) -> int:
+        return _parse_int(name, raw, source, lo=lo, hi=hi)
+
+    return parse
+
+
+# ------------------------------------------------------------- the declaration of every setting
+
+# Help sections of ``celery-probe run --help``, in the order the command shows them.
+TARGET = "Target"
+PROBES = "Probes"
+OUTPUT = "Output"
+REMEDIATION_SECTION = "Remediation"
+HTTP = "Outgoing HTTP"  # celery_probe.net.http: the endpoints, check, webhooks, ingest --post
+
+
+class _LongFlag:
+    """The default pytest spelling of a setting: the same as its long flag."""
+
+
+_LONG_FLAG = _LongFlag()
+_META = "celery_probe.setting"  # the key of a setting's declaration in its field's metadata
+
+
+def _show(value: Any) -> str:
+    """A default as the help text shows it: ``5`` for ``5.0``, ``reports`` for a path."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def setting(
+    default: Any = None,
+    *,
+    parse: Callable[[str, Any, str], Any],
+    help: str,
+    section: str,
+    flags: tuple[str, ...] = (),
+    pytest: str | None | _LongFlag = _LONG_FLAG,
+    metavar: str | None = None,
+    multiple: bool = False,
+    is_flag: bool = False,
+    refuse_empty: bool = False,
+    show: Callable[[Any], str] = _show,
+    aliases: tuple[str, ...] = (),
+    param: str | None = None,
+) -> Any:
+    """A :class:`Settings` field together with everything the front ends need to offer it.
+
+    ``help`` is the one text of the flag, the pytest option and docs/configuration.md;
+    ``{default}`` in it is replaced by the default as ``show`` writes it, so no help text
+    repeats a number that could drift. The environment variable is ``CELERY_PROBE_`` and the
+    upper-case name, the ``pyproject.toml`` key the name with dashes (or underscores, or one
+    of ``aliases``). ``flags`` default to ``--NAME-WITH-DASHES``, ``pytest`` to the long flag
+    (None: no pytest option), ``param`` (click's keyword) to the name. ``refuse_empty``: an empty flag value is an error rather than
+    "unset".
+    """
+    declared = {"parse": parse, "help": help, "section": section, "flags": flags,
+                "pytest": pytest, "metavar": metavar, "multiple": multiple, "is_flag": is_flag,
+                "refuse_empty": refuse_empty, "show": show, "aliases": aliases, "param": param}
+    return field(default=default, metadata={_META: declared})
+
+
 @dataclass(frozen=True)
-class _Spec:
+class SettingSpec:
+    """One setting as every front end offers it: flag, pytest option, variable, key and help.
+
+    Built from the :func:`setting` declaration of a :class:`Settings` field; the click
+    options (:mod:`celery_probe.cli.options`), the pytest options, the child process's
+    environment (:mod:`celery_probe.run.child`) and docs/configuration.md are generated
+    from these.
+    """
+
     name: str
-    env: str
-    flag: str
+    default: Any
     parse: Callable[[str, Any, str], Any]
+    help: str
+    section: str
+    flags: tuple[str, ...]
+    env: str
+    pytest: str | None
+    metavar: str | None
+    multiple: bool
+    is_flag: bool
+    refuse_empty: bool
+    show: Callable[[Any], str]
+    aliases: tuple[str, ...]
+    param: str
+
+    @property
+    def flag(self) -> str:
+        """The flags as error messages name them (``-A/--app``)."""
+        return "/".join(self.flags)
+
+    @property
+    def key(self) -> str:
+        """The ``pyproject.toml`` key (underscores are accepted too)."""
+        return self.name.replace("_", "-")
+
+    @property
+    def variable(self) -> str:
+        """The environment variable, ``CELERY_PROBE_*``."""
+        return ENV_PREFIX + self.env
+
+    @property
+    def pytest_dest(self) -> str:
+        """Where pytest stores the option's value in ``config.option`` (empty without one)."""
+        return (self.pytest or "").lstrip("-").replace("-", "_")
+
+    @property
+    def help_text(self) -> str:
+        """The help, its default rendered from the value."""
+        return self.help.replace("{default}", self.show(self.default))
 
 
-SPECS: tuple[_Spec, ...] = (
-    _Spec("app", "APP", "-A/--app", _parse_app),
-    _Spec("broker", "BROKER", "-b/--broker", _parse_url("broker")),
-    _Spec("backend", "BACKEND", "--backend", _parse_url("backend")),
-    _Spec("queues", "QUEUES", "-Q/--queue", _parse_queues),
-    _Spec("expect_workers", "EXPECT_WORKERS", "--expect-workers", _parse_expect_workers),
-    _Spec("endpoints", "ENDPOINTS", "--endpoint", _parse_endpoints),
-    _Spec("deadline", "DEADLINE", "--deadline", _parse_float(0.1, 3600)),
-    _Spec("queue_threshold", "QUEUE_THRESHOLD", "--queue-threshold", _parse_thresholds),
-    _Spec("roundtrip_slow", "ROUNDTRIP_SLOW", "--roundtrip-slow", _parse_float(0.001, 3600)),
-    _Spec("roundtrip_task", "ROUNDTRIP_TASK", "--roundtrip-task", _parse_str),
-    _Spec("roundtrip_max_queues", "ROUNDTRIP_MAX_QUEUES", "--roundtrip-max-queues",
-          lambda name, raw, source: _parse_int(name, raw, source, lo=0, hi=1_000_000)),
-    _Spec("ping_window", "PING_WINDOW", "--ping-window", _parse_float(0.01, 60)),
-    _Spec("report_dir", "REPORT_DIR", "--report-dir", _parse_path),
-    _Spec("format", "FORMAT", "--format", _parse_format),
-    _Spec("probes", "PROBES", "--probes", _parse_paths),
-    _Spec("backlog_sample", "BACKLOG_SAMPLE", "--backlog-sample", _parse_sample),
-    _Spec("beat_interval", "BEAT_INTERVAL", "--beat-interval", _parse_float(0.1, 604_800)),
-    _Spec("beat_grace", "BEAT_GRACE", "--beat-grace", _parse_factor),
-    _Spec("beat_key", "BEAT_KEY", "--beat-key", _parse_str),
-    _Spec("expect_worker_names", "EXPECT_WORKER_NAMES", "--expect-worker-name", _parse_patterns),
-    _Spec("expect_consumers", "EXPECT_CONSUMERS", "--expect-consumer", _parse_consumers),
-    _Spec("on_down", "ON_DOWN", "--on-down", _parse_command),
-    _Spec("on_down_after", "ON_DOWN_AFTER", "--on-down-after", _parse_wait(0, 30 * 86400)),
-    _Spec("on_down_every", "ON_DOWN_EVERY", "--on-down-every", _parse_wait(0, 30 * 86400)),
-    _Spec("on_down_timeout", "ON_DOWN_TIMEOUT", "--on-down-timeout", _parse_wait(0.1, 86400)),
-    _Spec("on_down_dry_run", "ON_DOWN_DRY_RUN", "--on-down-dry-run", _parse_bool),
-    _Spec("on_down_codes", "ON_DOWN_CODES", "--on-down-codes", _parse_patterns),
-    _Spec("flower_url", "FLOWER_URL", "--flower-url", _parse_flower_url),
-    _Spec("sla", "SLA", "--sla", _parse_duration_rules("QUEUE")),
-    _Spec("task_sla", "TASK_SLA", "--task-sla", _parse_duration_rules("PATTERN")),
-    _Spec("events_window", "EVENTS_WINDOW", "--events-window", _parse_wait(0.1, 3600)),
-    _Spec("http_proxies", "HTTP_PROXIES", "--http-proxies", _parse_proxies),
-    _Spec("http_ca_file", "HTTP_CA_FILE", "--http-ca-file", _parse_file),
-    _Spec("http_client_cert", "HTTP_CLIENT_CERT", "--http-client-cert", _parse_file),
-    _Spec("http_client_key", "HTTP_CLIENT_KEY", "--http-client-key", _parse_file),
-    _Spec("http_auth_env", "HTTP_AUTH_ENV", "--http-auth-env", _parse_env_name),
-)
+def _spec_of(item: Any) -> SettingSpec | None:
+    declared = item.metadata.get(_META)
+    if declared is None:
+        return None
+    flags = declared["flags"] or (f"--{item.name.replace('_', '-')}",)
+    return SettingSpec(
+        name=item.name, default=item.default, parse=declared["parse"], help=declared["help"],
+        section=declared["section"], flags=flags, env=item.name.upper(),
+        pytest=flags[-1] if declared["pytest"] is _LONG_FLAG else declared["pytest"],
+        metavar=declared["metavar"], multiple=declared["multiple"], is_flag=declared["is_flag"],
+        refuse_empty=declared["refuse_empty"], show=declared["show"], aliases=declared["aliases"],
+        param=declared["param"] or item.name,
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one probe run needs to know. Built by :func:`resolve_settings`.
+
+    Each field declared with :func:`setting` is a setting: its declaration is the only
+    place that names its flag, pytest option, environment variable, ``pyproject.toml`` key,
+    parser, default and help.
+    """
+
+    app: str | None = setting(
+        parse=_parse_app, section=TARGET, flags=("-A", "--app"), pytest="--celery-app",
+        help="Celery app, MODULE[:ATTR] as for celery -A.")
+    broker: str | None = setting(
+        parse=_parse_url("broker"), section=TARGET, flags=("-b", "--broker"), pytest="--celery-broker",
+        help="Broker URL (instead of, or overriding, the app's).")
+    backend: str | None = setting(
+        parse=_parse_url("backend"), section=TARGET, pytest="--celery-backend",
+        help="The workers' own result backend URL (round-trip results are read from it).")
+    queues: tuple[str, ...] = setting(
+        (), parse=_parse_queues, section=TARGET, flags=("-Q", "--queue"), pytest="--celery-queue",
+        multiple=True, aliases=("queue",),
+        help="Queue to watch (repeatable or comma-separated). Default: the default queue, task_queues, "
+             "every queue task_routes names and every queue a worker consumes.")
+    expect_workers: int | None = setting(
+        parse=_parse_expect_workers, section=TARGET, metavar="N",
+        help="Workers that should answer ping; return as soon as N did.")
+    endpoints: tuple[str, ...] = setting(
+        (), parse=_parse_endpoints, section=TARGET, flags=("--endpoint",), pytest="--celery-endpoint",
+        multiple=True, metavar="URL", aliases=("endpoint",),
+        help="HTTP health URL to query (repeatable).")
+    deadline: float = setting(
+        5.0, parse=_parse_float(0.1, 3600), section=PROBES, pytest="--probe-deadline", metavar="SECONDS",
+        help="The whole run answers within this (default {default}).")
+    queue_threshold: int = setting(
+        100, parse=_parse_thresholds, section=PROBES, multiple=True, metavar="N|QUEUE=N",
+        aliases=("queue_thresholds",),
+        help="Backlog at which a queue is high (default {default}); QUEUE=N for one queue.")
+    queue_thresholds: Mapping[str, int] = field(default_factory=dict)  # the QUEUE=N of queue_threshold
+    roundtrip_slow: float = setting(
+        1.0, parse=_parse_float(0.001, 3600), section=PROBES, metavar="SECONDS",
+        help="A round trip slower than this is degraded (default {default}).")
+    roundtrip_task: str = setting(
+        "celery.accumulate", parse=_parse_str, section=PROBES, metavar="NAME",
+        help="Task sent for the round trip (default {default}).")
+    roundtrip_max_queues: int = setting(
+        20, parse=_parse_count(0, 1_000_000), section=PROBES, metavar="N",
+        help="Round trips per run at most; more queues take turns (default {default}, 0 = all).")
+    ping_window: float = setting(
+        0.3, parse=_parse_float(0.01, 60), section=PROBES, metavar="SECONDS",
+        help="Idle time to wait for more ping replies (default {default}).")
+    report_dir: Path = setting(
+        Path("reports"), parse=_parse_path, section=OUTPUT, pytest="--probe-report-dir", metavar="DIR",
+        help="Where latest.json, verdict.json and history.jsonl go (default {default}).")
+    format: str = setting(
+        "text", parse=_parse_format, section=OUTPUT, pytest=None, metavar="|".join(FORMATS), param="format_",
+        help="Output: text, json or nagios (default {default}).")
+    probes: tuple[Path, ...] = setting(
+        (), parse=_parse_paths, section=PROBES, pytest=None, multiple=True, metavar="PATH",
+        help="Extra probe files or folders (repeatable).")
+    backlog_sample: int = setting(
+        100, parse=_parse_count(0, 10_000), section=PROBES, metavar="N",
+        help="Messages read from each queue head to count waiting tasks by name (default {default}, 0 = off).")
+    beat_interval: float | None = setting(
+        parse=_parse_float(0.1, 604_800), section=PROBES, metavar="SECONDS",
+        help="Check celery beat: its tick (install_beat_tick) runs this often.")
+    beat_grace: float = setting(
+        2.0, parse=_parse_factor, section=PROBES, metavar="FACTOR",
+        help="Beat is stale after interval × FACTOR without a tick (default {default}).")
+    beat_key: str = setting(
+        "celery-probe:beat:last-tick", parse=_parse_str, section=PROBES, metavar="KEY",
+        help="Redis key of the beat tick (default {default}).")
+    expect_worker_names: tuple[str, ...] = setting(
+        (), parse=_parse_patterns, section=TARGET, flags=("--expect-worker-name",), multiple=True,
+        metavar="PATTERN", aliases=("expect_worker_name",),
+        help="A worker matching PATTERN (fnmatch, e.g. sync@*) must answer (repeatable).")
+    expect_consumers: tuple[tuple[str, str], ...] = setting(
+        (), parse=_parse_consumers, section=TARGET, flags=("--expect-consumer",), multiple=True,
+        metavar="QUEUE=PATTERN", aliases=("expect_consumer",),
+        help="Workers matching PATTERN consume QUEUE, and no others (repeatable).")
+    # Auto-remediation (celery_probe.remediation): acted on by `celery-probe run` alone.
+    on_down: tuple[str, ...] = setting(
+        (), parse=_parse_command, section=REMEDIATION_SECTION, pytest=None, metavar="'CMD ARGS'",
+        refuse_empty=True,
+        help="Run this command (split like a shell would, run without one) once down has lasted --on-down-after.")
+    on_down_after: float = setting(
+        300.0, parse=_parse_wait(0, 30 * 86400), section=REMEDIATION_SECTION, pytest=None,
+        metavar="DURATION", show=durations.format_duration,
+        help="How long down must last before --on-down runs (default {default}; 90s, 1.5h, 250ms).")
+    on_down_every: float = setting(
+        1800.0, parse=_parse_wait(0, 30 * 86400), section=REMEDIATION_SECTION, pytest=None,
+        metavar="DURATION", show=durations.format_duration,
+        help="Run --on-down at most once per this (default {default}).")
+    on_down_timeout: float = setting(
+        60.0, parse=_parse_wait(0.1, 86400), section=REMEDIATION_SECTION, pytest=None,
+        metavar="DURATION", show=durations.format_duration,
+        help="Kill the command's process group after this (default {default}).")
+    on_down_dry_run: bool = setting(
+        False, parse=_parse_bool, section=REMEDIATION_SECTION, pytest=None, is_flag=True,
+        help="Say and record what --on-down would run, run nothing.")
+    on_down_codes: tuple[str, ...] = setting(
+        (), parse=_parse_patterns, section=REMEDIATION_SECTION, pytest=None, multiple=True,
+        metavar="CODE,...",
+        help="Run only when the verdict has one of these reason codes "
+             "(default: any down verdict without celery_broker_unreachable).")
+    flower_url: str | None = setting(  # may carry credentials: links use verdict.flower.flower_base
+        parse=_parse_flower_url, section=OUTPUT, metavar="URL",
+        help="Flower's address: verdicts and alerts link to its worker and queue pages (credentials never shown).")
+    sla: tuple[tuple[str, float], ...] = setting(  # (queue, seconds): round-trip SLA per queue
+        (), parse=_parse_duration_rules("QUEUE"), section=PROBES, multiple=True, metavar="QUEUE=DURATION",
+        aliases=("slas",),
+        help="Round-trip SLA of a queue, e.g. celery=2s or mail=250ms (repeatable).")
+    task_sla: tuple[tuple[str, float], ...] = setting(  # (fnmatch pattern, seconds), first match wins
+        (), parse=_parse_duration_rules("PATTERN"), section=PROBES, multiple=True,
+        metavar="PATTERN=DURATION", aliases=("task_slas",),
+        help="Runtime SLA of task types matching PATTERN (fnmatch), e.g. 'app.sync.*=2m' "
+             "(repeatable; needs --events-window).")
+    events_window: float | None = setting(
+        parse=_parse_wait(0.1, 3600), section=PROBES, metavar="SECONDS",
+        help="Listen this long to task events (workers started with -E) for runtimes per task type.")
+    http_proxies: str = setting(
+        "off", parse=_parse_proxies, section=HTTP, metavar="off|env",
+        help="Outgoing HTTP goes direct (off, the default) or through the proxies HTTPS_PROXY/HTTP_PROXY/"
+             "NO_PROXY name (env); loopback is always direct.")
+    http_ca_file: Path | None = setting(
+        parse=_parse_file, section=HTTP, metavar="PATH",
+        help="CA certificates (PEM) trusted for https:// (default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, "
+             "else the system's).")
+    http_client_cert: Path | None = setting(
+        parse=_parse_file, section=HTTP, metavar="PATH",
+        help="Client certificate (PEM) for https:// servers that ask for one; the key may be in it.")
+    http_client_key: Path | None = setting(
+        parse=_parse_file, section=HTTP, metavar="PATH",
+        help="Key of --http-client-cert (PEM, unencrypted), when not in the certificate file.")
+    http_auth_env: str | None = setting(  # the variable's name; its value is read when a request is sent
+        parse=_parse_env_name, section=HTTP, metavar="NAME",
+        help="Send variable NAME's value as the Authorization header to endpoints, check and ingest --post "
+             "(never to webhooks).")
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+
+    def threshold_for(self, queue: str) -> int:
+        """The backlog at which ``queue`` counts as high."""
+        return self.queue_thresholds.get(queue, self.queue_threshold)
+
+    def sla_for(self, queue: str) -> float | None:
+        """The round-trip SLA of ``queue`` in seconds, if it has one."""
+        return next((seconds for name, seconds in self.sla if name == queue), None)
+
+    def describe_target(self) -> str:
+        """A printable name for the target, with credentials masked."""
+        if self.app:
+            return f"app {self.app}"
+        return redact_url(self.broker or "")
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+SPECS: tuple[SettingSpec, ...] = tuple(spec for spec in map(_spec_of, fields(Settings)) if spec is not None)
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
-# In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.
-_PYPROJECT_ALIASES = {"queue_thresholds": "queue_threshold", "queue": "queues", "endpoint": "endpoints",
-                      "expect_worker_name": "expect_worker_names", "expect_consumer": "expect_consumers",
-                      "slas": "sla", "task_slas": "task_sla"}
+# In pyproject.toml, keys are written with dashes or underscores, and some have a second spelling.
+_PYPROJECT_ALIASES = {alias: spec.name for spec in SPECS for alias in spec.aliases}
 
 
 def find_pyproject(start: Path | None = None) -> Path | None:
@@ -547,9 +723,9 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
 
 RUN_WIDE = ("report_dir", "format", "probes")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
-REMEDIATION = ("on_down", "on_down_after", "on_down_every", "on_down_timeout", "on_down_dry_run", "on_down_codes")
+REMEDIATION = tuple(spec.name for spec in SPECS if spec.section == REMEDIATION_SECTION)
 # Outgoing HTTP: also read by the commands that probe nothing (check, ingest) and by alert webhooks.
-HTTP_CLIENT = ("http_proxies", "http_ca_file", "http_client_cert", "http_client_key", "http_auth_env")
+HTTP_CLIENT = tuple(spec.name for spec in SPECS if spec.section == HTTP)
 TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -656,7 +832,7 @@ def resolve_settings(
         values["queue_threshold"] = default_threshold
     values["queue_thresholds"] = per_queue
     _check_events_window(values, sources)
-    _check_http_client(values, sources, environ)
+    _check_http_client(values, sources)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)
 
@@ -685,8 +861,8 @@ def _check_events_window(values: Mapping[str, Any], sources: Mapping[str, str]) 
                     f"{window + EVENTS_RESERVE:g}", sources["events_window"])
 
 
-def _check_http_client(values: Mapping[str, Any], sources: Mapping[str, str], environ: Mapping[str, str]) -> None:
-    """The HTTP client's files load and its auth variable is set, so a typo fails at start.
+def _check_http_client(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """The HTTP client's files load, so a typo or a wrong file fails at start, in one line.
 
     An encrypted key is refused here: OpenSSL would otherwise ask for its passphrase on the
     terminal in the middle of a probe run.
@@ -712,14 +888,15 @@ def _check_http_client(values: Mapping[str, Any], sources: Mapping[str, str], en
         except (ssl.SSLError, OSError) as exc:
             raise _fail("http-ca-file", str(ca_file), f"holds no PEM certificate ({getattr(exc, 'reason', None) or exc})",
                         sources["http_ca_file"]) from None
-    name = values.get("http_auth_env")
-    if name is not None:
-        value = environ.get(name, "")
-        if not value.strip():
-            raise _fail("http-auth-env", name, "names an environment variable that is not set", sources["http_auth_env"])
-        if any(ch in value for ch in "\r\n\x00"):
-            raise _fail("http-auth-env", name, "names a variable whose value has a line break or NUL",
-                        sources["http_auth_env"])
+
+
+def resolve_http_client(cli: Mapping[str, Any] | None = None) -> Settings:
+    """Settings with only the HTTP client's resolved (flags, environment, pyproject.toml).
+
+    For what sends HTTP without probing anything: ``check``, ``ingest --post`` and alert
+    webhooks. The other settings keep their defaults and are not read or checked.
+    """
+    return resolve_settings(cli, ignore=[spec.name for spec in SPECS if spec.name not in HTTP_CLIENT])
 
 
 def require_target(settings: Settings, where: str = "") -> None:
@@ -733,15 +910,6 @@ def require_target(settings: Settings, where: str = "") -> None:
         )
 
 
-def resolve_http_client(cli: Mapping[str, Any] | None = None) -> Settings:
-    """Settings with only the HTTP client's resolved (flags, environment, pyproject.toml).
-
-    For what sends HTTP without probing anything: ``check``, ``ingest --post`` and alert
-    webhooks. The other settings keep their defaults and are not read or checked.
-    """
-    return resolve_settings(cli, ignore=[spec.name for spec in SPECS if spec.name not in HTTP_CLIENT])
-
-
 def as_cli_overrides(**values: Any) -> dict[str, Any]:
     """Drop unset values so they do not shadow lower layers."""
     return {k: v for k, v in values.items() if v not in (None, (), [])}
@@ -752,12 +920,14 @@ __all__ = [
     "FORMATS",
     "HTTP_CLIENT",
     "SPECS",
+    "SettingSpec",
     "Settings",
     "as_cli_overrides",
     "find_pyproject",
     "require_target",
     "resolve_http_client",
     "resolve_settings",
+    "setting",
 ]
 
 

@@ -80,6 +80,8 @@ class HttpOptions:
         value = os.environ.get(self.auth_env, "").strip()
         if not value:
             raise BoundedCallError(f"environment variable {self.auth_env} (http-auth-env) is not set")
+        if any(ch in value for ch in "\r\n\x00"):
+            raise BoundedCallError(f"environment variable {self.auth_env} (http-auth-env) holds a line break or NUL")
         return value
 
     def secrets(self) -> frozenset[str]:

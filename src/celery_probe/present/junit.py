@@ -17,11 +17,12 @@ from typing import Any
 
 from celery_probe.storage.reports import atomic_write_text
 from celery_probe.config.urls import scrub
+from celery_probe.verdict.model import AnyVerdict
 
 MAX_JUNIT_BYTES = 50_000_000
 
 
-def finalize_junit(path: Path, verdict: Mapping[str, Any], secrets: Iterable[str] = ()) -> None:
+def finalize_junit(path: Path, verdict: AnyVerdict, secrets: Iterable[str] = ()) -> None:
     """Rewrite pytest's JUnit file at ``path`` scrubbed, with ``celery_probe.status`` set."""
     secrets = set(secrets)
     root = _read(path)
@@ -64,7 +65,7 @@ def _read(path: Path) -> ET.Element | None:
         return None
 
 
-def _synthetic(verdict: Mapping[str, Any]) -> ET.Element:
+def _synthetic(verdict: AnyVerdict) -> ET.Element:
     """A suite of one testcase carrying the verdict, for a run where pytest wrote no file."""
     reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
     message = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in reasons) or "no probe ran"

@@ -26,6 +26,7 @@ from prometheus_client.metrics_core import Metric
 
 from celery_probe import __version__
 from celery_probe.verdict.mapper import STATUSES
+from celery_probe.verdict.model import AnyVerdict
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LAST_SUCCESS = "celery_probe_last_success_timestamp_seconds"
@@ -73,7 +74,7 @@ class RunCounters:
 
 
 def metric_families(
-    verdict: Mapping[str, Any],
+    verdict: AnyVerdict,
     report: Mapping[str, Any] | None = None,
     *,
     produced_at: float | None = None,
@@ -183,7 +184,7 @@ def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Ma
         gauge("celery_probe_task_sla_breach", None if sla is None else float(info.get("breach") is True), labels)
 
 
-def verdict_timestamp(verdict: Mapping[str, Any]) -> float | None:
+def verdict_timestamp(verdict: AnyVerdict) -> float | None:
     """The verdict's ``checked_at`` as Unix time, or None."""
     return _timestamp(verdict.get("checked_at"))
 

@@ -13,27 +13,28 @@ have no ``link`` key at all, so the document keeps the shape it always had.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from celery_probe.verdict.flower import reason_link, verdict_base, worker_names
 from celery_probe.verdict.mapper import is_consequence, seed_shape
+from celery_probe.verdict.model import AlertSeverity, CeleryHealth, OpsAlert, OpsAlertsDocument, Verdict
 
-ALERT_SEVERITY = {"critical": "critical", "degraded": "medium", "error": "low"}
+ALERT_SEVERITY: dict[str, AlertSeverity] = {"critical": "critical", "degraded": "medium", "error": "low"}
 
 
-def get_ops_alerts(verdict: Mapping[str, Any], alerts: Iterable[Mapping[str, Any]] | None = None) -> dict[str, Any]:
+def get_ops_alerts(verdict: Verdict, alerts: Iterable[Mapping[str, Any]] | None = None) -> OpsAlertsDocument:
     """``{"alerts": [...], "celery_health": {...}}`` for ``verdict``."""
-    out: list[dict[str, Any]] = [dict(a) for a in alerts or []]
+    out = [cast(OpsAlert, dict(a)) for a in alerts or []]  # the caller's own alerts, kept as given
     status = verdict.get("status")
     reasons = [r for r in verdict.get("reasons") or [] if isinstance(r, Mapping)]
     seen: set[str] = set()
     flower = verdict_base(verdict)
     names = worker_names(verdict) if flower else []
 
-    def add(code: str, severity: str, message: str) -> None:
+    def add(code: str, severity: AlertSeverity, message: str) -> None:
         if code not in seen:
             seen.add(code)
-            alert = {"code": code, "severity": severity, "source": "celery", "message": message}
+            alert: OpsAlert = {"code": code, "severity": severity, "source": "celery", "message": message}
             link = reason_link(flower, code, message, names) if flower else None
             if link is not None:
                 alert["link"] = link
@@ -54,5 +55,5 @@ def get_ops_alerts(verdict: Mapping[str, Any], alerts: Iterable[Mapping[str, Any
         if is_consequence(reason):
             continue  # a consequence of a root cause already alerted on
         add(str(reason.get("code")), severity, str(reason.get("message")))
-    health = {**seed_shape(verdict), "reasons": reasons, "checked_at": verdict.get("checked_at")}
+    health: CeleryHealth = {**seed_shape(verdict), "reasons": reasons, "checked_at": verdict.get("checked_at")}
     return {"alerts": out, "celery_health": health}

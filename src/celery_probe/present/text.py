@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from celery_probe.verdict.mapper import is_consequence
+from celery_probe.verdict.model import AnyVerdict, TargetsVerdict, is_targets_verdict
 
 STATUS_COLOURS = {"healthy": "green", "degraded": "yellow", "down": "red", "unknown": "magenta"}
 NAGIOS_STATES = {"healthy": (0, "OK"), "degraded": (1, "WARNING"), "down": (2, "CRITICAL"), "unknown": (3, "UNKNOWN")}
@@ -23,7 +24,7 @@ def use_colour(environ: Mapping[str, str], is_tty: bool) -> bool:
     return is_tty
 
 
-def render_json(verdict: Mapping[str, Any]) -> str:
+def render_json(verdict: AnyVerdict) -> str:
     return json.dumps(verdict, indent=2, default=str)
 
 
@@ -31,8 +32,8 @@ def _ms(value: Any) -> str:
     return f"{value:.1f} ms" if isinstance(value, (int, float)) else "n/a"
 
 
-def render_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
-    if isinstance(verdict.get("targets"), Mapping):
+def render_text(verdict: AnyVerdict, *, colour: bool) -> str:
+    if is_targets_verdict(verdict):
         return _render_targets_text(verdict, colour=colour)
     status = str(verdict.get("status", "unknown"))
 
@@ -123,9 +124,9 @@ def nagios_exit_code(status: str) -> int:
     return NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])[0]
 
 
-def render_nagios(verdict: Mapping[str, Any]) -> str:
+def render_nagios(verdict: AnyVerdict) -> str:
     """``CELERY OK - text | perfdata`` as the Nagios plugin guidelines describe."""
-    if isinstance(verdict.get("targets"), Mapping):
+    if is_targets_verdict(verdict):
         return render_targets_nagios(verdict)
     status = str(verdict.get("status", "unknown"))
     _code, word = NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])
@@ -136,13 +137,14 @@ def render_nagios(verdict: Mapping[str, Any]) -> str:
     else:
         summary = f"{workers} worker(s), queue {verdict.get('queue_length')}, roundtrip {_ms(verdict.get('roundtrip_ms'))}"
     summary = summary.replace("|", "/").replace("\n", " ")
-    thresholds = [q.get("threshold") for q in (verdict.get("queues") or {}).values() if q.get("threshold")]
+    thresholds = [threshold for q in (verdict.get("queues") or {}).values() if (threshold := q.get("threshold"))]
     warn = str(min(thresholds)) if thresholds else ""
     perf = [f"workers={workers};;;0"]
     if verdict.get("queue_length") is not None:
         perf.append(f"queue_length={verdict['queue_length']};{warn};;0")
-    if verdict.get("roundtrip_ms") is not None:
-        perf.append(f"roundtrip={verdict['roundtrip_ms'] / 1000:.4f}s;;;0")
+    roundtrip = verdict.get("roundtrip_ms")
+    if roundtrip is not None:
+        perf.append(f"roundtrip={roundtrip / 1000:.4f}s;;;0")
     for key in ("active_tasks", "scheduled_tasks"):
         if verdict.get(key) is not None:
             perf.append(f"{key}={verdict[key]};;;0")
@@ -151,7 +153,7 @@ def render_nagios(verdict: Mapping[str, Any]) -> str:
     return f"CELERY {word} - {status}: {summary} | {' '.join(perf)}"
 
 
-def _render_targets_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
+def _render_targets_text(verdict: TargetsVerdict, *, colour: bool) -> str:
     """One header for the run, then each target's own summary, indented."""
     status = str(verdict.get("status", "unknown"))
     targets: Mapping[str, Any] = verdict.get("targets") or {}
@@ -174,7 +176,7 @@ def _render_targets_text(verdict: Mapping[str, Any], *, colour: bool) -> str:
     return "\n".join(lines)
 
 
-def render_targets_nagios(verdict: Mapping[str, Any]) -> str:
+def render_targets_nagios(verdict: TargetsVerdict) -> str:
     """The run's worst state, each target's status, and per-target perfdata."""
     status = str(verdict.get("status", "unknown"))
     _code, word = NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])

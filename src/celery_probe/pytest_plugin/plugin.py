@@ -30,43 +30,18 @@ from celery_probe.probing.measurements import (
     StarvedFailure,
     UnknownFailure,
 )
-from celery_probe.config.settings import Settings, resolve_settings
+from celery_probe.config.settings import SPECS, Settings, resolve_settings
 
 if TYPE_CHECKING:
     from celery import Celery
 
+    from celery_probe.verdict.model import AnyVerdict
+
 TEARDOWN_GRACE = 0.5  # seconds past the deadline that cleanup may take (inside the +1 s slack)
 
-_PYTEST_LABELS = {
-    "app": "--celery-app",
-    "broker": "--celery-broker",
-    "backend": "--celery-backend",
-    "queues": "--celery-queue",
-    "expect_workers": "--expect-workers",
-    "endpoints": "--celery-endpoint",
-    "deadline": "--probe-deadline",
-    "queue_threshold": "--queue-threshold",
-    "roundtrip_slow": "--roundtrip-slow",
-    "roundtrip_task": "--roundtrip-task",
-    "roundtrip_max_queues": "--roundtrip-max-queues",
-    "ping_window": "--ping-window",
-    "report_dir": "--probe-report-dir",
-    "backlog_sample": "--backlog-sample",
-    "beat_interval": "--beat-interval",
-    "beat_grace": "--beat-grace",
-    "beat_key": "--beat-key",
-    "expect_worker_names": "--expect-worker-name",
-    "expect_consumers": "--expect-consumer",
-    "flower_url": "--flower-url",
-    "sla": "--sla",
-    "task_sla": "--task-sla",
-    "events_window": "--events-window",
-    "http_proxies": "--http-proxies",
-    "http_ca_file": "--http-ca-file",
-    "http_client_cert": "--http-client-cert",
-    "http_client_key": "--http-client-key",
-    "http_auth_env": "--http-auth-env",
-}
+# The plugin's options: every setting that has a pytest spelling (``--celery-app``…).
+_PYTEST_LABELS = {spec.name: spec.pytest for spec in SPECS if spec.pytest}  # also named in errors
+_PYTEST_SPECS = tuple(spec for spec in SPECS if spec.name in _PYTEST_LABELS)
 
 
 @dataclass(eq=False)
@@ -123,7 +98,7 @@ class RunContext:
     app_error: AppLoadError | None = None
     write_reports: bool = True
     from_cli: bool = False
-    verdict: dict[str, Any] | None = None
+    verdict: AnyVerdict | None = None
     report: dict[str, Any] | None = None
     write_error: str | None = None
     written: list[Path] = field(default_factory=list)
@@ -148,34 +123,9 @@ _CONTEXT = pytest.StashKey[RunContext]()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("celery-probe", "celery-probe health probes")
-    group.addoption("--celery-app", help="Celery app to probe, MODULE[:ATTR] as for celery -A")
-    group.addoption("--celery-broker", help="broker URL to probe (instead of, or overriding, the app's)")
-    group.addoption("--celery-backend", help="result backend URL for the round trip")
-    group.addoption("--celery-queue", action="append", default=[], help="queue to watch (repeatable)")
-    group.addoption("--expect-workers", help="number of workers that should answer ping")
-    group.addoption("--celery-endpoint", action="append", default=[], help="HTTP health URL to query (repeatable)")
-    group.addoption("--probe-deadline", help="seconds the whole probe run may take (default 5)")
-    group.addoption("--queue-threshold", action="append", default=[], help="backlog at which a queue is high: N or QUEUE=N")
-    group.addoption("--roundtrip-slow", help="seconds above which a round trip counts as slow (default 1)")
-    group.addoption("--roundtrip-task", help="task sent for the round trip (default celery.accumulate)")
-    group.addoption("--roundtrip-max-queues", help="round trips per run at most; more queues rotate (default 20, 0 = all)")
-    group.addoption("--ping-window", help="seconds to wait for further ping replies (default 0.3)")
-    group.addoption("--probe-report-dir", help="where latest.json, verdict.json and history.jsonl go")
-    group.addoption("--backlog-sample", help="messages read from each queue head to count tasks by name (default 100, 0 = off)")
-    group.addoption("--beat-interval", help="check celery beat: seconds between beat ticks (install_beat_tick)")
-    group.addoption("--beat-grace", help="beat is stale after interval x this factor without a tick (default 2)")
-    group.addoption("--beat-key", help="Redis key of the beat tick (default celery-probe:beat:last-tick)")
-    group.addoption("--expect-worker-name", action="append", default=[], help="a worker matching this pattern must answer (repeatable)")
-    group.addoption("--expect-consumer", action="append", default=[], help="QUEUE=PATTERN: matching workers consume QUEUE, no others (repeatable)")
-    group.addoption("--flower-url", help="Flower's URL: verdicts link to its worker and queue pages")
-    group.addoption("--sla", action="append", default=[], help="QUEUE=DURATION: round-trip SLA of a queue, e.g. celery=2s (repeatable)")
-    group.addoption("--task-sla", action="append", default=[], help="PATTERN=DURATION: runtime SLA of matching task types (repeatable)")
-    group.addoption("--events-window", help="seconds to listen to task events for runtimes per task type")
-    group.addoption("--http-proxies", help="outgoing HTTP direct (off, default) or through the *_PROXY variables (env)")
-    group.addoption("--http-ca-file", help="CA certificates (PEM) trusted for https:// endpoints")
-    group.addoption("--http-client-cert", help="client certificate (PEM) for https:// endpoints that ask for one")
-    group.addoption("--http-client-key", help="key of --http-client-cert, when not in the certificate file")
-    group.addoption("--http-auth-env", help="environment variable whose value is sent as the endpoints' Authorization header")
+    for spec in _PYTEST_SPECS:
+        repeatable: dict[str, Any] = {"action": "append", "default": []} if spec.multiple else {}
+        group.addoption(_PYTEST_LABELS[spec.name], metavar=spec.metavar, help=spec.help_text, **repeatable)
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
 
 
@@ -207,36 +157,7 @@ def _context_from_options(config: pytest.Config) -> RunContext:
 
     deadline_started = Deadline(5.0)
     opt = config.option
-    cli = {
-        "app": opt.celery_app,
-        "broker": opt.celery_broker,
-        "backend": opt.celery_backend,
-        "queues": tuple(opt.celery_queue),
-        "expect_workers": opt.expect_workers,
-        "endpoints": tuple(opt.celery_endpoint),
-        "deadline": opt.probe_deadline,
-        "queue_threshold": tuple(opt.queue_threshold),
-        "roundtrip_slow": opt.roundtrip_slow,
-        "roundtrip_task": opt.roundtrip_task,
-        "roundtrip_max_queues": opt.roundtrip_max_queues,
-        "ping_window": opt.ping_window,
-        "report_dir": opt.probe_report_dir,
-        "backlog_sample": opt.backlog_sample,
-        "beat_interval": opt.beat_interval,
-        "beat_grace": opt.beat_grace,
-        "beat_key": opt.beat_key,
-        "expect_worker_names": tuple(opt.expect_worker_name),
-        "expect_consumers": tuple(opt.expect_consumer),
-        "flower_url": opt.flower_url,
-        "sla": tuple(opt.sla),
-        "task_sla": tuple(opt.task_sla),
-        "events_window": opt.events_window,
-        "http_proxies": opt.http_proxies,
-        "http_ca_file": opt.http_ca_file,
-        "http_client_cert": opt.http_client_cert,
-        "http_client_key": opt.http_client_key,
-        "http_auth_env": opt.http_auth_env,
-    }
+    cli = settings_from_options(opt)
     try:
         if opt.celery_targets:
             from celery_probe.config.settings import load_targets
@@ -255,6 +176,16 @@ def _context_from_options(config: pytest.Config) -> RunContext:
         app, app_error = None, exc
     deadline = Deadline(settings.deadline, since=deadline_started)
     return RunContext(settings=settings, app=app, deadline=deadline, app_error=app_error)
+
+
+def settings_from_options(option: Any) -> dict[str, Any]:
+    """The settings given as pytest options (``config.option``), by setting name, raw.
+
+    Repeatable options come as tuples; :func:`resolve_settings` parses them all, with the
+    environment and ``pyproject.toml`` below, naming the pytest spelling in its errors.
+    """
+    values = {spec.name: getattr(option, spec.pytest_dest) for spec in _PYTEST_SPECS}
+    return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
 
 
 def _context(config: pytest.Config) -> RunContext | None:
@@ -563,7 +494,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     context = _context(config)
     if context is None or context.from_cli:
         return  # celery-probe run prints its own summary
-    status = (context.verdict or {}).get("status", "unknown")
+    status = context.verdict.get("status", "unknown") if context.verdict else "unknown"
     where = ", ".join(str(p) for p in context.written) or "not written"
     terminalreporter.write_sep("-", f"celery-probe verdict: {status} ({where})")
     if context.write_error:

@@ -31,6 +31,7 @@ from celery_probe.errors import ProbeUsageError, ReportWriteError
 
 if TYPE_CHECKING:
     from celery_probe.pytest_plugin.plugin import RunContext
+    from celery_probe.verdict.model import AnyVerdict
 
 FAIL_ON = ("degraded", "down")
 MAX_PROM_BYTES = 1_000_000
@@ -116,7 +117,7 @@ def finish_outputs(context: RunContext, code: int, raw: dict[str, Any]) -> int:
     return gate_exit_code(code, str(verdict.get("status", "unknown")), raw.get("fail_on"))
 
 
-def write_prom_file(path: Path, verdict: dict[str, Any], report: dict[str, Any] | None) -> None:
+def write_prom_file(path: Path, verdict: AnyVerdict, report: dict[str, Any] | None) -> None:
     """The textfile for node_exporter; the last healthy time is carried over from the old file."""
     from celery_probe.present import metrics
 

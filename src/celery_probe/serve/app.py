@@ -37,6 +37,7 @@ from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.serve.loop import REAP_TIMEOUT, ProbeLoop, Snapshot
 from celery_probe.config.settings import REMEDIATION, Settings, require_target, resolve_settings
 from celery_probe.verdict.mapper import unknown_verdict
+from celery_probe.verdict.model import HealthDocument, HealthzDocument, OpsAlertsDocument, Status, json_schema
 
 DEFAULT_PREFIX = "/api/interactions"
 DEFAULT_INTERVAL = 15.0
@@ -209,80 +210,19 @@ def _publish(snapshot: Snapshot, interval: float) -> _Published:
     return _Published(snapshot, health[1:], alerts)
 
 
-_NULLABLE_NUMBER = {"type": ["number", "null"]}
-_NULLABLE_STRING = {"type": ["string", "null"]}
-_STATUS = {"type": "string", "enum": ["healthy", "degraded", "down", "unknown"]}
-_REASON = {
-    "type": "object",
-    "required": ["code", "severity", "message"],
-    "properties": {
-        "code": {"type": "string"},
-        "severity": {"type": "string", "enum": ["critical", "degraded", "error", "info"]},
-        "probe": _NULLABLE_STRING,
-        "message": {"type": "string"},
-        "link": {"type": "string", "description": "the Flower page for this reason (with --flower-url)"},
-    },
-}
-_SEED = {  # the six keys of get_celery_health(), present in every verdict
-    "status": _STATUS,
-    "worker_alive": {"type": "boolean"},
-    "active_tasks": {"type": ["integer", "null"]},
-    "scheduled_tasks": {"type": ["integer", "null"]},
-    "queue_length": {"type": ["integer", "null"]},
-    "last_heartbeat": _NULLABLE_STRING,
-}
-
-
 def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics: str | None) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of the routes :class:`ProbeService` serves (all GET, no parameters)."""
+    """The OpenAPI 3.1 description of the routes :class:`ProbeService` serves (all GET, no parameters).
+
+    The bodies' schemas are generated from the verdict model (:mod:`celery_probe.verdict.model`)
+    into ``components/schemas``: the description is of what the mapper builds, not a copy of it.
+    """
     no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
     cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict), or no-store",
                                 "schema": {"type": "string", "pattern": r"^(no-store|public, max-age=\d+)$"}}}
-    verdict = {
-        "type": "object",
-        "required": [*_SEED, "age_s", "produced_at", "interval_s", "reasons", "checked_at", "queues", "workers"],
-        "properties": {
-            **_SEED,
-            "age_s": {**_NULLABLE_NUMBER, "minimum": 0, "description": "age of the verdict; null before the first run"},
-            "produced_at": _NULLABLE_STRING,
-            "interval_s": {"type": "number", "exclusiveMinimum": 0},
-            "reserved_tasks": {"type": ["integer", "null"]},
-            "roundtrip_ms": _NULLABLE_NUMBER,
-            "queues": {"type": "object"},
-            "workers": {"type": "object"},
-            "reasons": {"type": "array", "items": _REASON},
-            "checked_at": _NULLABLE_STRING,
-            "duration_s": _NULLABLE_NUMBER,
-            "target": _NULLABLE_STRING,
-            "links": {"type": "object", "description": "Flower's pages (with --flower-url), credentials removed"},
-            "task_runtimes": {"type": "object",
-                              "description": "with --events-window: runtimes per task type against --task-sla"},
-        },
-    }
-    healthz_body = {
-        "type": "object",
-        "required": ["status", "age_s", "checked_at"],
-        "additionalProperties": False,
-        "properties": {"status": _STATUS, "age_s": _NULLABLE_NUMBER, "checked_at": _NULLABLE_STRING},
-    }
-    alert = {
-        "type": "object",
-        "required": ["code", "severity", "source", "message"],
-        "properties": {"code": {"type": "string"}, "severity": {"type": "string", "enum": ["critical", "medium", "low"]},
-                       "source": {"type": "string"}, "message": {"type": "string"},
-                       "link": {"type": "string",
-                                "description": "the Flower page for this alert (with --flower-url), credentials removed"}},
-    }
-    alerts_body = {
-        "type": "object",
-        "required": ["alerts", "celery_health"],
-        "properties": {
-            "alerts": {"type": "array", "items": alert},
-            "celery_health": {"type": "object", "required": [*_SEED, "reasons", "checked_at"],
-                              "properties": {**_SEED, "reasons": {"type": "array", "items": _REASON},
-                                             "checked_at": _NULLABLE_STRING}},
-        },
-    }
+    schemas: dict[str, Any] = {}
+    verdict = json_schema(HealthDocument, schemas)
+    healthz_body = json_schema(HealthzDocument, schemas)
+    alerts_body = json_schema(OpsAlertsDocument, schemas)
 
     def get(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
         return {"get": {"summary": summary, "responses": responses}}
@@ -296,7 +236,7 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
         ops_alerts: get("The ops-alerts document of the latest verdict", {
             "200": json_answer("alerts and the six keys of get_celery_health()", alerts_body, cached)}),
     }
-    status_header = {**no_store, "X-Celery-Probe-Status": {"schema": _STATUS}}
+    status_header = {**no_store, "X-Celery-Probe-Status": {"schema": json_schema(Status)}}
     if healthz:
         paths[healthz] = get("Status for load balancers: 503 only when down", {
             "200": json_answer("healthy, degraded or unknown", healthz_body, status_header),
@@ -314,6 +254,7 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
         "info": {"title": "celery-probe", "version": __version__,
                  "description": "The latest Celery health verdict; requests never start a probe run."},
         "paths": paths,
+        "components": {"schemas": schemas},
     }
 
 

@@ -27,16 +27,15 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from celery_probe.run.child import PROCESS_SLACK
-from celery_probe.errors import ProbeUsageError
+from celery_probe.run.child import PROCESS_SLACK, check_round_trip, child_command, child_environment
 from celery_probe.storage.reports import LATEST, history_entry, load_report
-from celery_probe.config.settings import ENV_PREFIX, REMEDIATION, SPECS, Settings, resolve_settings
+from celery_probe.config.settings import Settings
 from celery_probe.verdict.mapper import unknown_verdict
+from celery_probe.verdict.model import Verdict
 
 log = logging.getLogger("celery_probe.serve")
 
@@ -48,71 +47,12 @@ RECENT_RUNS = 100  # history entries kept in memory for the status page
 class Snapshot:
     """One verdict as published: what it says, and when and by which run it was produced."""
 
-    verdict: dict[str, Any]
+    verdict: Verdict
     report: dict[str, Any] | None = None
     produced_at: float | None = None  # Unix time the run ended; None before the first run
     produced_mono: float | None = None  # the same instant on the monotonic clock, for ages
     run: int = 0  # number of the run that produced it; 0 before the first run ends
     took_s: float | None = None  # wall time of the run, process start-up included
-
-
-ARGV_SETTINGS = ("report_dir", "format")  # given on the child's command line instead
-# Never passed: only `celery-probe run` remediates; the child runs with --no-on-down.
-NOT_PASSED = (*ARGV_SETTINGS, *REMEDIATION)
-
-
-def child_command(python: str, folder: Path) -> list[str]:
-    """The probe run serve starts: JSON out, reports in ``folder``, never remediation."""
-    return [python, "-m", "celery_probe", "run", "--format", "json", "--no-on-down", "--report-dir", str(folder)]
-
-
-def child_environment(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment of a probe run that reproduces ``settings`` exactly.
-
-    Every resolved setting is passed as its ``CELERY_PROBE_*`` variable, which outranks the
-    ``pyproject.toml`` the child would read, and inherited ``CELERY_PROBE_*`` variables are
-    dropped so the child cannot resolve anything differently from this process. The
-    mapping is generic over :data:`celery_probe.config.settings.SPECS`, so a new setting travels
-    too; :func:`check_round_trip` proves it does.
-    """
-    env = {k: v for k, v in (os.environ if base is None else base).items() if not k.startswith(ENV_PREFIX)}
-    for spec in SPECS:
-        if spec.name in NOT_PASSED:
-            continue
-        value = _env_value(spec.name, settings)
-        if value:
-            env[ENV_PREFIX + spec.env] = value
-    return env
-
-
-def _env_value(name: str, settings: Settings) -> str | None:
-    """The ``CELERY_PROBE_*`` spelling of one setting, as its parser reads it back."""
-    if name == "queue_threshold":
-        items = [str(settings.queue_threshold)] + [f"{q}={n}" for q, n in settings.queue_thresholds.items()]
-        return ",".join(items)
-    value = getattr(settings, name)
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, (tuple, list)):
-        return ",".join("=".join(map(str, item)) if isinstance(item, tuple) else str(item) for item in value)
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
-def check_round_trip(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
-    """Refuse to start when a setting would reach the probe process changed (one line, exit 64)."""
-    env = child_environment(settings, environ)
-    env.pop("CELERY_BROKER_URL", None)  # Celery's own fallback: the app reads it in the child too
-    again = resolve_settings(environ=env, pyproject=False)
-    for spec in SPECS:
-        names = ("queue_threshold", "queue_thresholds") if spec.name == "queue_threshold" else (spec.name,)
-        for name in names:
-            if name not in NOT_PASSED and getattr(again, name) != getattr(settings, name):
-                raise ProbeUsageError(
-                    f"setting {name.replace('_', '-')} cannot be passed to the probe process unchanged "
-                    f"({getattr(settings, name)!r} would arrive as {getattr(again, name)!r})"
-                )
 
 
 class ProbeLoop:
@@ -194,7 +134,7 @@ class ProbeLoop:
                     shutil.rmtree(folder, ignore_errors=True)
             return self._publish(verdict, report, began)
 
-    async def _child_run(self, folder: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    async def _child_run(self, folder: Path) -> tuple[Verdict, dict[str, Any] | None]:
         command = child_command(self.python, folder)
         self.runs_started += 1
         proc = await asyncio.create_subprocess_exec(
@@ -222,9 +162,9 @@ class ProbeLoop:
         if not isinstance(verdict, dict) or "status" not in verdict:
             return unknown_verdict("the probe process printed no verdict", code="celery_probe_error"), None
         report, _problem = await asyncio.to_thread(load_report, folder / LATEST)
-        return verdict, report if isinstance(report, dict) else None
+        return cast(Verdict, verdict), report if isinstance(report, dict) else None  # the child's mapper wrote it
 
-    def _publish(self, verdict: dict[str, Any], report: dict[str, Any] | None, began: float) -> Snapshot:
+    def _publish(self, verdict: Verdict, report: dict[str, Any] | None, began: float) -> Snapshot:
         now_mono, now = time.monotonic(), time.time()
         previous = self.snapshot.verdict.get("status")
         snapshot = Snapshot(verdict, report, now, now_mono, self.runs_started, round(now_mono - began, 3))

@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,7 @@ from celery_probe.errors import ReportWriteError
 from celery_probe.storage.filelock import LockBusy, locked
 from celery_probe.config.urls import scrub
 from celery_probe.verdict.mapper import unknown_verdict, verdict_from_report
+from celery_probe.verdict.model import AnyVerdict, Verdict
 
 if TYPE_CHECKING:
     from celery_probe.pytest_plugin.plugin import RunContext
@@ -123,7 +125,7 @@ def remove_stale_temp_files(folder: Path, older_than: float = STALE_TEMP_SECONDS
     return removed
 
 
-def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
+def history_entry(verdict: Mapping[str, Any]) -> dict[str, Any]:
     """The compact line kept per run: enough to draw a trend, small enough to keep many.
 
     With several targets, ``targets`` keeps its ``{name: status}`` shape (what readers of
@@ -146,7 +148,7 @@ def history_entry(verdict: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def target_figures(verdict: dict[str, Any]) -> dict[str, Any]:
+def target_figures(verdict: Mapping[str, Any]) -> dict[str, Any]:
     """One target's figures in a history line: what the round-trip and queue charts draw."""
     return {
         "roundtrip_ms": verdict.get("roundtrip_ms"),
@@ -155,7 +157,7 @@ def target_figures(verdict: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: dict[str, Any]) -> list[Path]:
+def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: AnyVerdict) -> list[Path]:
     """Write ``latest.json`` (when there is a report), ``verdict.json`` and a history line."""
     written = []
     try:
@@ -247,7 +249,7 @@ def load_report(path: Path) -> tuple[Any, str | None]:
         return None, f"report {path} is nested too deeply to be a report (not ours, or corrupt)"
 
 
-def verdict_for_file(path: Path) -> tuple[dict[str, Any], Any]:
+def verdict_for_file(path: Path) -> tuple[Verdict, Any]:
     """The verdict for a report file, ``unknown`` with the reason when it cannot be read."""
     report, problem = load_report(path)
     if problem is not None:

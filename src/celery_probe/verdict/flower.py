@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from celery_probe.config.urls import http_url_problem
+from celery_probe.verdict.model import Links, Verdict
 
 WORKERS_PAGE = "/workers"
 QUEUES_PAGE = "/broker"
@@ -66,7 +67,7 @@ def worker_link(base: str, name: str) -> str:
     return f"{base}{WORKER_PAGE}{quote(name, safe='')}"
 
 
-def links(base: str, worker_names: list[str]) -> dict[str, Any]:
+def links(base: str, worker_names: list[str]) -> Links:
     """The ``links`` of a verdict: the dashboard, the workers and queues pages, each worker."""
     return {
         "flower": f"{base}/",
@@ -112,7 +113,7 @@ def verdict_base(verdict: Mapping[str, Any]) -> str | None:
     return flower_base(found.get("flower")) if isinstance(found, Mapping) else None
 
 
-def add_flower_links(verdict: dict[str, Any], url: Any) -> dict[str, Any]:
+def add_flower_links(verdict: Verdict, url: Any) -> Verdict:
     """Add ``links`` and each fitting reason's ``link`` to ``verdict`` (in place, returned).
 
     ``url`` comes from a report, which may be foreign: anything that is not a usable

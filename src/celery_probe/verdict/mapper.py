@@ -16,19 +16,41 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Literal, cast, get_args
 
 from celery_probe.verdict.flower import add_flower_links
 from celery_probe.verdict.markers import DEFAULT_CODE, DEFAULT_SEVERITY
+from celery_probe.verdict.model import (
+    Beat,
+    Endpoint,
+    ProbeCounts,
+    Queue,
+    Reason,
+    SeedShape,
+    Severity,
+    Status,
+    TargetsVerdict,
+    TaskRuntime,
+    TaskRuntimes,
+    UnsplitVerdict,
+    Verdict,
+    Worker,
+    empty_verdict,
+)
 
-STATUSES = ("healthy", "degraded", "down", "unknown")
-SEVERITY_ORDER = {"critical": 0, "degraded": 1, "error": 2, "info": 3}
+STATUSES: tuple[Status, ...] = get_args(Status)
+SEVERITY_ORDER: dict[str, int] = {"critical": 0, "degraded": 1, "error": 2, "info": 3}
+# What a failed probe's marker may say; anything else is the default severity.
+FAILURE_SEVERITIES: dict[str, Severity] = {"critical": "critical", "degraded": "degraded", "error": "error"}
 FAILED_OUTCOMES = ("failed", "error")
 RAN_OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed")
 MAX_MESSAGE = 500
 STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fair chance
 # Failures of the whole target rather than of one probe's setup: shown without "setup: ".
 TARGET_FAILURE_CODES = frozenset({"celery_app_config_error"})
+# What inspect counts per worker, copied into the verdict's workers.
+WORKER_COUNTS: tuple[Literal["active", "reserved", "scheduled", "concurrency"], ...] = (
+    "active", "reserved", "scheduled", "concurrency")
 
 
 CONSEQUENCE = "not attempted"  # how a reason that only follows from an earlier failure begins
@@ -39,34 +61,14 @@ def is_consequence(reason: Mapping[str, Any]) -> bool:
     return str(reason.get("message", "")).startswith(CONSEQUENCE)
 
 
-def unknown_verdict(message: str, code: str = "celery_probe_no_evidence") -> dict[str, Any]:
+def unknown_verdict(message: str, code: str = "celery_probe_no_evidence") -> Verdict:
     """The verdict for a run that produced no usable report."""
-    verdict = _empty()
+    verdict = empty_verdict()
     verdict["reasons"] = [{"code": code, "severity": "error", "probe": None, "message": message[:MAX_MESSAGE]}]
     return verdict
 
 
-def _empty() -> dict[str, Any]:
-    return {
-        "status": "unknown",
-        "worker_alive": False,
-        "active_tasks": None,
-        "scheduled_tasks": None,
-        "reserved_tasks": None,
-        "queue_length": None,
-        "last_heartbeat": None,
-        "queues": {},
-        "workers": {},
-        "roundtrip_ms": None,
-        "reasons": [],
-        "checked_at": None,
-        "duration_s": None,
-        "target": None,
-        "probes": {"passed": 0, "failed": 0, "error": 0, "skipped": 0},
-    }
-
-
-def verdict_from_report(report: Any) -> dict[str, Any]:
+def verdict_from_report(report: Any) -> Verdict:
     """Map a report (as loaded from JSON) to a verdict dict. Never raises."""
     try:
         return _map(report)
@@ -74,28 +76,29 @@ def verdict_from_report(report: Any) -> dict[str, Any]:
         return unknown_verdict(f"report could not be interpreted: {type(exc).__name__}: {exc}")
 
 
-def _map(report: Any) -> dict[str, Any]:
+def _map(report: Any) -> Verdict:
     if not isinstance(report, Mapping):
         return unknown_verdict(f"report is not a JSON object but {type(report).__name__}")
     tests = report.get("tests")
     if not isinstance(tests, list):
         return unknown_verdict("report has no list of tests (not a pytest-json-report report?)")
 
-    verdict = _empty()
+    verdict = empty_verdict()
     verdict["checked_at"] = _iso(report.get("created"))
     verdict["duration_s"] = _number(report.get("duration"))
     meta = report.get("celery_probe")
     if isinstance(meta, Mapping):
         verdict["target"] = _text(meta.get("target"))
 
-    reasons: list[dict[str, Any]] = []
-    measured: dict[str, Any] = {}
+    reasons: list[Reason] = []
+    measured: dict[str, list[Any]] = {}
     counts = verdict["probes"]
     for test in sorted(tests, key=_causal_position):
         if not isinstance(test, Mapping):
             continue
         outcome = _text(test.get("outcome")) or "unknown"
-        bucket = "error" if outcome == "error" else "failed" if outcome == "failed" else (
+        bucket: Literal["passed", "failed", "error", "skipped"] = (
+            "error" if outcome == "error" else "failed" if outcome == "failed" else
             "passed" if outcome in RAN_OUTCOMES else "skipped"
         )
         counts[bucket] += 1
@@ -109,9 +112,7 @@ def _map(report: Any) -> dict[str, Any]:
             if isinstance(item, Mapping):
                 reasons.append(_reason(item.get("code"), "info", test, item.get("message")))
         if outcome in FAILED_OUTCOMES:
-            severity = _text(probe.get("severity")) or DEFAULT_SEVERITY
-            if severity not in ("critical", "degraded", "error"):
-                severity = DEFAULT_SEVERITY
+            severity: Severity = FAILURE_SEVERITIES.get(_text(probe.get("severity")) or "", DEFAULT_SEVERITY)
             code = probe.get("code") or DEFAULT_CODE
             if metadata.get("starved"):  # the prober's own lack of time: no evidence either way
                 code, severity = STARVED_CODE, "error"
@@ -142,7 +143,7 @@ def _map(report: Any) -> dict[str, Any]:
     return verdict
 
 
-def _status(reasons: list[dict[str, Any]], *, ran: int) -> str:
+def _status(reasons: list[Reason], *, ran: int) -> Status:
     severities = {r["severity"] for r in reasons}
     if "critical" in severities:
         return "down"
@@ -153,7 +154,7 @@ def _status(reasons: list[dict[str, Any]], *, ran: int) -> str:
     return "healthy"
 
 
-def _reason(code: Any, severity: str, test: Mapping[str, Any], message: Any) -> dict[str, Any]:
+def _reason(code: Any, severity: Severity, test: Mapping[str, Any], message: Any) -> Reason:
     return {
         "code": _text(code) or DEFAULT_CODE,
         "severity": severity,
@@ -181,42 +182,43 @@ def _failure_message(test: Mapping[str, Any], *, phased: bool = True) -> str:
     return "failed"
 
 
-def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) -> None:
-    workers: dict[str, dict[str, Any]] = {}
+def _fill_metrics(verdict: Verdict, measured: Mapping[str, list[Any]]) -> None:
+    workers: dict[str, Worker] = {}
     for ping in _maps(measured.get("ping")):
         for reply in ping.get("workers") or []:
             if isinstance(reply, Mapping) and reply.get("name"):
-                workers.setdefault(str(reply["name"]), {}).update(
-                    latency_ms=_number(reply.get("latency_ms")),
-                    last_heartbeat=_text(reply.get("answered_at")),
-                )
+                workers.setdefault(str(reply["name"]), {}).update({
+                    "latency_ms": _number(reply.get("latency_ms")),
+                    "last_heartbeat": _text(reply.get("answered_at")),
+                })
     activity_seen = False
     for activity in _maps(measured.get("activity")):
         for name, info in activity.items():
             if isinstance(info, Mapping):
                 activity_seen = True
                 entry = workers.setdefault(str(name), {})
-                for key in ("active", "reserved", "scheduled", "concurrency"):
+                for key in WORKER_COUNTS:
                     entry[key] = _int(info.get(key))
                 entry["queues"] = [str(q) for q in info.get("queues") or []]
     verdict["workers"] = dict(sorted(workers.items()))
     verdict["worker_alive"] = any("last_heartbeat" in w for w in workers.values())
-    beats = [w["last_heartbeat"] for w in workers.values() if w.get("last_heartbeat")]
+    beats = [beat for w in workers.values() if (beat := w.get("last_heartbeat"))]
     verdict["last_heartbeat"] = max(beats) if beats else None
     if activity_seen:
-        for key, out in (("active", "active_tasks"), ("scheduled", "scheduled_tasks"), ("reserved", "reserved_tasks")):
-            verdict[out] = sum(w.get(key) or 0 for w in workers.values())
+        verdict["active_tasks"] = sum(w.get("active") or 0 for w in workers.values())
+        verdict["scheduled_tasks"] = sum(w.get("scheduled") or 0 for w in workers.values())
+        verdict["reserved_tasks"] = sum(w.get("reserved") or 0 for w in workers.values())
 
-    queues: dict[str, dict[str, Any]] = {}
+    queues: dict[str, Queue] = {}
     for table in _maps(measured.get("queues")):
         for name, info in table.items():
             if isinstance(info, Mapping):
-                queues.setdefault(str(name), {}).update(
-                    length=_int(info.get("length")),
-                    by_priority={str(k): _int(v) for k, v in (info.get("by_priority") or {}).items()},
-                    unacked=_int(info.get("unacked")),
-                    threshold=_int(info.get("threshold")),
-                )
+                queues.setdefault(str(name), {}).update({
+                    "length": _int(info.get("length")),
+                    "by_priority": {str(k): _int(v) for k, v in (info.get("by_priority") or {}).items()},
+                    "unacked": _int(info.get("unacked")),
+                    "threshold": _int(info.get("threshold")),
+                })
                 if info.get("exists") is False:
                     queues[str(name)]["exists"] = False  # the broker does not know this queue
                 if info.get("broker_consumers") is not None:
@@ -224,16 +226,16 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
     for table in _maps(measured.get("consumers")):
         for name, names in table.items():
             if isinstance(names, list):
-                entry = queues.setdefault(str(name), {})
-                entry["consumer_names"] = [str(n) for n in names]
-                entry["consumers"] = max(len(names), entry.get("consumers") or 0)
+                queue = queues.setdefault(str(name), {})
+                queue["consumer_names"] = [str(n) for n in names]
+                queue["consumers"] = max(len(names), queue.get("consumers") or 0)
     for table in _maps(measured.get("backlog")):
         for name, info in table.items():
             if isinstance(info, Mapping) and isinstance(info.get("by_task"), Mapping):
-                entry = queues.setdefault(str(name), {})
+                queue = queues.setdefault(str(name), {})
                 counts = {str(task): _int(count) for task, count in info["by_task"].items()}
-                entry["backlog_by_task"] = {task: n for task, n in counts.items() if n is not None}
-                entry["backlog_sampled"] = _int(info.get("sampled"))
+                queue["backlog_by_task"] = {task: n for task, n in counts.items() if n is not None}
+                queue["backlog_sampled"] = _int(info.get("sampled"))
     latencies: list[float] = []
     for table in _maps(measured.get("roundtrip")):
         for name, info in table.items():
@@ -246,15 +248,16 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
         for name, info in table.items():
             if isinstance(info, Mapping):
                 breach = info.get("breach")
-                queues.setdefault(str(name), {}).update(
-                    sla_ms=_number(info.get("sla_ms")), sla_breach=breach if isinstance(breach, bool) else None)
+                queues.setdefault(str(name), {}).update({
+                    "sla_ms": _number(info.get("sla_ms")), "sla_breach": breach if isinstance(breach, bool) else None})
     verdict["queues"] = dict(sorted(queues.items()))
     for delayed in _maps(measured.get("delayed")):
         verdict["delayed_messages"] = _int(delayed.get("messages"))
-    lengths = [q["length"] for q in queues.values() if isinstance(q.get("length"), int)]
+    lengths = [length for q in queues.values() if isinstance(length := q.get("length"), int)]
     verdict["queue_length"] = sum(lengths) if lengths else None
     verdict["roundtrip_ms"] = max(latencies) if latencies else None
-    endpoints = [dict(e) for value in measured.get("endpoint") or []
+    # Passed on as the endpoint probe recorded them.
+    endpoints = [cast(Endpoint, dict(e)) for value in measured.get("endpoint") or []
                  for e in (value if isinstance(value, list) else [value]) if isinstance(e, Mapping)]
     if endpoints:
         verdict["endpoints"] = endpoints
@@ -266,25 +269,28 @@ def _fill_metrics(verdict: dict[str, Any], measured: Mapping[str, list[Any]]) ->
         verdict["task_runtimes"] = _task_runtimes(windows[-1])
 
 
-def _task_runtimes(info: Mapping[str, Any]) -> dict[str, Any]:
+def _task_runtimes(info: Mapping[str, Any]) -> TaskRuntimes:
     """Runtimes per task type seen in the events window, each against its SLA."""
-    tasks: dict[str, dict[str, Any]] = {}
+    tasks: dict[str, TaskRuntime] = {}
     raw = info.get("tasks")
     for name, entry in (raw.items() if isinstance(raw, Mapping) else ()):
         if isinstance(entry, Mapping):
             tasks[str(name)] = {
                 "count": _int(entry.get("count")),
                 "failed": _int(entry.get("failed")),
-                **{key: _number(entry.get(key)) for key in ("p50_ms", "p95_ms", "max_ms", "sla_ms")},
+                "p50_ms": _number(entry.get("p50_ms")),
+                "p95_ms": _number(entry.get("p95_ms")),
+                "max_ms": _number(entry.get("max_ms")),
+                "sla_ms": _number(entry.get("sla_ms")),
                 "breach": entry.get("breach") is True,
             }
     return {"window_s": _number(info.get("window_s")), "task_events": _int(info.get("task_events")),
             "unnamed": _int(info.get("unnamed")), "tasks": dict(sorted(tasks.items()))}
 
 
-def _beat(info: Mapping[str, Any]) -> dict[str, Any]:
+def _beat(info: Mapping[str, Any]) -> Beat:
     """The beat tick as measured: its age against the store's clock, and redbeat's keys."""
-    beat: dict[str, Any] = {
+    beat: Beat = {
         "last_tick_age_s": _number(info.get("age_s")),
         "interval_s": _number(info.get("interval_s")),
         "grace": _number(info.get("grace")),
@@ -357,23 +363,23 @@ def exit_code(status: str) -> int:
     return {"healthy": 0, "down": 2, "degraded": 3}.get(status, 4)
 
 
-def seed_shape(verdict: Mapping[str, Any]) -> dict[str, Any]:
+def seed_shape(verdict: Mapping[str, Any]) -> SeedShape:
     """The six keys of the original ``get_celery_health`` contract."""
     keys = ("worker_alive", "active_tasks", "scheduled_tasks", "queue_length", "last_heartbeat", "status")
-    return {key: verdict.get(key) for key in keys}
+    return cast(SeedShape, {key: verdict.get(key) for key in keys})  # a verdict read back may lack some
 
 
 STATUS_RANK = {"down": 0, "degraded": 1, "unknown": 2, "healthy": 3}
 
 
-def overall_status(statuses: list[str]) -> str:
+def overall_status(statuses: list[Status]) -> Status:
     """The worst of several targets' statuses (down, then degraded, unknown, healthy)."""
     if not statuses:
         return "unknown"
     return min(statuses, key=lambda s: STATUS_RANK.get(s, 2))
 
 
-def verdicts_by_target(report: Any) -> dict[str, Any]:
+def verdicts_by_target(report: Any) -> TargetsVerdict | UnsplitVerdict:
     """Map a report of several targets to one verdict per target plus an overall one.
 
     Each probe carries its target in ``metadata.probe.target``; the tests of each target
@@ -385,7 +391,7 @@ def verdicts_by_target(report: Any) -> dict[str, Any]:
         return {**unknown_verdict(f"report could not be interpreted: {type(exc).__name__}: {exc}"), "targets": {}}
 
 
-def _by_target(report: Any) -> dict[str, Any]:
+def _by_target(report: Any) -> TargetsVerdict | UnsplitVerdict:
     if not isinstance(report, Mapping) or not isinstance(report.get("tests"), list):
         return {**verdict_from_report(report), "targets": {}}
     groups: dict[str, list[Any]] = {}
@@ -397,7 +403,7 @@ def _by_target(report: Any) -> dict[str, Any]:
         probe = metadata.get("probe") if isinstance(metadata, Mapping) else None
         name = probe.get("target") if isinstance(probe, Mapping) else None
         groups.setdefault(str(name) if isinstance(name, str) else "", []).append(test)
-    targets: dict[str, Any] = {}
+    targets: dict[str, Verdict] = {}
     for name, tests in groups.items():
         part = {key: value for key, value in report.items() if key not in ("tests", "collectors", "celery_probe")}
         part["tests"] = tests
@@ -411,10 +417,15 @@ def _by_target(report: Any) -> dict[str, Any]:
         targets[name] = verdict
     run_wide = verdict_from_report({**report, "tests": [], "celery_probe": {}})
     errors = [r for r in run_wide["reasons"] if r["code"] == "celery_probe_error"]
-    reasons = [{**reason, "target": name} for name, verdict in targets.items() for reason in verdict["reasons"]]
+    reasons: list[Reason] = [{**reason, "target": name} for name, verdict in targets.items() for reason in verdict["reasons"]]
     reasons.sort(key=lambda r: (is_consequence(r), SEVERITY_ORDER.get(r["severity"], 9)))
-    statuses = [v["status"] for v in targets.values()] + (["unknown"] if errors else [])
-    counts = {key: sum(v["probes"][key] for v in targets.values()) for key in ("passed", "failed", "error", "skipped")}
+    statuses: list[Status] = [v["status"] for v in targets.values()] + (["unknown"] if errors else [])
+    counts: ProbeCounts = {
+        "passed": sum(v["probes"]["passed"] for v in targets.values()),
+        "failed": sum(v["probes"]["failed"] for v in targets.values()),
+        "error": sum(v["probes"]["error"] for v in targets.values()),
+        "skipped": sum(v["probes"]["skipped"] for v in targets.values()),
+    }
     return {
         "status": overall_status(statuses),
         "targets": targets,

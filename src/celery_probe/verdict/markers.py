@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from celery_probe.verdict.model import Severity
+
 SEVERITIES = ("critical", "degraded", "error")
-DEFAULT_SEVERITY = "critical"
+DEFAULT_SEVERITY: Severity = "critical"
 DEFAULT_CODE = "celery_probe_failed"
 
 MARKER_HELP = (

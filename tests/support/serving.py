@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conftest import APPS
 from prometheus_client.parser import text_string_to_metric_families
 
 from celery_probe.testing import GaveUp, free_port, wait_until
+from tests.support.environment import APPS
 
 HEALTH = "/api/interactions/health/celery"
 

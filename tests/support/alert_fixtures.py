@@ -1,4 +1,4 @@
-"""Fixtures for the alerting tests, loaded with ``pytest_plugins = ["alert_fixtures"]``.
+"""Fixtures for the alerting tests, loaded for every module by the top conftest's ``pytest_plugins``.
 
 Kept apart from :mod:`alert_servers` (which the tests import for its classes) so pytest can
 load this module as a plugin before anything imports it.
@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from alert_servers import HealthServer, HookSink, SmtpSink
+
+from tests.support.alert_servers import HealthServer, HookSink, SmtpSink
 
 # -------------------------------------------------------------------------------- fixtures
 

@@ -21,9 +21,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import APPS
-
 from celery_probe.testing import free_port, wait_until
+from tests.support.environment import APPS
 
 HOLD_LIMIT = 20.0  # a held SMTP session or webhook still ends after this, so no thread lingers
 
