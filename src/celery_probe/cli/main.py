@@ -67,6 +67,7 @@ def _target_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--report-dir", metavar="DIR", help="Where latest.json, verdict.json and history.jsonl go (default reports)."),
         click.option("--format", "format_", metavar="|".join(FORMATS), help="Output: text (default), json or nagios."),
         click.option("--probes", "probes", multiple=True, metavar="PATH", help="Extra probe files or folders (repeatable)."),
+        click.option("--timeout", metavar="SECONDS", help="Per-probe timeout: a probe running longer fails as celery_probe_timeout (default none; a probe's timeout marker wins)."),
         click.option("--backlog-sample", metavar="N", help="Messages read from each queue head to count waiting tasks by name (default 100, 0 = off)."),
         click.option("--beat-interval", metavar="SECONDS", help="Check celery beat: its tick (install_beat_tick) runs this often."),
         click.option("--beat-grace", metavar="FACTOR", help="Beat is stale after interval × FACTOR without a tick (default 2)."),

@@ -87,6 +87,7 @@ class Settings:
     sla: tuple[tuple[str, float], ...] = ()  # (queue, seconds): round-trip SLA per queue
     task_sla: tuple[tuple[str, float], ...] = ()  # (fnmatch pattern, seconds), first match wins
     events_window: float | None = None
+    timeout: float | None = None  # per-probe default, pytest-timeout's --timeout (0: none)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -447,6 +448,7 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("sla", "SLA", "--sla", _parse_duration_rules("QUEUE")),
     _Spec("task_sla", "TASK_SLA", "--task-sla", _parse_duration_rules("PATTERN")),
     _Spec("events_window", "EVENTS_WINDOW", "--events-window", _parse_wait(0.1, 3600)),
+    _Spec("timeout", "TIMEOUT", "--timeout", _parse_float(0, 86_400)),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 # In pyproject.toml, keys are written with dashes or underscores; queue_thresholds is a table.
@@ -495,7 +497,7 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
     return merged
 
 
-RUN_WIDE = ("report_dir", "format", "probes")  # settings of the run, not of one target
+RUN_WIDE = ("report_dir", "format", "probes", "timeout")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
 REMEDIATION = ("on_down", "on_down_after", "on_down_every", "on_down_timeout", "on_down_dry_run", "on_down_codes")
 TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
