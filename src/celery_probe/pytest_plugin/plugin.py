@@ -497,16 +497,16 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
                 return (yield)
         except ProbeTimeout:
             if own is not None:
-                _timed_out(item, when, own, deadline)
+                _timed_out(item, when, own)
             if when != "teardown" and not waited.fair():
                 mark_starved(item, str(waited.starved()))
             raise
 
 
-def _timed_out(item: pytest.Item, when: str, timer: timeouts.ProbeTimer, deadline: Deadline) -> NoReturn:
+def _timed_out(item: pytest.Item, when: str, timer: timeouts.ProbeTimer) -> NoReturn:
     """Fail ``item`` for its own timeout, or as starved if a busy host ate that time."""
-    if when != "teardown" and not timer.fair(deadline):
-        starved = str(timer.starved(deadline))
+    if when != "teardown" and not timer.fair():
+        starved = str(timer.starved())
         mark_starved(item, starved)
         pytest.fail(starved, pytrace=False)
     timeouts.mark_timed_out(item, timer)

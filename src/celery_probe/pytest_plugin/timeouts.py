@@ -51,15 +51,15 @@ class ProbeTimer:
     def message(self) -> str:
         return f"probe exceeded its {self.seconds:g} s timeout (from {self.source})"
 
-    def needed(self, deadline: Deadline) -> float:
+    def needed(self) -> float:
         """The time the probe must have had before running out counts against it."""
-        return min(self.seconds, deadline.fair_wait())
+        return min(self.seconds, self.wait.deadline.fair_wait())
 
-    def fair(self, deadline: Deadline) -> bool:
-        return self.wait.fair(self.needed(deadline))
+    def fair(self) -> bool:
+        return self.wait.fair(self.needed())
 
-    def starved(self, deadline: Deadline) -> Starved:
-        return self.wait.starved(self.needed(deadline))
+    def starved(self) -> Starved:
+        return self.wait.starved(self.needed())
 
 
 _TIMER = pytest.StashKey[ProbeTimer]()
