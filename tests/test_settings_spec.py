@@ -70,6 +70,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "sla": ("celery=2s", (("celery", 2.0),)),
     "task_sla": ("app.sync.*=2m", (("app.sync.*", 120.0),)),
     "events_window": ("2", 2.0),
+    "timeout": ("1.5", 1.5),
 }
 # Settings that are only valid beside another: given on the command line with the sample.
 NEEDS = {"task_sla": {"events_window": "2"}}
@@ -131,7 +132,8 @@ def test_serve_offers_no_remediation_flag():
 def test_the_pytest_option_parses_the_sample_into_the_field(name, pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # the other plugins cost seconds a call
     spec = SPEC_BY_NAME[name]
-    args = ["-p", "celery_probe.pytest_plugin.plugin", str(spec.pytest), SAMPLES[name][0]]
+    owner = ["-p", "pytest_timeout"] if spec.pytest_owner == "pytest-timeout" else []  # its own option
+    args = [*owner, "-p", "celery_probe.pytest_plugin.plugin", str(spec.pytest), SAMPLES[name][0]]
     for other, raw in NEEDS.get(name, {}).items():
         args += [str(SPEC_BY_NAME[other].pytest), raw]
     config = pytester.parseconfig(*args)

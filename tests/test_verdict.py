@@ -122,6 +122,19 @@ class TestBrokenEvidence:
         assert verdict["reasons"][0] == {"code": "celery_probe_failed", "severity": "critical",
                                          "probe": "mine.py::test_x", "message": "nope"}
 
+    @pytest.mark.parametrize("severity, status", [("degraded", "degraded"), ("critical", "down"), ("error", "unknown")])
+    def test_probe_cut_by_its_own_timeout_keeps_its_severity(self, severity, status):
+        custom = report("healthy_two_workers")
+        message = "probe exceeded its 1 s timeout (from its timeout marker)"
+        custom["tests"].append({"nodeid": "mine.py::test_x", "outcome": "failed",
+                                "metadata": {"probe": {"severity": severity, "code": "myapp_x"},
+                                             "timed_out": message},
+                                "call": {"outcome": "failed", "longrepr": message}})
+        verdict = verdict_from_report(custom)
+        assert verdict["status"] == status
+        assert verdict["reasons"][0] == {"code": "celery_probe_timeout", "severity": severity,
+                                         "probe": "mine.py::test_x", "message": message}
+
 
 class TestOutputs:
     """Exit codes, the seed shape, text and Nagios renderings of real verdicts."""

@@ -395,6 +395,7 @@ def setting(
     show: Callable[[Any], str] = _show,
     aliases: tuple[str, ...] = (),
     param: str | None = None,
+    pytest_owner: str | None = None,
 ) -> Any:
     """A :class:`Settings` field together with everything the front ends need to offer it.
 
@@ -404,11 +405,13 @@ def setting(
     upper-case name, the ``pyproject.toml`` key the name with dashes (or underscores, or one
     of ``aliases``). ``flags`` default to ``--NAME-WITH-DASHES``, ``pytest`` to the long flag
     (None: no pytest option), ``param`` (click's keyword) to the name. ``refuse_empty``: an empty flag value is an error rather than
-    "unset".
+    "unset". ``pytest_owner`` names the plugin that declares the pytest option (pytest-timeout's
+    ``--timeout``): it is read, never added a second time.
     """
     declared = {"parse": parse, "help": help, "section": section, "flags": flags,
                 "pytest": pytest, "metavar": metavar, "multiple": multiple, "is_flag": is_flag,
-                "refuse_empty": refuse_empty, "show": show, "aliases": aliases, "param": param}
+                "refuse_empty": refuse_empty, "show": show, "aliases": aliases, "param": param,
+                "pytest_owner": pytest_owner}
     return field(default=default, metadata={_META: declared})
 
 
@@ -437,6 +440,7 @@ class SettingSpec:
     show: Callable[[Any], str]
     aliases: tuple[str, ...]
     param: str
+    pytest_owner: str | None = None  # another plugin declares the pytest option
 
     @property
     def flag(self) -> str:
@@ -475,7 +479,7 @@ def _spec_of(item: Any) -> SettingSpec | None:
         pytest=flags[-1] if declared["pytest"] is _LONG_FLAG else declared["pytest"],
         metavar=declared["metavar"], multiple=declared["multiple"], is_flag=declared["is_flag"],
         refuse_empty=declared["refuse_empty"], show=declared["show"], aliases=declared["aliases"],
-        param=declared["param"] or item.name,
+        param=declared["param"] or item.name, pytest_owner=declared["pytest_owner"],
     )
 
 
@@ -598,6 +602,10 @@ class Settings:
     events_window: float | None = setting(
         parse=_parse_wait(0.1, 3600), section=PROBES, metavar="SECONDS",
         help="Listen this long to task events (workers started with -E) for runtimes per task type.")
+    timeout: float | None = setting(  # per-probe default; 0 means none, as for pytest-timeout
+        parse=_parse_float(0, 86_400), section=PROBES, metavar="SECONDS", pytest_owner="pytest-timeout",
+        help="Per-probe timeout: a probe running longer fails as celery_probe_timeout "
+             "(default none; a probe's timeout marker wins).")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -664,7 +672,7 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
     return merged
 
 
-RUN_WIDE = ("report_dir", "format", "probes")  # settings of the run, not of one target
+RUN_WIDE = ("report_dir", "format", "probes", "timeout")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
 REMEDIATION = tuple(spec.name for spec in SPECS if spec.section == REMEDIATION_SECTION)
 TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")

@@ -4,7 +4,8 @@ It is inert in an ordinary test session. It turns a session into a probe run whe
 ``celery-probe run`` hands it a :class:`RunContext`, or when a target is given on the
 pytest command line (``pytest probes/ --celery-app proj``). In a probe run it:
 
-* arms the run's single deadline around every setup, call and teardown;
+* arms the run's single deadline around every setup, call and teardown, and keeps
+  pytest-timeout's per-probe timeouts with the same alarm (:mod:`.timeouts`);
 * records each probe's severity and code, and what it measured, in the JSON report;
 * scrubs credentials from the report, maps it to a verdict, and writes
   ``latest.json``, ``verdict.json`` and ``history.jsonl`` atomically.
@@ -15,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -31,6 +32,7 @@ from celery_probe.probing.measurements import (
     UnknownFailure,
 )
 from celery_probe.config.settings import SPECS, Settings, resolve_settings
+from celery_probe.pytest_plugin import timeouts
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -124,6 +126,8 @@ _CONTEXT = pytest.StashKey[RunContext]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("celery-probe", "celery-probe health probes")
     for spec in _PYTEST_SPECS:
+        if spec.pytest_owner:
+            continue  # declared by its own plugin (pytest-timeout's --timeout)
         repeatable: dict[str, Any] = {"action": "append", "default": []} if spec.multiple else {}
         group.addoption(_PYTEST_LABELS[spec.name], metavar=spec.metavar, help=spec.help_text, **repeatable)
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
@@ -146,10 +150,27 @@ def pytest_configure(config: pytest.Config) -> None:
     if context is None:
         return
     config.stash[_CONTEXT] = context
+    _hand_timeout_to_pytest_timeout(config, context.settings)
     # The report is produced in memory and written by us, atomically (pytest-json-report
     # writes with a plain open(), which a concurrent reader can catch half-written).
     config.option.json_report = True
     config.option.json_report_file = None
+
+
+def _hand_timeout_to_pytest_timeout(config: pytest.Config, settings: Settings) -> None:
+    """The run's ``timeout`` setting (flag, ``CELERY_PROBE_TIMEOUT`` or pyproject) as ``--timeout``.
+
+    pytest-timeout reads it in its own ``pytest_configure``, which runs after this one.
+    """
+    if settings.timeout is None:
+        return
+    if not hasattr(config.hook, "pytest_timeout_set_timer"):
+        raise pytest.UsageError(
+            f"timeout {settings.timeout:g} (from {settings.sources.get('timeout', '--timeout')}) needs "
+            "pytest-timeout in the session: add -p pytest_timeout"
+        )
+    if config.getoption("timeout", None) is None:
+        config.option.timeout = settings.timeout
 
 
 def _context_from_options(config: pytest.Config) -> RunContext:
@@ -184,7 +205,8 @@ def settings_from_options(option: Any) -> dict[str, Any]:
     Repeatable options come as tuples; :func:`resolve_settings` parses them all, with the
     environment and ``pyproject.toml`` below, naming the pytest spelling in its errors.
     """
-    values = {spec.name: getattr(option, spec.pytest_dest) for spec in _PYTEST_SPECS}
+    # An option of another plugin is absent when that plugin is not loaded.
+    values = {spec.name: getattr(option, spec.pytest_dest, None) for spec in _PYTEST_SPECS}
     return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
 
 
@@ -324,7 +346,7 @@ def _unknown_metadata(item: pytest.Item) -> dict[str, str]:
         marks["starved"] = item.stash[_STARVED]
     if _NO_EVIDENCE in item.stash:
         marks["no_evidence"] = item.stash[_NO_EVIDENCE]
-    return marks
+    return {**marks, **timeouts.timeout_metadata(item)}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -377,7 +399,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except ValueError as exc:
             # The probe cannot be judged: it fails at setup and makes the verdict unknown.
             mark = ProbeMark("error", "celery_probe_error")
-            item.stash[_MARK_ERROR] = str(exc)
+            item.stash[_MARK_ERROR] = f"invalid probe marker: {exc}"
+        problem = timeouts.timeout_marker_problem(item)
+        if problem is not None:
+            # pytest-timeout would raise it in pytest_runtest_protocol and end the session:
+            # a closer timeout(0) (no timeout) keeps it from reading the bad one.
+            item.add_marker(pytest.mark.timeout(0), append=False)
+            mark = ProbeMark("error", "celery_probe_error")
+            item.stash[_MARK_ERROR] = f"invalid timeout marker: {problem}"
         item.stash[_MARK] = mark
 
 
@@ -391,13 +420,15 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
     if context is None:
         return (yield)
     if when == "setup" and _MARK_ERROR in item.stash:
-        pytest.fail(f"invalid probe marker: {item.stash[_MARK_ERROR]}", pytrace=False)
+        pytest.fail(item.stash[_MARK_ERROR], pytrace=False)
     target = context.targets.get(_item_target(item)) or next(iter(context.targets.values()))
     deadline = target.ensure_deadline()
-    budget = deadline.remaining()
+    timer = timeouts.timer(item)
+    own = timer if timer is not None and timer.left() < deadline.remaining() else None  # it ends first
+    budget = own.left() if own is not None else deadline.remaining()
     if when == "teardown":
         budget += TEARDOWN_GRACE
-    elif budget <= 0:
+    elif deadline.remaining() <= 0:
         # No evidence either way: whatever used the deadline up reports its own reason.
         mark_starved(item, "not attempted: the deadline was used up")
         pytest.fail(
@@ -412,9 +443,21 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
                     _fail_if_app_failed(item, target)
                 return (yield)
         except ProbeTimeout:
+            if own is not None:
+                _timed_out(item, when, own)
             if when != "teardown" and not waited.fair():
                 mark_starved(item, str(waited.starved()))
             raise
+
+
+def _timed_out(item: pytest.Item, when: str, timer: timeouts.ProbeTimer) -> NoReturn:
+    """Fail ``item`` for its own timeout, or as starved if a busy host ate that time."""
+    if when != "teardown" and not timer.fair():
+        starved = str(timer.starved())
+        mark_starved(item, starved)
+        pytest.fail(starved, pytrace=False)
+    timeouts.mark_timed_out(item, timer)
+    pytest.fail(timer.message(), pytrace=False)
 
 
 def _fail_if_app_failed(item: pytest.Item, target: TargetState) -> None:
@@ -440,9 +483,32 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     return (yield from _phase(item, "setup"))
 
 
-@pytest.hookimpl(wrapper=True)
+# trylast: inside pytest-timeout's own wrapper, which sets a func_only timer around the call.
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return (yield from _phase(item, "call"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's timer for one probe, kept by the run's alarm (see :mod:`.timeouts`).
+
+    True tells pytest-timeout not to arm its own; an ordinary test session keeps it.
+    """
+    context = _context(item.config)
+    if context is None:
+        return None
+    target = context.targets.get(_item_target(item)) or next(iter(context.targets.values()))
+    timeouts.start_timer(item, float(settings.timeout), context.settings, target.ensure_deadline())
+    return True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
+    if _context(item.config) is None:
+        return None
+    timeouts.cancel_timer(item)
+    return True
 
 
 @pytest.hookimpl(wrapper=True)

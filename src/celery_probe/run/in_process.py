@@ -46,6 +46,7 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
         str(probes_dir),
         *(str(path) for path in settings.probes),
         "-p", "pytest_jsonreport.plugin",
+        "-p", "pytest_timeout",  # per-probe timeouts, kept by the run's alarm (pytest_plugin.timeouts)
         "-p", "no:cacheprovider",  # a health check must not litter .pytest_cache around
         "-p", "no:faulthandler",
         # Plugins a probe run never uses; each costs start-up or per-probe time.
@@ -60,6 +61,8 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
         # Only built-in probes, which carry their own messages: skip pytest's assertion
         # rewriting import hook (operator probes keep it for their assert introspection).
         args.append("--assert=plain")
+    if settings.timeout is not None:
+        args.append(f"--timeout={settings.timeout!r}")
     args.append("-v" if verbose else "-q")
     if junitxml is None:
         args += ["-p", "no:junitxml"]
@@ -70,11 +73,14 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
 
 # What the environment may tell pytest, pinned for a probe session: no plugin autoload
 # (faster, and immune to a broken plugin), and none of the operator's own test-suite
-# settings (``PYTEST_ADDOPTS="--cov -x"`` in a CI job must not change a health check).
+# settings (``PYTEST_ADDOPTS="--cov -x"`` in a CI job must not change a health check;
+# ``PYTEST_TIMEOUT=300`` meant for that suite must not time out every probe: a probe run's
+# per-probe timeout is its own ``timeout`` setting, ``CELERY_PROBE_TIMEOUT``).
 PROBE_SESSION_ENV: dict[str, str | None] = {
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
     "PYTEST_ADDOPTS": None,
     "PYTEST_PLUGINS": None,
+    "PYTEST_TIMEOUT": None,
 }
 
 
@@ -165,7 +171,8 @@ def _pytest_flags(overrides: dict[str, Any]) -> list[str]:
     flags: list[str] = []
     for name, value in overrides.items():
         flag = _PYTEST_LABELS.get(name)
-        if flag is None or name == "report_dir" or value in (None, (), []):
+        # timeout: pytest_args already gives it, as pytest-timeout's own --timeout
+        if flag is None or name in ("report_dir", "timeout") or value in (None, (), []):
             continue
         for item in value if isinstance(value, (list, tuple)) else [value]:
             flags.append(f"{flag}={item}")

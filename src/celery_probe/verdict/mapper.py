@@ -4,7 +4,8 @@ No I/O, no clock, no pytest, no broker: given the same report it returns the sam
 and given anything at all (truncated, foreign, hostile) it returns a verdict instead of
 raising. ``status`` is one of :data:`STATUSES`:
 
-* ``down``: a ``critical`` probe failed, errored or timed out;
+* ``down``: a ``critical`` probe failed, errored or timed out (a probe cut by its own
+  per-probe timeout reports ``celery_probe_timeout`` at its declared severity);
 * ``degraded``: a ``degraded`` probe failed;
 * ``unknown``: the evidence itself is missing or broken (no report, no probe ran, a probe
   file did not load, the prober itself was starved of time: ``celery_probe_starved``, or
@@ -46,6 +47,7 @@ FAILED_OUTCOMES = ("failed", "error")
 RAN_OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed")
 MAX_MESSAGE = 500
 STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fair chance
+TIMEOUT_CODE = "celery_probe_timeout"  # a probe cut by its own (pytest-timeout) timeout, at its severity
 # Failures of the whole target rather than of one probe's setup: shown without "setup: ".
 TARGET_FAILURE_CODES = frozenset({"celery_app_config_error"})
 # What inspect counts per worker, copied into the verdict's workers.
@@ -118,6 +120,8 @@ def _map(report: Any) -> Verdict:
                 code, severity = STARVED_CODE, "error"
             elif _text(metadata.get("no_evidence")):  # a failure that proves nothing, with its own code
                 code, severity = metadata["no_evidence"], "error"
+            elif metadata.get("timed_out"):  # the probe's own timeout: its severity, its own code
+                code = TIMEOUT_CODE
             reason = _reason(code, severity, test, _failure_message(test, phased=code not in TARGET_FAILURE_CODES))
             if str(reason["probe"] or "").startswith("::") and _text(probe.get("file")):
                 reason["probe"] = f"{probe['file']}{reason['probe']}"  # a probe file outside the rootdir
