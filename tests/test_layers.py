@@ -63,10 +63,6 @@ def _imports(path: Path) -> set[str]:
 MODULES = {_module_name(path): _imports(path) for path in sorted(PACKAGE.rglob("*.py"))}
 
 
-# Crossings still to be removed (report finishing belongs to the plugin's session). The list may
-# only shrink: a crossing not named here fails, and so does a name here that no longer crosses.
-PENDING = {("storage.reports", "celery_probe.probing.app"), ("storage.reports", "celery_probe.pytest_plugin.plugin")}
-
 
 def _room(module: str) -> str:
     return module.split(".")[0]
@@ -85,7 +81,6 @@ def test_module_imports_only_what_its_room_may(module: str) -> None:
     crossing = sorted(
         name for name in MODULES[module]
         if name.startswith("celery_probe.") and not _allowed(room, name.removeprefix("celery_probe."))
-        and (module, name) not in PENDING
     )
     assert not crossing, f"{module} imports {', '.join(crossing)}, which the {room} room may not"
 
@@ -108,8 +103,3 @@ def test_the_checker_sees_lazy_imports() -> None:
     """A function-level import counts: the rule must not be fooled by deferring an import."""
     assert "celery_probe.run.child" in MODULES["__init__"]
     assert "kombu" in MODULES["probing.workers"]
-
-
-def test_pending_crossings_still_exist() -> None:
-    gone = sorted(f"{module} -> {name}" for module, name in PENDING if name not in MODULES.get(module, set()))
-    assert not gone, f"remove from PENDING, they no longer cross: {', '.join(gone)}"

@@ -223,7 +223,7 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     """``run --targets FILE``: one verdict per named target plus the overall one."""
     from celery_probe.storage.reports import check_report_dir
     from celery_probe.run.in_process import Watchdog, run_targets, targets_watchdog_seconds
-    from celery_probe.config.settings import load_targets
+    from celery_probe.config.targets import load_targets
 
     started = Deadline(0.0)
     if raw.get("app") or raw.get("broker"):
@@ -255,9 +255,9 @@ def _remediate(settings: Settings, context: Any) -> None:
     """``--on-down``: one line on stdout in text format, on stderr otherwise (JSON stays pure)."""
     if not settings.on_down or context.verdict is None:
         return
-    from celery_probe.remediation.apply import remediate, run_secrets
+    from celery_probe.remediation.apply import remediate
 
-    outcome = remediate(settings, context.verdict, run_secrets(context))
+    outcome = remediate(settings, context.verdict, context.secrets())
     if outcome.line:
         click.echo(outcome.line, err=settings.format != "text")
 
