@@ -16,13 +16,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "celery_probe"
 # room -> the celery_probe rooms (or top-level modules) it may import, besides itself.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
+    "numbers": set(),
     "config": {"errors", "verdict.flower"},
-    "verdict": {"errors", "config.urls"},
-    "storage": {"errors", "config", "verdict"},
-    "present": {"errors", "config", "verdict", "storage", "__init__"},
+    "verdict": {"errors", "numbers", "config.urls"},
+    "storage": {"errors", "numbers", "config", "verdict"},
+    "present": {"errors", "numbers", "config", "verdict", "storage", "__init__"},
     "probing": {"errors", "config", "verdict", "storage"},
     "pytest_plugin": {"errors", "config", "probing", "verdict", "storage"},
-    "alerting": {"errors", "config", "verdict", "storage", "bounded_http"},
+    "alerting": {"errors", "numbers", "config", "verdict", "storage", "bounded_http"},
     "remediation": {"errors", "config", "storage", "alerting.statefile"},
     "run": {"errors", "config", "probing", "pytest_plugin", "verdict", "storage", "present", "alerting",
             "remediation", "bounded_http", "__init__"},
@@ -36,7 +37,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 
 # Modules that decide or render: no broker client, no network, no processes, no files of their own.
-PURE = ("verdict", "alerting.state", "alerting.causes", "remediation.policy", "present.text",
+PURE = ("numbers", "verdict", "alerting.state", "alerting.causes", "remediation.policy", "present.text",
         "present.charts", "present.ops_alerts", "present.status_page")
 IO_LIBRARIES = {"celery", "kombu", "redis", "requests", "socket", "subprocess", "http", "smtplib",
                 "starlette", "uvicorn", "pytest", "urllib.request", "shutil", "tempfile"}

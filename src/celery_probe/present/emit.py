@@ -15,11 +15,12 @@ from typing import Any
 
 import click
 
+from celery_probe.errors import exit_code
+
 
 def emit(verdict: dict[str, Any], fmt: str, *, write: Callable[[str], None] | None = None) -> int:
     """Print ``verdict`` in ``fmt`` (through ``write`` when given) and return the exit code for it."""
     from celery_probe.present.text import nagios_exit_code, render_json, render_nagios, render_text, use_colour
-    from celery_probe.verdict.mapper import exit_code
 
     out = write or click.echo
     status = str(verdict.get("status", "unknown"))

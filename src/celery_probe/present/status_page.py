@@ -9,13 +9,13 @@ names) is untrusted and HTML-escaped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from celery_probe.numbers import number
 from celery_probe.storage.history import Figures, History, Run
 from celery_probe.present.charts import (
     STATUS_COLOURS,
@@ -405,7 +405,8 @@ def _when(iso: str | None) -> str:
 
 
 def _num(value: Any, unit: str = "") -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    value = number(value)
+    if value is None:
         return "-"
     text = f"{value:.1f}" if isinstance(value, float) and value != int(value) else str(int(value))
     return text + unit

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celery_probe.errors import describe_error
 from celery_probe.probing.backlog import Backlog, sample_backlog
 from celery_probe.probing.beat import BeatState, read_beat
 from celery_probe.probing.broker import (
@@ -21,7 +22,6 @@ from celery_probe.probing.broker import (
     QueueDepth,
     check_backend,
     check_broker,
-    describe_error,
     measure_delayed,
     measure_queues,
     open_connection,

@@ -11,12 +11,12 @@ history of a hundred lines or of twenty thousand.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery_probe.numbers import number
 from celery_probe.storage.reports import HISTORY, HISTORY_KEEP
 from celery_probe.verdict.mapper import STATUSES
 
@@ -158,10 +158,10 @@ def from_document(document: Any) -> Run | Action | str:
     return Run(
         checked_at=_text(document.get("checked_at"), 64),
         status=status if status in STATUSES else "unknown",
-        roundtrip_ms=_number(document.get("roundtrip_ms")),
+        roundtrip_ms=_figure(document.get("roundtrip_ms")),
         queue_length=_count(document.get("queue_length")),
         workers=_count(document.get("workers")),
-        duration_s=_number(document.get("duration_s")),
+        duration_s=_figure(document.get("duration_s")),
         codes=tuple(c[:100] for c in document.get("codes") or [] if isinstance(c, str))[:MAX_CODES]
         if isinstance(document.get("codes"), list) else (),
         targets=tuple(
@@ -177,7 +177,7 @@ def _target_figures(value: Any) -> tuple[tuple[str, Figures], ...]:
     if not isinstance(value, Mapping):
         return ()
     return tuple(
-        (str(name)[:100], Figures(_number(figures.get("roundtrip_ms")), _count(figures.get("queue_length")),
+        (str(name)[:100], Figures(_figure(figures.get("roundtrip_ms")), _count(figures.get("queue_length")),
                                   _count(figures.get("workers"))))
         for name, figures in list(value.items())[:MAX_TARGETS] if isinstance(figures, Mapping)
     )
@@ -228,12 +228,12 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
     return value[:limit] if isinstance(value, str) else None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
+def _figure(value: Any) -> float | None:
+    """A figure of a history line: a number, and never a negative one (no duration or count is)."""
+    found = number(value)
+    return float(found) if found is not None and found >= 0 else None
 
 
 def _count(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if number is not None else None
+    found = _figure(value)
+    return int(found) if found is not None else None
