@@ -169,11 +169,6 @@ def _measure_redis(conn: Connection, queues: Sequence[str]) -> dict[str, QueueDe
     return depths
 
 
-def redis_unacked_total(conn: Connection) -> int:
-    channel = conn.default_channel
-    return int(channel.client.hlen(channel.unacked_key))
-
-
 def _unacked_by_routing_key(values: Iterable[Any]) -> Counter[str]:
     counts: Counter[str] = Counter()
     for raw in values:
