@@ -160,7 +160,7 @@ class TestPolicy:
                                      "flower_url": "http://admin:pw-flower@127.0.0.1:5555"},
                                     environ={}, pyproject=False)
         session = ProbeSession.one_target(settings, None, None)
-        session.targets[""].run = SimpleNamespace(secrets={"pw-app"})  # type: ignore[assignment]
+        session.targets[""].measurements = SimpleNamespace(secrets={"pw-app"})  # type: ignore[assignment]
         assert session.secrets() >= {"pw-broker", "pw-backend", "pw-endpoint", "pw-flower", "pw-app"}
 
 

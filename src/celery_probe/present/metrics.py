@@ -65,8 +65,8 @@ HELP: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class RunCounters:
-    """Counters only a long-running process has (``serve``): a one-shot run has none."""
+class ServeLoopTotals:
+    """The totals of serve's probe loop (runs started, runs killed): a one-shot run has none."""
 
     started: int = 0
     killed: int = 0
@@ -79,7 +79,7 @@ def metric_families(
     produced_at: float | None = None,
     last_success: float | None = None,
     now: float | None = None,
-    counters: RunCounters | None = None,
+    counters: ServeLoopTotals | None = None,
 ) -> list[Metric]:
     """The metric families of ``verdict``. Pure: same inputs, same families.
 

@@ -120,7 +120,7 @@ def watched_queues(settings: Settings, app: Celery) -> list[str]:
     return configured_watch_list(app.conf, settings.queues, guess_default=not settings.app).names
 
 
-class ProbeRun:
+class Measurements:
     """Lazily measured facts about one target, each with the reason it could not be had."""
 
     def __init__(self, settings: Settings, app: Celery, deadline: Deadline) -> None:

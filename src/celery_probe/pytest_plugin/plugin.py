@@ -26,7 +26,7 @@ from celery_probe.probing.measurements import (
     KnownFailure,
     MeasurementFailed,
     NoEvidence,
-    ProbeRun,
+    Measurements,
     StarvedFailure,
     UnknownFailure,
 )
@@ -181,7 +181,7 @@ def probe_target(request: pytest.FixtureRequest) -> TargetState:
 
 
 @pytest.fixture(scope="session")
-def probe_run(probe_target: TargetState) -> Iterator[ProbeRun]:
+def probe_run(probe_target: TargetState) -> Iterator[Measurements]:
     """The target's shared, lazily measured state (broker, workers, queues, round trips).
 
     Celery's URL variables are withheld while the probes run, so the URLs pinned on the app
@@ -190,12 +190,12 @@ def probe_run(probe_target: TargetState) -> Iterator[ProbeRun]:
     from celery_probe.probing.app import celery_url_variables_withheld
 
     with celery_url_variables_withheld():
-        run = ProbeRun(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
-        probe_target.run = run
-        yield run
+        measurements = Measurements(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
+        probe_target.measurements = measurements
+        yield measurements
         try:
             with alarm(TEARDOWN_GRACE, "cleanup"):
-                run.close()
+                measurements.close()
         except ProbeTimeout:
             pass
 
@@ -213,7 +213,7 @@ def probe_deadline(probe_target: TargetState) -> Deadline:
 
 
 @pytest.fixture(scope="session")
-def celery_app(probe_run: ProbeRun) -> Celery:
+def celery_app(probe_run: Measurements) -> Celery:
     """The Celery app under test, with every connection bounded by the deadline."""
     return probe_run.app
 

@@ -26,7 +26,7 @@ from celery_probe.probing.deadline import Deadline
 if TYPE_CHECKING:
     from celery import Celery
 
-    from celery_probe.probing.measurements import ProbeRun
+    from celery_probe.probing.measurements import Measurements
 
 PLUGIN_NAME = "celery_probe_session"
 
@@ -43,7 +43,7 @@ class TargetState:
     settings: Settings
     app: Celery | None = None
     deadline: Deadline | None = None
-    run: ProbeRun | None = None
+    measurements: Measurements | None = None
     app_error: AppLoadError | None = None  # the app's own code or settings failed to load
     app_error_shown: bool = False  # the first probe gives the error, the others "not attempted"
 
@@ -76,7 +76,8 @@ class TargetState:
 
         conf = self.app.conf if self.app is not None else None
         backend = conf.result_backend if conf is not None else None
-        return (set(self.run.secrets) if self.run is not None else set()) | secrets_in([
+        measured = set(self.measurements.secrets) if self.measurements is not None else set()
+        return measured | secrets_in([
             self.settings.broker, self.settings.backend, conf.broker_url if conf is not None else None,
             self.probed_broker_url(), backend if isinstance(backend, str) else None,
             *self.settings.endpoints, self.settings.flower_url,
@@ -92,15 +93,15 @@ class TargetState:
         """What the report says about this target under ``celery_probe`` (URLs redacted)."""
         from celery_probe.config.urls import redact_url
 
-        settings, run, probed = self.settings, self.run, self.probed_broker_url()
-        broker_url = run.broker_url if run is not None else (redact_url(probed) if probed else None)
+        settings, measured, probed = self.settings, self.measurements, self.probed_broker_url()
+        broker_url = measured.broker_url if measured is not None else (redact_url(probed) if probed else None)
         described = settings.describe_target()
         if settings.app and broker_url:
             described = f"{described} on {broker_url}"
         details: dict[str, Any] = {
             "target": described,
             "broker": broker_url,
-            "queues": run.queues if run is not None else list(settings.queues),
+            "queues": measured.queues if measured is not None else list(settings.queues),
             "deadline_s": settings.deadline,
             "expect_workers": settings.expect_workers,
             "queue_threshold": settings.queue_threshold,
@@ -143,11 +144,6 @@ class ProbeSession:
     @property
     def multi(self) -> bool:
         return list(self.targets) != [""]
-
-    @property
-    def run(self) -> ProbeRun | None:
-        """The probe run of a single-target session (None with several targets)."""
-        return self.targets[""].run if "" in self.targets else None
 
     def secrets(self) -> set[str]:
         """Every password the run knows of, for scrubbing whatever leaves it (report, JUnit, commands)."""

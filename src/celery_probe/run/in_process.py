@@ -116,7 +116,7 @@ class Watchdog:
         self._cancelled.set()
 
 
-def run_probes(
+def run_in_process(
     settings: Settings,
     app: Celery | None,
     deadline: Deadline,

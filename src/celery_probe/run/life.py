@@ -41,14 +41,14 @@ def run_one_target(settings: Settings, deadline: Deadline, options: Mapping[str,
     fail to load is a verdict (``unknown``), reported and alerted like any other.
     """
     from celery_probe.probing.app import build_app
-    from celery_probe.run.in_process import WATCHDOG_SLACK, run_probes
+    from celery_probe.run.in_process import WATCHDOG_SLACK, run_in_process
 
     def probe() -> ProbeSession:
         try:
             app, app_error = build_app(settings), None
         except AppLoadError as exc:  # the deployment's environment failed: a verdict
             app, app_error = None, exc
-        return run_probes(settings, app, deadline, verbose=verbose, junitxml=options.get("junitxml"),
+        return run_in_process(settings, app, deadline, verbose=verbose, junitxml=options.get("junitxml"),
                               app_error=app_error)
 
     return live(settings, probe, settings.deadline + WATCHDOG_SLACK, deadline, options,

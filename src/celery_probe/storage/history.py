@@ -40,7 +40,7 @@ class Figures:
 
 
 @dataclass(frozen=True)
-class Run:
+class HistoryEntry:
     """One probe run as a history line records it."""
 
     checked_at: str | None
@@ -70,7 +70,7 @@ class Action:
 class History:
     """The last runs (oldest first), the actions among them, and what could not be read."""
 
-    runs: tuple[Run, ...] = ()
+    runs: tuple[HistoryEntry, ...] = ()
     actions: tuple[Action, ...] = ()
     corrupt: int = 0  # lines that are not a JSON object, or a run line of the wrong shape
     other: int = 0  # well-formed lines of a kind this page does not show
@@ -107,7 +107,7 @@ def read_history(folder: Path, *, runs: int) -> History:
 
 
 def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: int, files: tuple[str, ...]) -> History:
-    found: list[Run] = []
+    found: list[HistoryEntry] = []
     actions: list[Action] = []
     corrupt = other = 0
     for raw in newest_first:
@@ -120,7 +120,7 @@ def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: i
             if not line.strip():
                 continue
             kind = classify(line)
-        if isinstance(kind, Run):
+        if isinstance(kind, HistoryEntry):
             found.append(kind)
         elif isinstance(kind, Action):
             if len(actions) < runs:
@@ -132,8 +132,8 @@ def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: i
     return History(tuple(reversed(found)), tuple(reversed(actions)), corrupt, other, files)
 
 
-def classify(line: str) -> Run | Action | str:
-    """A line as a :class:`Run`, an :class:`Action`, ``"corrupt"`` or ``"other"`` (unknown kind)."""
+def classify(line: str) -> HistoryEntry | Action | str:
+    """A line as a :class:`HistoryEntry`, an :class:`Action`, ``"corrupt"`` or ``"other"`` (unknown kind)."""
     try:
         document = json.loads(line)
     except (ValueError, RecursionError):
@@ -141,7 +141,7 @@ def classify(line: str) -> Run | Action | str:
     return from_document(document)
 
 
-def from_document(document: Any) -> Run | Action | str:
+def from_document(document: Any) -> HistoryEntry | Action | str:
     """A parsed history line (or a history entry in memory) as :func:`classify` sees it."""
     if not isinstance(document, Mapping):
         return "corrupt"
@@ -155,7 +155,7 @@ def from_document(document: Any) -> Run | Action | str:
     status = document.get("status")
     if not isinstance(status, str):
         return "corrupt"
-    return Run(
+    return HistoryEntry(
         checked_at=_text(document.get("checked_at"), 64),
         status=status if status in STATUSES else "unknown",
         roundtrip_ms=_figure(document.get("roundtrip_ms")),
