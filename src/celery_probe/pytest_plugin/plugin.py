@@ -104,7 +104,7 @@ def _probe_mode_requested(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    if session_of(config) is None:
+    if session_of(config) is None:  # celery-probe run's session is registered already
         if not _probe_mode_requested(config):
             return
         config.pluginmanager.register(_session_from_options(config), PLUGIN_NAME)
