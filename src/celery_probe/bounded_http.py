@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from celery_probe.errors import describe_error
+
 T = TypeVar("T")
 
 USER_AGENT = "celery-probe"
@@ -45,7 +47,11 @@ class HttpAnswer:
 
 
 def describe(exc: BaseException) -> str:
-    """One short line for a network error, without a traceback and without the URL."""
+    """One short line for a network error, without a traceback and without the URL.
+
+    The network's own failures in plain words; any other exception as
+    :func:`~celery_probe.errors.describe_error` words it.
+    """
     if isinstance(exc, BoundedCallError):
         return str(exc)
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
@@ -60,8 +66,7 @@ def describe(exc: BaseException) -> str:
         return f"TLS error ({exc.reason or exc})"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return describe_error(exc)
 
 
 def call_within(func: Callable[[], T], timeout: float, what: str) -> T:

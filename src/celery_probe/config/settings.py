@@ -675,51 +675,6 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
 RUN_WIDE = ("report_dir", "format", "probes", "timeout")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
 REMEDIATION = tuple(spec.name for spec in SPECS if spec.section == REMEDIATION_SECTION)
-TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-def load_targets(
-    path: Path,
-    cli: Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    pyproject: Path | None | bool = True,
-) -> dict[str, Settings]:
-    """The named targets of a targets file, each resolved to its own :class:`Settings`.
-
-    The file has ``[targets.NAME]`` tables (and an optional ``[defaults]`` table) with the
-    same keys as ``[tool.celery-probe]``. For each target, its own table wins, then
-    ``[defaults]``, then flags, environment and ``pyproject.toml`` as for a single target.
-    """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ProbeUsageError(f"cannot read targets file {path}: {exc}") from None
-    unknown = sorted(set(data) - {"defaults", "targets"})
-    if unknown:
-        raise ProbeUsageError(f"unknown table {unknown[0]!r} in targets file {path} (expected [targets.NAME])")
-    defaults = normalize_table(data.get("defaults", {}), f"[defaults] in {path}")
-    tables = data.get("targets")
-    if not isinstance(tables, dict) or not tables:
-        raise ProbeUsageError(f"targets file {path} has no [targets.NAME] table")
-    resolved: dict[str, Settings] = {}
-    for name, table in tables.items():
-        label = f"[targets.{name}] in {path}"
-        if not set(name) <= TARGET_NAME_CHARS:
-            raise ProbeUsageError(f"invalid target name {name!r} in {path}: use letters, digits, '_', '-' and '.'")
-        own = normalize_table(table, label)
-        for key in (*RUN_WIDE, *REMEDIATION):
-            if key in own or key in defaults:
-                raise ProbeUsageError(f"{key.replace('_', '-')} is a run-wide setting, not one of a target ({label})")
-        merged = {**defaults, **own}
-        labels = {key: (label if key in own else f"[defaults] in {path}") for key in merged}
-        settings = resolve_settings({**(cli or {}), **merged}, environ=environ, pyproject=pyproject,
-                                    cli_labels=labels)
-        require_target(settings, where=label)
-        resolved[name] = settings
-    return resolved
-
-
 def _merge_threshold_items(a: Any, b: Any) -> list[str]:
     def items(raw: Any) -> list[str]:
         if isinstance(raw, Mapping):

@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from celery_probe.probing.broker import describe_error
+from celery_probe.errors import describe_error
 
 MAX_BODY = 1_000_000  # a health document is small; a 50 MB answer is a fault, not a read
 
