@@ -47,7 +47,7 @@ def target(request: pytest.FixtureRequest) -> Iterator[Target]:
 
 
 @pytest.fixture(scope="module")
-def moduletarget_for(request: pytest.FixtureRequest) -> Iterator[Target]:
+def module_target(request: pytest.FixtureRequest) -> Iterator[Target]:
     """Like `target`, shared by the tests of one module (they must not break it)."""
     yield from target_for(request.config.getoption("--broker"))
 

@@ -33,6 +33,8 @@ class TestUsageErrors:
         (["-b", "bogus://x"], ["unknown scheme 'bogus'"]),
         (["-b", "redis://localhost/0", "--deadline", "abc"], ["--deadline", "'abc'", "not a number"]),
         (["-b", "redis://localhost/0", "--expect-workers", "-1"], ["--expect-workers"]),
+        (["-b", "redis://localhost/0", "--timeout", "soon"], ["invalid timeout 'soon'", "not a number", "--timeout"]),
+        (["-b", "redis://localhost/0", "--timeout", "-1"], ["invalid timeout '-1'", "between 0 and 86400", "--timeout"]),
         (["-b", "redis://localhost/0", "--format", "yaml"], ["--format", "yaml"]),
         (["-b", "redis://localhost/0", "--probes", "/no/such/probes.py"], ["--probes", "does not exist"]),
         (["--no-such-option"], ["No such option"]),
@@ -44,6 +46,10 @@ class TestUsageErrors:
     def test_env_source_is_named(self, tmp_path):
         result = run_cli("run", "-b", "redis://localhost/0", env={"CELERY_PROBE_DEADLINE": "later"}, cwd=tmp_path)
         assert_one_line_error(result, 64, "environment variable CELERY_PROBE_DEADLINE")
+
+    def test_timeout_from_the_environment_is_named(self, tmp_path):
+        result = run_cli("run", "-b", "redis://localhost/0", env={"CELERY_PROBE_TIMEOUT": "inf"}, cwd=tmp_path)
+        assert_one_line_error(result, 64, "invalid timeout 'inf'", "environment variable CELERY_PROBE_TIMEOUT")
 
     def test_pyproject_source_is_named(self, tmp_path):
         (tmp_path / "pyproject.toml").write_text('[tool.celery-probe]\nbroker = "redis://x/0"\nping-window = "x"\n')

@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
 import pytest
 
+from celery_probe.probing.deadline import Deadline, Wait, run_queue_delay
+from celery_probe.pytest_plugin.timeouts import ProbeTimer
+from celery_probe.pytest_plugin.timeouts import _check_marker as check_timeout_marker
 from celery_probe.testing import CeleryWorker
 from tests.support.environment import APPS, ROOT
 
@@ -96,3 +106,166 @@ class TestMisbehavingProbes:
         result = run(cli, env, folder)
         assert result.code == 2
         assert result.verdict()["reasons"][0]["code"] == "myapp_thing_down"
+
+
+def write_probe(folder, name, body):
+    path = folder / name
+    path.write_text("import time, pytest\n" + body)
+    return path
+
+
+SLEEPS = (
+    "@pytest.mark.probe(severity='degraded', code='myapp_slow_check')\n"
+    "{marker}"
+    "def test_sleeps():\n"
+    "    time.sleep(10)\n"
+)
+
+
+class TestPerProbeTimeouts:
+    """pytest-timeout's marker, --timeout and ini value bound one probe, never past the deadline."""
+
+    def reason(self, result, probe="test_sleeps"):
+        return next(r for r in result.verdict()["reasons"] if r["probe"].endswith(probe))
+
+    def test_marker_cuts_the_probe_with_its_own_code(self, worker, env, cli, tmp_path):
+        probe = write_probe(tmp_path, "test_slow.py", SLEEPS.format(marker="@pytest.mark.timeout(1)\n") + (
+            "@pytest.mark.probe(severity='critical', code='myapp_body_slow')\n"
+            "@pytest.mark.timeout(1, func_only=True)\n"
+            "def test_body_sleeps():\n"
+            "    time.sleep(10)\n"
+        ))
+        result = run(cli, env, probe, deadline="8")
+        verdict = result.verdict()
+        # Two probes of 1 s each and the process start-up, far from the 8 s deadline.
+        assert result.elapsed < 2 + 2.5, result.elapsed
+        assert result.code == 2 and verdict["status"] == "down", verdict["reasons"]
+        assert self.reason(result) == {
+            "code": "celery_probe_timeout", "severity": "degraded",
+            "probe": "test_slow.py::test_sleeps",
+            "message": "probe exceeded its 1 s timeout (from its timeout marker)",
+        }
+        body = self.reason(result, "test_body_sleeps")
+        assert body["code"] == "celery_probe_timeout" and body["severity"] == "critical"
+        assert verdict["probes"]["passed"] >= 3  # the built-in probes ran as usual
+
+    def test_marker_beyond_the_deadline_is_cut_by_the_deadline(self, worker, env, cli, tmp_path):
+        probe = write_probe(tmp_path, "test_slow.py", SLEEPS.format(marker="@pytest.mark.timeout(30)\n"))
+        result = run(cli, env, probe, deadline="2")
+        reason = self.reason(result)
+        assert result.code == 3, result.verdict()["reasons"]
+        assert reason["code"] == "myapp_slow_check" and reason["message"].startswith("timed out: deadline reached")
+        assert result.elapsed < 2 + 1 + 0.6, result.elapsed
+
+    def test_run_wide_timeout_and_its_source(self, worker, env, cli, tmp_path):
+        probe = write_probe(tmp_path, "test_slow.py", SLEEPS.format(marker=""))
+        flag = cli("run", "-A", "probe_test_app", "--deadline", "8", "--format", "json", "--probes", str(probe),
+                   "--timeout", "1", env=env)
+        assert flag.elapsed < 1 + 2.5, flag.elapsed
+        assert self.reason(flag)["message"] == "probe exceeded its 1 s timeout (from --timeout)"
+        assert self.reason(flag)["code"] == "celery_probe_timeout"
+        assert flag.verdict()["probes"]["failed"] == 1  # the built-in probes are well within 1 s
+        variable = run(cli, env, probe, deadline="8", extra_env={"CELERY_PROBE_TIMEOUT": "0.5"})
+        assert self.reason(variable)["message"] == (
+            "probe exceeded its 0.5 s timeout (from environment variable CELERY_PROBE_TIMEOUT)")
+
+    def test_marker_wins_over_the_run_wide_timeout(self, worker, env, cli, tmp_path):
+        probe = write_probe(tmp_path, "test_slow.py", SLEEPS.format(marker="@pytest.mark.timeout(0.5)\n"))
+        result = run(cli, env, probe, deadline="8", extra_env={"CELERY_PROBE_TIMEOUT": "30"})
+        assert self.reason(result)["message"] == "probe exceeded its 0.5 s timeout (from its timeout marker)"
+
+    def test_operators_pytest_timeout_variable_does_not_leak(self, worker, env, cli, tmp_path):
+        probe = write_probe(tmp_path, "test_quick.py", (
+            "@pytest.mark.probe(severity='degraded', code='myapp_quick')\n"
+            "def test_quick():\n"
+            "    time.sleep(0.3)\n"
+        ))
+        result = run(cli, env, probe, deadline="5", extra_env={"PYTEST_TIMEOUT": "0.1"})
+        assert result.code == 0, result.verdict()["reasons"]
+
+    def test_ini_value_in_a_pytest_session(self, worker, env, tmp_path):
+        probe = write_probe(tmp_path, "test_slow.py", SLEEPS.format(marker=""))
+        (tmp_path / "pytest.ini").write_text("[pytest]\ntimeout = 1\n")
+        reports = tmp_path / "r"
+        started = time.monotonic()
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", str(probe), "--celery-app", "probe_test_app", "--probe-deadline", "8",
+             "--probe-report-dir", str(reports), "-p", "no:cacheprovider", "-q"],
+            cwd=tmp_path, env={**os.environ, **env, "PYTHONPATH": str(APPS)}, capture_output=True, text=True,
+            timeout=60,
+        )
+        elapsed = time.monotonic() - started
+        assert "celery-probe verdict: degraded" in proc.stdout, proc.stdout + proc.stderr
+        reason = json.loads((reports / "verdict.json").read_text())["reasons"][0]
+        assert reason["code"] == "celery_probe_timeout"
+        assert reason["message"] == "probe exceeded its 1 s timeout (from the timeout ini value)"
+        assert elapsed < 8, elapsed
+
+    def test_invalid_timeout_marker_fails_that_probe_alone(self, worker, env, cli, tmp_path):
+        probe = write_probe(tmp_path, "test_bad_timeout.py", (
+            "@pytest.mark.probe(severity='critical', code='myapp_thing')\n"
+            "@pytest.mark.timeout('soon')\n"
+            "def test_thing():\n"
+            "    pass\n"
+        ))
+        result = run(cli, env, probe)
+        verdict = result.verdict()
+        assert result.code == 4 and verdict["status"] == "unknown", verdict["reasons"]
+        assert verdict["reasons"] == [{
+            "code": "celery_probe_error", "severity": "error", "probe": "test_bad_timeout.py::test_thing",
+            "message": "setup: invalid timeout marker: timeout must be a number of seconds, not 'soon'",
+        }]
+        assert verdict["probes"]["passed"] >= 3  # the session went on
+
+
+class TestTimeoutMarkerRules:
+    """Every marker pytest-timeout would refuse (ending the session) is found first."""
+
+    @pytest.mark.parametrize("args, kwargs, words", [
+        ((), {}, "needs a number of seconds"),
+        (("soon",), {}, "not 'soon'"),
+        (([1],), {}, "not [1]"),
+        ((True,), {}, "not True"),
+        ((-1,), {}, "0 (none) or more seconds"),
+        ((float("nan"),), {}, "0 (none) or more seconds"),
+        ((1, "sigalrm"), {}, "method must be one of"),
+        ((1,), {"timeout": 2}, "each once"),
+        ((1, "signal", 3), {}, "each once"),
+        ((1,), {"func_only": "yes"}, "func_only must be True or False"),
+        ((1,), {"disable_debugger_detection": True}, "not 'disable_debugger_detection'"),
+    ])
+    def test_refused(self, args, kwargs, words):
+        with pytest.raises(ValueError, match=re.escape(words)):
+            check_timeout_marker(args, kwargs)
+
+    @pytest.mark.parametrize("args, kwargs", [((1,), {}), ((0,), {}), (("2.5",), {}), ((), {"timeout": 1}),
+                                              ((1, "thread"), {}), ((1,), {"func_only": True}),
+                                              ((None,), {"method": "signal"})])
+    def test_accepted(self, args, kwargs):
+        check_timeout_marker(args, kwargs)
+
+
+class TestTimeoutFairness:
+    """A probe's own timeout counts against it only if the host gave it the time (at most 1 s)."""
+
+    def timer(self, seconds, ran, cpu_wait, deadline=5.0):
+        """A timer set ``ran`` seconds ago, ``cpu_wait`` of which went to waiting for a CPU."""
+        clock = Deadline(deadline)
+        now = run_queue_delay()
+        if now is None:
+            pytest.skip("no /proc/self/schedstat here")
+        wait = Wait(clock, "the timeout", time.monotonic() - ran, now - cpu_wait)
+        return ProbeTimer(seconds, "its timeout marker", wait)
+
+    def test_a_probe_that_had_its_time_timed_out(self):
+        timer = self.timer(0.5, ran=0.5, cpu_wait=0.0)
+        assert timer.fair() and timer.left() == 0.0
+
+    def test_a_probe_whose_time_went_to_other_processes_is_starved(self):
+        timer = self.timer(0.5, ran=0.5, cpu_wait=0.4)
+        assert not timer.fair()
+        assert "the timeout had 0.10s of the 0.50s it needs" in str(timer.starved())
+
+    def test_a_long_timeout_needs_only_the_fair_wait(self):
+        timer = self.timer(30, ran=30, cpu_wait=28.5, deadline=60)
+        assert timer.needed() == 1.0 and timer.fair()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_probe.present.metrics import RunCounters, metric_families, render
+from celery_probe.present.metrics import ServeLoopTotals, metric_families, render
 from celery_probe.testing import CeleryWorker
 from celery_probe.verdict.mapper import STATUSES, verdict_from_report
 from tests.support.environment import APPS, TESTS, app_env
@@ -91,7 +91,7 @@ class TestPureFunction:
         assert ("celery_probe_runs_total", ()) not in bare
         assert ("celery_probe_last_success_timestamp_seconds", ()) not in bare
         produced = bare[("celery_probe_last_run_timestamp_seconds", ())]
-        full = samples_of(verdict, now=produced + 7.5, last_success=123.0, counters=RunCounters(5, 2))
+        full = samples_of(verdict, now=produced + 7.5, last_success=123.0, counters=ServeLoopTotals(5, 2))
         assert full[("celery_probe_verdict_age_seconds", ())] == 7.5
         assert full[("celery_probe_runs_total", ())] == 5 and full[("celery_probe_runs_killed_total", ())] == 2
         assert full[("celery_probe_last_success_timestamp_seconds", ())] == 123.0

@@ -4,7 +4,7 @@ tests/test_run_healthy.py::TestNoLitter proves it for ten real `celery-probe run
 A thousand processes would take about eight minutes, so here the probe session is driven
 in-process instead, exactly as one run drives it: a fresh app from
 :func:`celery_probe.probing.app.build_app` (so fresh reply-queue names, as a new process has),
-:class:`celery_probe.probing.measurements.ProbeRun` measuring broker, ping, activity, queue depths and
+:class:`celery_probe.probing.measurements.Measurements` measuring broker, ping, activity, queue depths and
 a round trip through a real worker, then ``close()``; on the main thread, so the deadline
 alarms work as in a run.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
+from celery_probe.probing.deadline import Deadline
+from celery_probe.probing.measurements import Measurements
 from celery_probe.config.settings import Settings, resolve_settings
 from celery_probe.probing.app import build_app
-from celery_probe.probing.deadline import Deadline
-from celery_probe.probing.measurements import ProbeRun
 from tests.support.environment import redis_state
 
 RUNS = 1000
@@ -33,7 +33,7 @@ def probe_once(settings: Settings, control_exchange: str | None = None, apps: li
         app.conf.control_exchange = control_exchange
     if apps is not None:
         apps.append(app)
-    run = ProbeRun(settings, app, Deadline(settings.deadline))
+    run = Measurements(settings, app, Deadline(settings.deadline))
     try:
         assert run.broker().reachable
         assert run.ping().names

@@ -121,6 +121,15 @@ class TestChildProcesses:
         assert dict(os.environ) == before
         assert probe_verdict(4, broker=healthy["CELERY_BROKER_URL"])["status"] == "healthy"
 
+    def test_get_celery_health_names_a_bad_argument_as_the_caller_wrote_it(self):
+        """Not as the child's CELERY_PROBE_DEADLINE, which the caller never set."""
+        from celery_probe.run.child import probe_verdict
+
+        verdict = probe_verdict(-1, broker=DEAD_BROKER)
+        message = verdict["reasons"][0]["message"]
+        assert verdict["status"] == "unknown" and message.endswith("(from timeout=)"), message
+        assert "hush-s3cret" not in repr(verdict)
+
 
 class TestPinning:
     """build_app pins the URLs on the app; the probe session withholds Celery's variables."""

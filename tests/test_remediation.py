@@ -22,7 +22,8 @@ import pytest
 from celery_probe.config.durations import format_duration, parse_duration
 from celery_probe.config.settings import REMEDIATION, resolve_settings
 from celery_probe.errors import ProbeUsageError
-from celery_probe.remediation.apply import history_line, remediate, run_secrets
+from celery_probe.pytest_plugin.session_state import ProbeSession
+from celery_probe.remediation.apply import history_line, remediate
 from celery_probe.remediation.command import command_environment, run_command
 from celery_probe.remediation.policy import Policy, State, decide
 from celery_probe.run.child import check_round_trip, child_command, child_environment, probe_verdict
@@ -157,8 +158,9 @@ class TestPolicy:
                                      "endpoints": ("https://u:pw-endpoint@example.test/health",),
                                      "flower_url": "http://admin:pw-flower@127.0.0.1:5555"},
                                     environ={}, pyproject=False)
-        context = SimpleNamespace(settings=settings, run=SimpleNamespace(secrets={"pw-app"}))
-        assert run_secrets(context) >= {"pw-broker", "pw-backend", "pw-endpoint", "pw-flower", "pw-app"}
+        session = ProbeSession.one_target(settings, None, None)
+        session.targets[""].measurements = SimpleNamespace(secrets={"pw-app"})  # type: ignore[assignment]
+        assert session.secrets() >= {"pw-broker", "pw-backend", "pw-endpoint", "pw-flower", "pw-app"}
 
 
 class TestSettings:

@@ -290,6 +290,7 @@ class TestChildEnvironment:
             "queues": ("a", "b"), "expect_workers": "3", "endpoints": ("http://u:pw@127.0.0.1:1/h",),
             "deadline": "2.5", "queue_threshold": ("50", "b=70"), "roundtrip_slow": "0.3",
             "roundtrip_task": "proj.noop", "ping_window": "0.2", "probes": (str(extra),),
+            "timeout": "1.5",
         }, environ={}, pyproject=False)
         env = child_environment(settings, {"CELERY_PROBE_QUEUES": "stale", "PATH": "/bin"})
         assert env["CELERY_PROBE_QUEUES"] == "a,b" and env["PATH"] == "/bin"

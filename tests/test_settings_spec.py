@@ -77,6 +77,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "http_client_cert": (str(SAMPLE_CERT), SAMPLE_CERT),
     "http_client_key": (str(SAMPLE_KEY), SAMPLE_KEY),
     "http_auth_env": ("PROBE_HEALTH_TOKEN", "PROBE_HEALTH_TOKEN"),
+    "timeout": ("1.5", 1.5),
 }
 # Settings that are only valid beside another: given on the command line with the sample.
 NEEDS = {"task_sla": {"events_window": "2"}, "http_client_cert": {"http_client_key": str(SAMPLE_KEY)},
@@ -139,7 +140,8 @@ def test_serve_offers_no_remediation_flag():
 def test_the_pytest_option_parses_the_sample_into_the_field(name, pytester, monkeypatch):
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # the other plugins cost seconds a call
     spec = SPEC_BY_NAME[name]
-    args = ["-p", "celery_probe.pytest_plugin.plugin", str(spec.pytest), SAMPLES[name][0]]
+    owner = ["-p", "pytest_timeout"] if spec.pytest_owner == "pytest-timeout" else []  # its own option
+    args = [*owner, "-p", "celery_probe.pytest_plugin.plugin", str(spec.pytest), SAMPLES[name][0]]
     for other, raw in NEEDS.get(name, {}).items():
         args += [str(SPEC_BY_NAME[other].pytest), raw]
     config = pytester.parseconfig(*args)

@@ -55,6 +55,20 @@ class TestTwoTargets:
         assert report["celery_probe"]["targets"] == ["main", "reports"]
         assert {t["metadata"]["probe"]["target"] for t in report["tests"]} == {"main", "reports"}
 
+    def test_per_probe_timeout_in_every_worker(self, two_deployments, cli, tmp_path):
+        main, reports = two_deployments
+        path = write_targets(tmp_path, target_table("main", main) + target_table("reports", reports))
+        probe = tmp_path / "test_slow.py"
+        probe.write_text("import time\ndef test_sleeps(probe_run):\n    time.sleep(10)\n")
+        result = cli("run", "--targets", str(path), "--deadline", "6", "--timeout", "1", "--parallel", "2",
+                     "--probes", str(probe), "--format", "json")
+        verdict = result.verdict()
+        for name in ("main", "reports"):
+            slow = [r for r in verdict["targets"][name]["reasons"] if "test_sleeps" in r["probe"]]
+            assert [(r["code"], r["message"]) for r in slow] == [
+                ("celery_probe_timeout", "probe exceeded its 1 s timeout (from --timeout)")], verdict["targets"][name]
+        assert result.elapsed < 6, result.elapsed  # not the 6 s deadline of each worker
+
     def test_text_and_nagios(self, two_deployments, cli, tmp_path):
         main, reports = two_deployments
         path = write_targets(tmp_path, target_table("main", main) + target_table("reports", reports))
@@ -90,6 +104,7 @@ class TestTargetsFileErrors:
         ("[targets.a]\nbroker = 'redis://x/0'\ndeadline = 'soon'\n", "invalid deadline 'soon'"),
         ("[defaults]\ndeadline = 3\n", "has no [targets.NAME] table"),
         ("[targets.a]\nbroker = 'redis://x/0'\nreport-dir = 'r'\n", "report-dir is a run-wide setting"),
+        ("[targets.a]\nbroker = 'redis://x/0'\ntimeout = 1\n", "timeout is a run-wide setting"),
         ("[targets.a]\nqueues = ['x']\n", "no app or broker for the target ([targets.a] in"),
         ("[targets.'bad name']\nbroker = 'redis://x/0'\n", "invalid target name 'bad name'"),
         ("[target.a]\nbroker = 'redis://x/0'\n", "unknown table 'target'"),

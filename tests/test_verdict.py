@@ -10,13 +10,8 @@ import pytest
 
 from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.present.text import render_nagios, render_text
-from celery_probe.verdict.mapper import (
-    STATUSES,
-    exit_code,
-    seed_shape,
-    unknown_verdict,
-    verdict_from_report,
-)
+from celery_probe.errors import exit_code, status_of_exit_code
+from celery_probe.verdict.mapper import STATUSES, seed_shape, unknown_verdict, verdict_from_report
 
 REPORTS = Path(__file__).parent / "reports"
 
@@ -122,6 +117,19 @@ class TestBrokenEvidence:
         assert verdict["reasons"][0] == {"code": "celery_probe_failed", "severity": "critical",
                                          "probe": "mine.py::test_x", "message": "nope"}
 
+    @pytest.mark.parametrize("severity, status", [("degraded", "degraded"), ("critical", "down"), ("error", "unknown")])
+    def test_probe_cut_by_its_own_timeout_keeps_its_severity(self, severity, status):
+        custom = report("healthy_two_workers")
+        message = "probe exceeded its 1 s timeout (from its timeout marker)"
+        custom["tests"].append({"nodeid": "mine.py::test_x", "outcome": "failed",
+                                "metadata": {"probe": {"severity": severity, "code": "myapp_x"},
+                                             "timed_out": message},
+                                "call": {"outcome": "failed", "longrepr": message}})
+        verdict = verdict_from_report(custom)
+        assert verdict["status"] == status
+        assert verdict["reasons"][0] == {"code": "celery_probe_timeout", "severity": severity,
+                                         "probe": "mine.py::test_x", "message": message}
+
 
 class TestOutputs:
     """Exit codes, the seed shape, text and Nagios renderings of real verdicts."""
@@ -129,6 +137,8 @@ class TestOutputs:
     def test_exit_codes(self):
         assert [exit_code(s) for s in STATUSES] == [0, 3, 2, 4]
         assert exit_code("anything else") == 4
+        assert [status_of_exit_code(exit_code(s)) for s in STATUSES] == list(STATUSES)
+        assert status_of_exit_code(64) is None
 
     def test_seed_shape(self):
         shape = seed_shape(verdict_from_report(report("no_worker")))

@@ -1,19 +1,35 @@
-"""Errors an operator can fix, each with its documented exit code.
+"""Exit codes, and the errors an operator can fix, each with its documented exit code.
 
-They carry a one-line message that names the bad value and where it came from; the CLI
-prints that line and exits, never a traceback. :class:`AppLoadError` is the exception: it
-becomes a verdict, not an exit.
+The errors carry a one-line message that names the bad value and where it came from; the
+CLI prints that line and exits, never a traceback. :class:`AppLoadError` is the exception:
+it becomes a verdict, not an exit. :data:`EXIT_CODES` is the one table of what a verdict's
+status exits with (``run``, ``verdict``, ``check`` and ``ingest``; Nagios has its own), and
+:func:`describe_error` the one way an exception becomes a line of a message.
 """
 
 from __future__ import annotations
 
-EXIT_HEALTHY = 0
-EXIT_DOWN = 2
-EXIT_DEGRADED = 3
-EXIT_UNKNOWN = 4
+# The status of a verdict -> the exit code of the commands that answer with one.
+EXIT_CODES = {"healthy": 0, "down": 2, "degraded": 3, "unknown": 4}
 EXIT_USAGE = 64  # EX_USAGE: bad option, bad setting, bad app path, malformed URL
 EXIT_CANTCREAT = 73  # EX_CANTCREAT: the report directory cannot be written
 EXIT_INTERRUPTED = 130
+
+
+def exit_code(status: str) -> int:
+    """The documented exit code for a verdict's ``status``; anything unknown exits as ``unknown``."""
+    return EXIT_CODES.get(status, EXIT_CODES["unknown"])
+
+
+def status_of_exit_code(code: int) -> str | None:
+    """The status a status exit code stands for (None for other codes: usage, interrupted…)."""
+    return next((status for status, known in EXIT_CODES.items() if known == code), None)
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line naming an exception, without its traceback: ``TypeName: first line``."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ProbeUsageError(Exception):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from celery_probe.numbers import number
 from celery_probe.verdict.flower import safe_link, safe_links
 from celery_probe.config.urls import scrub
 
@@ -222,12 +223,6 @@ def _one_line(value: Any, limit: int = MAX_TEXT) -> str:
     return " ".join(text.split())[:limit]
 
 
-def _number(value: Any) -> int | float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return value
-
-
 def summarize_verdict(verdict: Any, secrets: Iterable[str] = (), *, source: str | None = None) -> dict[str, Any]:
     """The part of a verdict an alert shows, scrubbed of credentials and made safe to print.
 
@@ -256,9 +251,9 @@ def summarize_verdict(verdict: Any, secrets: Iterable[str] = (), *, source: str 
     summary: dict[str, Any] = {
         "status": status,
         "worker_alive": alive if isinstance(alive, bool) else None,
-        "active_tasks": _number(data.get("active_tasks")),
-        "scheduled_tasks": _number(data.get("scheduled_tasks")),
-        "queue_length": _number(data.get("queue_length")),
+        "active_tasks": number(data.get("active_tasks")),
+        "scheduled_tasks": number(data.get("scheduled_tasks")),
+        "queue_length": number(data.get("queue_length")),
         "last_heartbeat": _one_line(data["last_heartbeat"], 64) if isinstance(data.get("last_heartbeat"), str) else None,
         "checked_at": _one_line(data["checked_at"], 64) if isinstance(data.get("checked_at"), str) else None,
         "target": _one_line(data["target"], 300) if isinstance(data.get("target"), str) and data["target"] else None,

@@ -32,14 +32,13 @@ import click
 from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.cli.options import ALERTS, SectionedCommand, in_section, setting_options
 from celery_probe.config.settings import HTTP
-from celery_probe.errors import ProbeUsageError
+from celery_probe.errors import EXIT_CODES, ProbeUsageError, exit_code
 from celery_probe.config.urls import redact_bad_url, redact_url, url_problem
 
 if TYPE_CHECKING:
     from celery_probe.net.http import HttpOptions
 
 EXIT_ERROR = 1
-EXIT_CODES = {"healthy": 0, "down": 2, "degraded": 3, "unknown": 4}
 MAX_BODY = 1_000_000
 STATUSES = tuple(EXIT_CODES)
 DEFAULT_TIMEOUT = 10.0
@@ -176,4 +175,4 @@ def check(url: str, timeout_: str | None, alerting: Any, **http_raw: Any) -> int
     head = f"celery-probe: {paint(status.upper(), STATUS_COLOURS.get(status, 'magenta'))} {shown}"
     click.echo(f"{head}: {detail}" if detail else head, color=colour)
     send_alerts(verdict, alerting, source=shown)
-    return EXIT_CODES[status]
+    return exit_code(status)

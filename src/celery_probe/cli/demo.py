@@ -29,6 +29,7 @@ from typing import Any
 
 import click
 
+from celery_probe.errors import status_of_exit_code
 from celery_probe.present.text import use_colour
 from celery_probe.testing import CeleryWorker, GaveUp, RedisServer
 
@@ -48,7 +49,6 @@ ENV_BROKER = "CELERY_PROBE_DEMO_BROKER"
 ENV_BACKEND = "CELERY_PROBE_DEMO_BACKEND"
 ENV_TRANSPORT_OPTIONS = "CELERY_PROBE_DEMO_TRANSPORT_OPTIONS"
 
-STATUS_BY_EXIT_CODE = {0: "healthy", 2: "down", 3: "degraded", 4: "unknown"}
 EXPECTED_FIRST = ("healthy", 0)
 EXPECTED_SECOND = ("down", 2)
 
@@ -276,7 +276,7 @@ def _outcome(code: int, verdict_file: Path) -> RunOutcome:
     try:
         verdict: dict[str, Any] = json.loads(verdict_file.read_text())
     except (OSError, ValueError):
-        return RunOutcome(code, STATUS_BY_EXIT_CODE.get(code, f"exit {code}"), [])
+        return RunOutcome(code, status_of_exit_code(code) or f"exit {code}", [])
     reasons = [str(r.get("code")) for r in verdict.get("reasons") or [] if r.get("severity") != "info"]
     return RunOutcome(code, str(verdict.get("status", "unknown")), reasons)
 

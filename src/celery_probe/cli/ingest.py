@@ -96,7 +96,7 @@ def post_document(url: str, document: dict[str, Any], http: HttpOptions) -> str 
 def ingest(report: Path, alerts_file: Path | None, post_url: str | None, **http_raw: Any) -> int:
     """Map a pytest-json-report REPORT to the ops-alerts document, print it, optionally POST it."""
     from celery_probe.alerting.webhook import error_display, safe_display, url_problem
-    from celery_probe.verdict.mapper import exit_code
+    from celery_probe.errors import exit_code
 
     http: HttpOptions | None = None
     if post_url is not None:

@@ -20,19 +20,18 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from celery_probe import __version__
-from celery_probe.alerting.options import alert_options, send_alerts
+from celery_probe.alerting.options import alert_options
 from celery_probe.probing.deadline import Deadline
 from celery_probe.errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    AppLoadError,
     ProbeUsageError,
     ReportWriteError,
 )
@@ -45,10 +44,8 @@ from celery_probe.cli.options import (
     setting_option,
     setting_options,
 )
-from celery_probe.run.outputs import finish_outputs, run_output_options
-
-if TYPE_CHECKING:
-    from celery_probe.verdict.model import AnyVerdict
+from celery_probe.present.emit import emit
+from celery_probe.run.outputs import run_output_options
 from celery_probe.config.settings import (
     HTTP,
     OUTPUT,
@@ -80,24 +77,6 @@ def _cli_overrides(raw: dict[str, Any]) -> dict[str, Any]:
     return as_cli_overrides(**{spec.name: raw.get(spec.param) for spec in SPECS})
 
 
-def emit(verdict: AnyVerdict, fmt: str, *, write: Callable[[str], None] | None = None) -> int:
-    """Print ``verdict`` in ``fmt`` and return the exit code for it."""
-    from celery_probe.present.text import nagios_exit_code, render_json, render_nagios, render_text, use_colour
-    from celery_probe.verdict.mapper import exit_code
-
-    out = write or click.echo
-    status = str(verdict.get("status", "unknown"))
-    if fmt == "json":
-        out(render_json(verdict))
-    elif fmt == "nagios":
-        out(render_nagios(verdict))
-        return nagios_exit_code(status)
-    else:
-        colour = use_colour(os.environ, sys.stdout.isatty())
-        text = render_text(verdict, colour=colour)
-        # click strips ANSI codes off non-terminals unless told otherwise (FORCE_COLOR).
-        out(text) if write else click.echo(text, color=colour)
-    return exit_code(status)
 
 
 class LazyGroup(click.Group):
@@ -171,42 +150,18 @@ def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: A
     """
     if targets_file is not None:
         return _run_targets(targets_file, parallel, verbose, raw)
-    deadline_clock = Deadline(0.0)
+    started = Deadline(0.0)  # the deadline counts from here, before settings and app import
     settings = _settings_from(raw)
     require_target(settings)
-    from celery_probe.storage.reports import check_report_dir
+    from celery_probe.run.life import run_one_target
 
-    check_report_dir(settings.report_dir)
-    deadline = Deadline(settings.deadline, since=deadline_clock)
-
-    from celery_probe.run.in_process import WATCHDOG_SLACK, Watchdog, run_probes
-    from celery_probe.probing.app import build_app
-
-    stdout = os.dup(1)  # pytest captures fd 1 during probes; the watchdog must reach the real one
-    with Watchdog(settings.deadline + WATCHDOG_SLACK, lambda: _give_up(settings, stdout, deadline)):
-        try:
-            app, app_error = build_app(settings), None
-        except AppLoadError as exc:  # the deployment's environment failed: a verdict, reported and alerted
-            app, app_error = None, exc
-        context = run_probes(settings, app, deadline, verbose=verbose, junitxml=raw.get("junitxml"),
-                             app_error=app_error)
-    os.close(stdout)
-    assert context.verdict is not None
-    code = emit(context.verdict, settings.format)
-    code = finish_outputs(context, code, raw)  # JUnit, textfile, CI gate; also when reports fail
-    send_alerts(context.verdict, raw.get("alerting"))  # also when reports fail; keeps the exit code
-    if not raw.get("no_on_down"):
-        _remediate(settings, context)  # --on-down; keeps the exit code too
-    if context.write_error:
-        raise ReportWriteError(context.write_error)
-    return code
+    return run_one_target(settings, Deadline(settings.deadline, since=started), raw, verbose=verbose)
 
 
 def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: dict[str, Any]) -> int:
     """``run --targets FILE``: one verdict per named target plus the overall one."""
-    from celery_probe.storage.reports import check_report_dir
-    from celery_probe.run.in_process import Watchdog, run_targets, targets_watchdog_seconds
-    from celery_probe.config.settings import load_targets
+    from celery_probe.config.targets import load_targets
+    from celery_probe.run.life import run_many_targets
 
     started = Deadline(0.0)
     if raw.get("app") or raw.get("broker"):
@@ -218,72 +173,14 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
     overrides = _cli_overrides(raw)
     targets = load_targets(targets_file, overrides)
     workers = _parse_parallel(parallel, len(targets))
-    check_report_dir(settings.report_dir)
-    stdout = os.dup(1)  # as in run: fd 1 may be captured when the watchdog fires
-    limit = targets_watchdog_seconds(targets, workers)
-    with Watchdog(limit, lambda: _give_up(settings, stdout, Deadline(limit, since=started))):
-        context = run_targets(settings, targets, targets_file, overrides, parallel=workers,
-                              verbose=verbose, junitxml=raw.get("junitxml"))
-    os.close(stdout)
-    assert context.verdict is not None
-    code = emit(context.verdict, settings.format)
-    code = finish_outputs(context, code, raw)
-    send_alerts(context.verdict, raw.get("alerting"))
-    if context.write_error:
-        raise ReportWriteError(context.write_error)
-    return code
-
-
-def _remediate(settings: Settings, context: Any) -> None:
-    """``--on-down``: one line on stdout in text format, on stderr otherwise (JSON stays pure)."""
-    if not settings.on_down or context.verdict is None:
-        return
-    from celery_probe.remediation.apply import remediate, run_secrets
-
-    outcome = remediate(settings, context.verdict, run_secrets(context))
-    if outcome.line:
-        click.echo(outcome.line, err=settings.format != "text")
+    return run_many_targets(settings, targets, targets_file, overrides, raw, parallel=workers,
+                            started=started, verbose=verbose)
 
 
 def _parse_parallel(raw: str | None, targets: int) -> int:
     if raw is None:
         return max(1, min(targets, os.cpu_count() or 1))
     return _parse_int("parallel", raw, "--parallel", lo=1, hi=256)
-
-
-def _give_up(settings: Settings, stdout: int, deadline: Deadline) -> None:
-    """Watchdog expiry: write and print an ``unknown`` verdict, then end the process.
-
-    ``stdout`` is a copy of file descriptor 1 taken before the probe session: while a probe
-    runs, pytest has pointed descriptor 1 at its capture file, which nobody would read.
-    When the run spent a large part of its deadline waiting for a CPU, that is the reason
-    given (``celery_probe_starved``): a busy host, not a silent Celery.
-    """
-    from celery_probe.storage.reports import write_run_files
-    from celery_probe.verdict.mapper import STARVED_CODE, unknown_verdict
-
-    if deadline.starved_run():
-        verdict = unknown_verdict(
-            f"no verdict within the {settings.deadline:g}s deadline: "
-            + deadline.starvation("the probes could not finish in time"),
-            code=STARVED_CODE,
-        )
-    else:
-        verdict = unknown_verdict(
-            f"no verdict within the {settings.deadline:g}s deadline: a probe or the app import "
-            "did not return and could not be interrupted",
-            code="celery_probe_deadline_exceeded",
-        )
-    verdict["target"] = settings.describe_target()
-    try:
-        write_run_files(settings.report_dir, None, verdict)
-    except Exception:
-        pass
-    # The main thread may have redirected sys.stdout and pytest descriptor 1: use the copy.
-    lines: list[str] = []
-    code = emit(verdict, settings.format, write=lines.append)
-    os.write(stdout, ("\n".join(lines) + "\n").encode())
-    os._exit(code)
 
 
 @cli.command()

@@ -434,6 +434,7 @@ def setting(
     show: Callable[[Any], str] = _show,
     aliases: tuple[str, ...] = (),
     param: str | None = None,
+    pytest_owner: str | None = None,
 ) -> Any:
     """A :class:`Settings` field together with everything the front ends need to offer it.
 
@@ -443,11 +444,13 @@ def setting(
     upper-case name, the ``pyproject.toml`` key the name with dashes (or underscores, or one
     of ``aliases``). ``flags`` default to ``--NAME-WITH-DASHES``, ``pytest`` to the long flag
     (None: no pytest option), ``param`` (click's keyword) to the name. ``refuse_empty``: an empty flag value is an error rather than
-    "unset".
+    "unset". ``pytest_owner`` names the plugin that declares the pytest option (pytest-timeout's
+    ``--timeout``): it is read, never added a second time.
     """
     declared = {"parse": parse, "help": help, "section": section, "flags": flags,
                 "pytest": pytest, "metavar": metavar, "multiple": multiple, "is_flag": is_flag,
-                "refuse_empty": refuse_empty, "show": show, "aliases": aliases, "param": param}
+                "refuse_empty": refuse_empty, "show": show, "aliases": aliases, "param": param,
+                "pytest_owner": pytest_owner}
     return field(default=default, metadata={_META: declared})
 
 
@@ -476,6 +479,7 @@ class SettingSpec:
     show: Callable[[Any], str]
     aliases: tuple[str, ...]
     param: str
+    pytest_owner: str | None = None  # another plugin declares the pytest option
 
     @property
     def flag(self) -> str:
@@ -514,7 +518,7 @@ def _spec_of(item: Any) -> SettingSpec | None:
         pytest=flags[-1] if declared["pytest"] is _LONG_FLAG else declared["pytest"],
         metavar=declared["metavar"], multiple=declared["multiple"], is_flag=declared["is_flag"],
         refuse_empty=declared["refuse_empty"], show=declared["show"], aliases=declared["aliases"],
-        param=declared["param"] or item.name,
+        param=declared["param"] or item.name, pytest_owner=declared["pytest_owner"],
     )
 
 
@@ -655,6 +659,10 @@ class Settings:
         parse=_parse_env_name, section=HTTP, metavar="NAME",
         help="Send variable NAME's value as the Authorization header to endpoints, check and ingest --post "
              "(never to webhooks).")
+    timeout: float | None = setting(  # per-probe default; 0 means none, as for pytest-timeout
+        parse=_parse_float(0, 86_400), section=PROBES, metavar="SECONDS", pytest_owner="pytest-timeout",
+        help="Per-probe timeout: a probe running longer fails as celery_probe_timeout "
+             "(default none; a probe's timeout marker wins).")
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     def threshold_for(self, queue: str) -> int:
@@ -721,54 +729,11 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
     return merged
 
 
-RUN_WIDE = ("report_dir", "format", "probes")  # settings of the run, not of one target
+RUN_WIDE = ("report_dir", "format", "probes", "timeout")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
 REMEDIATION = tuple(spec.name for spec in SPECS if spec.section == REMEDIATION_SECTION)
 # Outgoing HTTP: also read by the commands that probe nothing (check, ingest) and by alert webhooks.
 HTTP_CLIENT = tuple(spec.name for spec in SPECS if spec.section == HTTP)
-TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-def load_targets(
-    path: Path,
-    cli: Mapping[str, Any] | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    pyproject: Path | None | bool = True,
-) -> dict[str, Settings]:
-    """The named targets of a targets file, each resolved to its own :class:`Settings`.
-
-    The file has ``[targets.NAME]`` tables (and an optional ``[defaults]`` table) with the
-    same keys as ``[tool.celery-probe]``. For each target, its own table wins, then
-    ``[defaults]``, then flags, environment and ``pyproject.toml`` as for a single target.
-    """
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ProbeUsageError(f"cannot read targets file {path}: {exc}") from None
-    unknown = sorted(set(data) - {"defaults", "targets"})
-    if unknown:
-        raise ProbeUsageError(f"unknown table {unknown[0]!r} in targets file {path} (expected [targets.NAME])")
-    defaults = normalize_table(data.get("defaults", {}), f"[defaults] in {path}")
-    tables = data.get("targets")
-    if not isinstance(tables, dict) or not tables:
-        raise ProbeUsageError(f"targets file {path} has no [targets.NAME] table")
-    resolved: dict[str, Settings] = {}
-    for name, table in tables.items():
-        label = f"[targets.{name}] in {path}"
-        if not set(name) <= TARGET_NAME_CHARS:
-            raise ProbeUsageError(f"invalid target name {name!r} in {path}: use letters, digits, '_', '-' and '.'")
-        own = normalize_table(table, label)
-        for key in (*RUN_WIDE, *REMEDIATION):
-            if key in own or key in defaults:
-                raise ProbeUsageError(f"{key.replace('_', '-')} is a run-wide setting, not one of a target ({label})")
-        merged = {**defaults, **own}
-        labels = {key: (label if key in own else f"[defaults] in {path}") for key in merged}
-        settings = resolve_settings({**(cli or {}), **merged}, environ=environ, pyproject=pyproject,
-                                    cli_labels=labels)
-        require_target(settings, where=label)
-        resolved[name] = settings
-    return resolved
 
 
 def _merge_threshold_items(a: Any, b: Any) -> list[str]:

@@ -18,6 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from celery_probe.errors import describe_error
+
 T = TypeVar("T")
 
 
@@ -30,7 +32,11 @@ class CallTimedOut(BoundedCallError):
 
 
 def describe(exc: BaseException) -> str:
-    """One short line for a network error, without a traceback and without the URL."""
+    """One short line for a network error, without a traceback and without the URL.
+
+    The network's own failures in plain words; any other exception as
+    :func:`~celery_probe.errors.describe_error` words it.
+    """
     if isinstance(exc, BoundedCallError):
         return str(exc)
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
@@ -45,8 +51,7 @@ def describe(exc: BaseException) -> str:
         return f"TLS error ({exc.reason or exc})"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return describe_error(exc)
 
 
 def call_within(func: Callable[[], T], timeout: float, what: str) -> T:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from celery_probe.storage.reports import atomic_write_text
 from celery_probe.config.urls import scrub

@@ -13,7 +13,6 @@ collector refuses timestamped samples.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,6 +24,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.metrics_core import Metric
 
 from celery_probe import __version__
+from celery_probe.numbers import number
 from celery_probe.verdict.mapper import STATUSES
 from celery_probe.verdict.model import AnyVerdict
 
@@ -66,8 +66,8 @@ HELP: dict[str, str] = {
 
 
 @dataclass(frozen=True)
-class RunCounters:
-    """Counters only a long-running process has (``serve``): a one-shot run has none."""
+class ServeLoopTotals:
+    """The totals of serve's probe loop (runs started, runs killed): a one-shot run has none."""
 
     started: int = 0
     killed: int = 0
@@ -80,7 +80,7 @@ def metric_families(
     produced_at: float | None = None,
     last_success: float | None = None,
     now: float | None = None,
-    counters: RunCounters | None = None,
+    counters: ServeLoopTotals | None = None,
 ) -> list[Metric]:
     """The metric families of ``verdict``. Pure: same inputs, same families.
 
@@ -111,7 +111,7 @@ def metric_families(
                       {"target": str(name), "status": state})
             _deployment(gauge, sub, {"target": str(name)}, None)
     else:
-        _deployment(gauge, verdict, {}, _number(meta.get("expect_workers")))
+        _deployment(gauge, verdict, {}, number(meta.get("expect_workers")))
 
     seen: set[str] = set()
     for probe, seconds, failed in _probe_timings(report):
@@ -130,7 +130,7 @@ def metric_families(
         scope = {"target": target} if targets else {}
         gauge("celery_probe_reason", 1.0, {**scope, "code": code, "severity": severity})
 
-    gauge("celery_probe_run_duration_seconds", _number(verdict.get("duration_s")))
+    gauge("celery_probe_run_duration_seconds", number(verdict.get("duration_s")))
     produced = produced_at if produced_at is not None else verdict_timestamp(verdict)
     gauge("celery_probe_last_run_timestamp_seconds", produced)
     gauge(LAST_SUCCESS, last_success)
@@ -159,24 +159,24 @@ def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Ma
         gauge("celery_probe_worker_ping_latency_seconds", _ms(_mapping(info).get("latency_ms")),
               {**base, "worker": str(name)})
     for state in ("active", "reserved", "scheduled"):
-        gauge("celery_probe_tasks", _number(verdict.get(f"{state}_tasks")), {**base, "state": state})
+        gauge("celery_probe_tasks", number(verdict.get(f"{state}_tasks")), {**base, "state": state})
     for queue, raw in sorted(_mapping(verdict.get("queues")).items()):
         info = _mapping(raw)
         labels = {**base, "queue": str(queue)}
-        gauge("celery_probe_queue_length", _number(info.get("length")), labels)
-        gauge("celery_probe_queue_unacked", _number(info.get("unacked")), labels)
-        gauge("celery_probe_queue_consumers", _number(info.get("consumers")), labels)
-        gauge("celery_probe_queue_threshold", _number(info.get("threshold")), labels)
+        gauge("celery_probe_queue_length", number(info.get("length")), labels)
+        gauge("celery_probe_queue_unacked", number(info.get("unacked")), labels)
+        gauge("celery_probe_queue_consumers", number(info.get("consumers")), labels)
+        gauge("celery_probe_queue_threshold", number(info.get("threshold")), labels)
         gauge("celery_probe_roundtrip_seconds", _ms(info.get("roundtrip_ms")), labels)
         gauge("celery_probe_queue_sla_seconds", _ms(info.get("sla_ms")), labels)
         breach = info.get("sla_breach")
         gauge("celery_probe_queue_sla_breach", float(breach) if isinstance(breach, bool) else None, labels)
-    gauge("celery_probe_delayed_messages", _number(verdict.get("delayed_messages")), dict(base))
+    gauge("celery_probe_delayed_messages", number(verdict.get("delayed_messages")), dict(base))
     tasks = _mapping(_mapping(verdict.get("task_runtimes")).get("tasks"))
     for task, raw in sorted(tasks.items()):
         info = _mapping(raw)
         labels = {**base, "task": str(task)}
-        gauge("celery_probe_task_runs", _number(info.get("count")), labels)
+        gauge("celery_probe_task_runs", number(info.get("count")), labels)
         gauge("celery_probe_task_runtime_p95_seconds", _ms(info.get("p95_ms")), labels)
         gauge("celery_probe_task_runtime_max_seconds", _ms(info.get("max_ms")), labels)
         sla = _ms(info.get("sla_ms"))
@@ -254,7 +254,7 @@ def _probe_timings(report: Mapping[str, Any] | None) -> Iterator[tuple[str, floa
         if not isinstance(test, Mapping) or not isinstance(test.get("nodeid"), str):
             continue
         stages = [_mapping(test.get(when)).get("duration") for when in ("setup", "call", "teardown")]
-        seconds = sum(s for s in (_number(d) for d in stages) if s is not None)
+        seconds = sum(s for s in (number(d) for d in stages) if s is not None)
         yield test["nodeid"], seconds, test.get("outcome") in ("failed", "error")
 
 
@@ -262,15 +262,9 @@ def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 def _ms(value: Any) -> float | None:
-    number = _number(value)
-    return None if number is None else number / 1000.0
+    found = number(value)
+    return None if found is None else found / 1000.0
 
 
 def _timestamp(value: Any) -> float | None:

@@ -9,14 +9,14 @@ names) is untrusted and HTML-escaped.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
-from celery_probe.storage.history import Figures, History, Run
+from celery_probe.numbers import number
+from celery_probe.storage.history import Figures, History, HistoryEntry
 from celery_probe.present.charts import (
     STATUS_COLOURS,
     Series,
@@ -160,12 +160,12 @@ def render_status_page(
 # ----------------------------------------------------------------------------- sections
 
 
-def _status_of(verdict: Mapping[str, Any] | None, latest: Run | None) -> str:
+def _status_of(verdict: Mapping[str, Any] | None, latest: HistoryEntry | None) -> str:
     status = verdict.get("status") if isinstance(verdict, Mapping) else (latest.status if latest else None)
     return status if status in STATUS_COLOURS else "unknown"
 
 
-def _current(verdict: Mapping[str, Any] | None, latest: Run | None, status: str) -> list[str]:
+def _current(verdict: Mapping[str, Any] | None, latest: HistoryEntry | None, status: str) -> list[str]:
     source = verdict if isinstance(verdict, Mapping) else None
     checked = _str(source.get("checked_at")) if source else (latest.checked_at if latest else None)
     target = _str(source.get("target")) if source else None
@@ -245,7 +245,7 @@ def _targets_section(verdict: Mapping[str, Any] | None) -> list[str]:
     return parts + ["</tbody></table></section>"]
 
 
-def _charts(runs: Sequence[Run]) -> list[str]:
+def _charts(runs: Sequence[HistoryEntry]) -> list[str]:
     labels = [_label(run, i) for i, run in enumerate(runs)]
     rows: list[tuple[str, Sequence[str | None]]] = [("overall", [run.status for run in runs])]
     names = list(dict.fromkeys(name for run in runs for name, _status in run.targets))[:MAX_TARGETS]
@@ -277,7 +277,7 @@ def _timeline(rows: list[tuple[str, Sequence[str | None]]], labels: list[str]) -
     ]
 
 
-def _target_charts(runs: Sequence[Run], labels: list[str]) -> list[str]:
+def _target_charts(runs: Sequence[HistoryEntry], labels: list[str]) -> list[str]:
     """Round-trip and queue charts of a history with several targets: one line per target.
 
     The targets of the newest run come first, then the others, newest first; past
@@ -359,7 +359,7 @@ def _actions_section(history: History) -> list[str]:
     return parts + ["</tbody></table></section>"]
 
 
-def _runs_table(runs: Sequence[Run]) -> list[str]:
+def _runs_table(runs: Sequence[HistoryEntry]) -> list[str]:
     """The charts' data as text: for screen readers, text browsers and copying figures."""
     parts = [f'<details id="runs"><summary>The {len(runs)} runs as a table (newest first)</summary>',
              ("<table><thead><tr><th>Checked</th><th>Status</th><th>Round trip</th><th>Queue length</th>"
@@ -388,7 +388,7 @@ def _reasons(verdict: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
     return [r for r in reasons if isinstance(r, Mapping)] if isinstance(reasons, list) else []
 
 
-def _label(run: Run, index: int) -> str:
+def _label(run: HistoryEntry, index: int) -> str:
     return _when(run.checked_at) if run.checked_at else f"run {index + 1} (no time)"
 
 
@@ -405,7 +405,8 @@ def _when(iso: str | None) -> str:
 
 
 def _num(value: Any, unit: str = "") -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    value = number(value)
+    if value is None:
         return "-"
     text = f"{value:.1f}" if isinstance(value, float) and value != int(value) else str(int(value))
     return text + unit

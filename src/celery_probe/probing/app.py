@@ -223,10 +223,6 @@ def probed_broker_url(app: Celery) -> str | None:
 REDIS_POLL_STEP = 0.05
 
 
-def _is_redis(url: str) -> bool:
-    return url.split("://", 1)[0].lower() in {"redis", "rediss", "sentinel", "redis+socket", "socket"}
-
-
 def _capped(options: Any, seconds: float, keys: tuple[str, ...]) -> dict[str, Any]:
     opts = dict(options or {})
     for key in keys:
@@ -237,13 +233,15 @@ def _capped(options: Any, seconds: float, keys: tuple[str, ...]) -> dict[str, An
 
 def bound_app(app: Celery, deadline: float) -> None:
     """Give every connection of ``app`` a timeout within ``deadline`` and no retries."""
+    from celery_probe.probing.redis_access import transport_name
+
     conf = app.conf
     transport_options = {
         **_capped(conf.broker_transport_options, deadline, ("socket_timeout", "socket_connect_timeout")),
         "max_retries": 0,
         "retry_on_timeout": False,
     }
-    if _is_redis(str(conf.broker_url or "")):
+    if transport_name(str(conf.broker_url or "")) == "redis":
         # kombu's Redis transport waits for replies with BRPOP in steps of polling_interval
         # (default 1 s) and must finish a step before it can close the connection or listen
         # to a new reply queue: short steps keep a probe run from idling a second per wait.

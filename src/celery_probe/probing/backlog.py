@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from celery_probe.probing.broker import QueueDepth, redis_queue_keys
-from celery_probe.probing.redis_access import is_redis, key_prefix, plain_client
+from celery_probe.probing.redis_access import key_prefix, plain_client, transport_name
 
 if TYPE_CHECKING:
     from kombu import Connection
@@ -134,8 +134,8 @@ def sample_backlog(conn: Connection, depths: Mapping[str, QueueDepth], sample: i
     """Count task names in the head of each queue of ``depths`` (their measured lengths)."""
     if sample <= 0:
         return Backlog(False, sample, reason="backlog sampling is off (backlog sample 0)")
-    if not is_redis(conn):
-        transport = _transport(conn)
+    transport = transport_name(conn)
+    if transport != "redis":
         return Backlog(
             False, sample,
             reason=f"per-task backlog needs the Redis transport; the broker is {transport}",
@@ -168,10 +168,3 @@ def sample_backlog(conn: Connection, depths: Mapping[str, QueueDepth], sample: i
         items = items[:sample]
         result.queues[queue] = QueueBacklog(queue, len(items), count_tasks(items))
     return result
-
-
-def _transport(conn: Connection) -> str:
-    try:
-        return str(conn.transport.driver_type)
-    except Exception:
-        return "not Redis"

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from celery_probe.probing.redis_access import is_redis, plain_client, server_time
+from celery_probe.probing.redis_access import plain_client, server_time, transport_name
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -85,7 +85,7 @@ def install_beat_tick(
 
 def tick_store(app: Celery, conn: Connection) -> tuple[str, Any] | None:
     """Where ticks live: ``("broker", client)``, ``("result backend", client)`` or None."""
-    if is_redis(conn):
+    if transport_name(conn) == "redis":
         return "broker", plain_client(conn.default_channel)
     backend = app.backend
     if type(backend).__name__ in {"RedisBackend", "SentinelBackend"}:
@@ -230,7 +230,7 @@ def read_redbeat(app: Celery, conn: Connection, config: Mapping[str, Any], *, ti
             client = redis.Redis.from_url(
                 url, socket_timeout=max(0.05, timeout), socket_connect_timeout=max(0.05, timeout)
             )
-        elif is_redis(conn):
+        elif transport_name(conn) == "redis":
             client = plain_client(conn.default_channel)
         else:
             state.error = "redbeat keeps its schedule in Redis, but neither redbeat_redis_url nor the broker is Redis"
@@ -242,7 +242,7 @@ def read_redbeat(app: Celery, conn: Connection, config: Mapping[str, Any], *, ti
             pipe.time()
             lock_ms, entries, first, now = pipe.execute()
     except Exception as exc:
-        from celery_probe.probing.broker import describe_error
+        from celery_probe.errors import describe_error
 
         state.error = describe_error(exc)
         return state

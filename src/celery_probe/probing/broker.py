@@ -17,6 +17,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from celery_probe.errors import describe_error
+from celery_probe.probing.redis_access import transport_name
+
 if TYPE_CHECKING:
     from celery import Celery
     from kombu import Connection
@@ -29,12 +32,6 @@ def is_timeout(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError):  # socket.timeout, asyncio's, and redis-py's subclass it
         return True
     return any("Timeout" in cls.__name__ for cls in type(exc).__mro__)
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line naming an exception, without its traceback."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @dataclass
@@ -82,7 +79,7 @@ def open_connection(app: Celery) -> Connection:
 
 def check_broker(conn: Connection) -> BrokerCheck:
     """Connect (kombu's Redis channel pings the server on creation) and time it."""
-    transport = _transport_name(conn)
+    transport = transport_name(conn)
     started = time.perf_counter()
     try:
         # No retries: kombu's first retry sleeps 2 s, longer than many a deadline.
@@ -91,13 +88,6 @@ def check_broker(conn: Connection) -> BrokerCheck:
     except Exception as exc:
         return BrokerCheck(False, transport, error=describe_error(exc), timed_out=is_timeout(exc))
     return BrokerCheck(True, transport, latency_ms=(time.perf_counter() - started) * 1000)
-
-
-def _transport_name(conn: Connection) -> str:
-    try:
-        return str(conn.transport.driver_type)
-    except Exception:
-        return str(getattr(conn, "transport_cls", "unknown"))
 
 
 def check_backend(app: Celery) -> BackendCheck:
@@ -136,7 +126,7 @@ def redis_queue_keys(queue: str, sep: str, steps: Iterable[int]) -> list[tuple[s
 
 def measure_queues(conn: Connection, queues: Sequence[str]) -> dict[str, QueueDepth]:
     """Depth of every watched queue, in as few broker round trips as the transport allows."""
-    if _transport_name(conn) == "redis":
+    if transport_name(conn) == "redis":
         return _measure_redis(conn, queues)
     return _measure_by_declare(conn, queues)
 
@@ -177,11 +167,6 @@ def _measure_redis(conn: Connection, queues: Sequence[str]) -> dict[str, QueueDe
         for depth in depths.values():
             depth.unacked = 0
     return depths
-
-
-def redis_unacked_total(conn: Connection) -> int:
-    channel = conn.default_channel
-    return int(channel.client.hlen(channel.unacked_key))
 
 
 def _unacked_by_routing_key(values: Iterable[Any]) -> Counter[str]:
@@ -230,7 +215,7 @@ def measure_delayed(conn: Connection) -> DelayedBacklog | None:
     others only if it exists (a worker declares all of them at once), so a vhost without
     delayed delivery costs one refused declare.
     """
-    if _transport_name(conn) != "amqp":
+    if transport_name(conn) != "amqp":
         return None
     names = delayed_queue_names()
     if not names:

@@ -117,9 +117,6 @@ class Deadline:
     def remaining(self) -> float:
         return max(0.0, self.total - self.elapsed())
 
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
-
     def within(self, seconds: float) -> float:
         """``seconds``, or less when the run has less left."""
         return max(0.0, min(seconds, self.remaining()))

@@ -27,6 +27,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery_probe.probing.deadline import ProbeTimeout, alarm
+from celery_probe.probing.redis_access import transport_name
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -115,7 +116,7 @@ def events_exchange_exists(conn: Connection, name: str) -> bool:
     On AMQP a passive declare of a missing exchange closes the channel with 404; that
     channel is thrown away. Redis fanout needs no declared exchange.
     """
-    if conn.transport.driver_type != "amqp":
+    if transport_name(conn) != "amqp":
         return True
     from kombu import Exchange
 

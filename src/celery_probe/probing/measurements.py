@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from celery_probe.errors import describe_error
 from celery_probe.probing.backlog import Backlog, sample_backlog
 from celery_probe.probing.beat import BeatState, read_beat
 from celery_probe.probing.broker import (
@@ -21,7 +22,6 @@ from celery_probe.probing.broker import (
     QueueDepth,
     check_backend,
     check_broker,
-    describe_error,
     measure_delayed,
     measure_queues,
     open_connection,
@@ -120,7 +120,7 @@ def watched_queues(settings: Settings, app: Celery) -> list[str]:
     return configured_watch_list(app.conf, settings.queues, guess_default=not settings.app).names
 
 
-class ProbeRun:
+class Measurements:
     """Lazily measured facts about one target, each with the reason it could not be had."""
 
     def __init__(self, settings: Settings, app: Celery, deadline: Deadline) -> None:

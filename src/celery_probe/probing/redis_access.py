@@ -1,4 +1,4 @@
-"""Plain Redis commands over a kombu channel's own connection pool.
+"""Plain Redis commands over a kombu channel's own connection pool, and which broker is Redis.
 
 kombu's Redis client rewrites the key of some commands with ``global_keyprefix`` (``LLEN``,
 ``SET``…) and not of others (``LRANGE``, ``GET``…). Commands sent through a plain client on
@@ -15,12 +15,22 @@ if TYPE_CHECKING:
     from kombu import Connection
 
 
-def is_redis(conn: Connection) -> bool:
-    """Whether ``conn`` uses kombu's Redis transport (``redis://``, ``rediss://``, sentinel)."""
+def transport_name(broker: Connection | str) -> str:
+    """The kind of broker a connection (or a broker URL) talks to: kombu's ``driver_type``.
+
+    ``redis`` for ``redis://``, ``rediss://``, ``redis+socket://`` and ``sentinel://``;
+    ``amqp`` for RabbitMQ; and so on. When kombu cannot load the transport (a client library
+    missing), the transport the URL names, so a message still says what the broker is; a
+    URL kombu does not know at all is ``unknown``. Nothing is connected to find out.
+    """
     try:
-        return str(conn.transport.driver_type) == "redis"
+        if isinstance(broker, str):
+            from kombu import Connection
+
+            broker = Connection(broker)
+        return str(broker.transport.driver_type)
     except Exception:
-        return False
+        return str(getattr(broker, "transport_cls", None) or "unknown")
 
 
 def plain_client(channel: Any) -> Any:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from celery_probe.probing.broker import describe_error
+from celery_probe.errors import describe_error
 
 if TYPE_CHECKING:
     from celery import Celery

@@ -176,9 +176,9 @@ def pidbox_bindings(conn: Connection, control_exchange: str) -> list[str] | None
     (removed when a worker shuts down, left behind when it is killed). An empty set means
     no worker listens, so there is no point waiting for heartbeats.
     """
-    from celery_probe.probing.redis_access import is_redis, key_prefix, plain_client
+    from celery_probe.probing.redis_access import key_prefix, plain_client, transport_name
 
-    if not is_redis(conn):
+    if transport_name(conn) != "redis":
         return None
     channel: Any = conn.default_channel
     key = f"{key_prefix(channel)}_kombu.binding.{control_exchange}.pidbox"

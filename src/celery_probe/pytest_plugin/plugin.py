@@ -1,21 +1,22 @@
 """The pytest plugin: options, the ``probe`` marker, fixtures, the deadline and the report.
 
 It is inert in an ordinary test session. It turns a session into a probe run when
-``celery-probe run`` hands it a :class:`RunContext`, or when a target is given on the
-pytest command line (``pytest probes/ --celery-app proj``). In a probe run it:
+``celery-probe run`` hands it a :class:`~celery_probe.pytest_plugin.session_state.ProbeSession`,
+or when a target is given on the pytest command line (``pytest probes/ --celery-app proj``),
+from which it builds one. In a probe run it:
 
-* arms the run's single deadline around every setup, call and teardown;
+* arms the run's single deadline around every setup, call and teardown, and keeps
+  pytest-timeout's per-probe timeouts with the same alarm (:mod:`.timeouts`);
 * records each probe's severity and code, and what it measured, in the JSON report;
-* scrubs credentials from the report, maps it to a verdict, and writes
-  ``latest.json``, ``verdict.json`` and ``history.jsonl`` atomically.
+* leaves the report to the session, which scrubs credentials from it, maps it to a verdict,
+  and writes ``latest.json``, ``verdict.json`` and ``history.jsonl`` atomically.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 
@@ -26,16 +27,17 @@ from celery_probe.probing.measurements import (
     KnownFailure,
     MeasurementFailed,
     NoEvidence,
-    ProbeRun,
+    Measurements,
     StarvedFailure,
     UnknownFailure,
 )
 from celery_probe.config.settings import SPECS, Settings, resolve_settings
+from celery_probe.pytest_plugin import timeouts
+from celery_probe.pytest_plugin.session_state import PLUGIN_NAME, ProbeSession, TargetState, session_of
 
 if TYPE_CHECKING:
     from celery import Celery
 
-    from celery_probe.verdict.model import AnyVerdict
 
 TEARDOWN_GRACE = 0.5  # seconds past the deadline that cleanup may take (inside the +1 s slack)
 
@@ -44,86 +46,11 @@ _PYTEST_LABELS = {spec.name: spec.pytest for spec in SPECS if spec.pytest}  # al
 _PYTEST_SPECS = tuple(spec for spec in SPECS if spec.name in _PYTEST_LABELS)
 
 
-@dataclass(eq=False)
-class TargetState:
-    """One target of a run: its settings, app and deadline, each made when first needed.
-
-    With several targets the probes of each run in an xdist worker process of their own,
-    which builds the app itself and starts the target's deadline at its first probe.
-    """
-
-    name: str
-    settings: Settings
-    app: Celery | None = None
-    deadline: Deadline | None = None
-    run: ProbeRun | None = None
-    app_error: AppLoadError | None = None  # the app's own code or settings failed to load
-    app_error_shown: bool = False  # the first probe gives the error, the others "not attempted"
-
-    def ensure_app(self) -> Celery:
-        if self.app_error is not None:
-            raise self.app_error
-        if self.app is None:
-            from celery_probe.probing.app import build_app
-
-            self.app = build_app(self.settings)
-        return self.app
-
-    def app_failure(self) -> AppLoadError | None:
-        """Why the app did not load (building it first if needed); None when it did."""
-        if self.app is None and self.app_error is None:
-            try:
-                self.ensure_app()
-            except AppLoadError as exc:
-                self.app_error = exc
-        return self.app_error
-
-    def ensure_deadline(self) -> Deadline:
-        if self.deadline is None:
-            self.deadline = Deadline(self.settings.deadline)
-        return self.deadline
-
-
-@dataclass(eq=False)
-class RunContext:
-    """What ``celery-probe run`` hands to the plugin, and what it gets back.
-
-    ``settings`` holds the run-wide settings (report folder, format); ``targets`` the
-    targets probed, one unnamed target (``""``) unless a targets file names several.
-    """
-
-    settings: Settings
-    app: Celery | None = None
-    deadline: Deadline | None = None
-    app_error: AppLoadError | None = None
-    write_reports: bool = True
-    from_cli: bool = False
-    verdict: AnyVerdict | None = None
-    report: dict[str, Any] | None = None
-    write_error: str | None = None
-    written: list[Path] = field(default_factory=list)
-    targets: dict[str, TargetState] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.targets:
-            self.targets = {"": TargetState("", self.settings, self.app, self.deadline, app_error=self.app_error)}
-
-    @property
-    def multi(self) -> bool:
-        return list(self.targets) != [""]
-
-    @property
-    def run(self) -> ProbeRun | None:
-        """The probe run of a single-target session (None with several targets)."""
-        return self.targets[""].run if "" in self.targets else None
-
-
-_CONTEXT = pytest.StashKey[RunContext]()
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("celery-probe", "celery-probe health probes")
     for spec in _PYTEST_SPECS:
+        if spec.pytest_owner:
+            continue  # declared by its own plugin (pytest-timeout's --timeout)
         repeatable: dict[str, Any] = {"action": "append", "default": []} if spec.multiple else {}
         group.addoption(_PYTEST_LABELS[spec.name], metavar=spec.metavar, help=spec.help_text, **repeatable)
     group.addoption("--celery-targets", help="a targets file: probe every [targets.NAME] it lists (use with -n for parallel)")
@@ -140,19 +67,36 @@ def _probe_mode_requested(config: pytest.Config) -> bool:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    context = next((p for p in config.pluginmanager.get_plugins() if isinstance(p, RunContext)), None)
-    if context is None and _probe_mode_requested(config):
-        context = _context_from_options(config)
-    if context is None:
-        return
-    config.stash[_CONTEXT] = context
+    session = session_of(config)
+    if session is None:  # celery-probe run's session is registered already
+        if not _probe_mode_requested(config):
+            return
+        session = _session_from_options(config)
+        config.pluginmanager.register(session, PLUGIN_NAME)
+    _hand_timeout_to_pytest_timeout(config, session.settings)
     # The report is produced in memory and written by us, atomically (pytest-json-report
     # writes with a plain open(), which a concurrent reader can catch half-written).
     config.option.json_report = True
     config.option.json_report_file = None
 
 
-def _context_from_options(config: pytest.Config) -> RunContext:
+def _hand_timeout_to_pytest_timeout(config: pytest.Config, settings: Settings) -> None:
+    """The run's ``timeout`` setting (flag, ``CELERY_PROBE_TIMEOUT`` or pyproject) as ``--timeout``.
+
+    pytest-timeout reads it in its own ``pytest_configure``, which runs after this one.
+    """
+    if settings.timeout is None:
+        return
+    if not hasattr(config.hook, "pytest_timeout_set_timer"):
+        raise pytest.UsageError(
+            f"timeout {settings.timeout:g} (from {settings.sources.get('timeout', '--timeout')}) needs "
+            "pytest-timeout in the session: add -p pytest_timeout"
+        )
+    if config.getoption("timeout", None) is None:
+        config.option.timeout = settings.timeout
+
+
+def _session_from_options(config: pytest.Config) -> ProbeSession:
     from celery_probe.probing.app import build_app
 
     deadline_started = Deadline(5.0)
@@ -160,14 +104,14 @@ def _context_from_options(config: pytest.Config) -> RunContext:
     cli = settings_from_options(opt)
     try:
         if opt.celery_targets:
-            from celery_probe.config.settings import load_targets
+            from celery_probe.config.targets import load_targets
 
             overrides = {k: v for k, v in cli.items() if v not in (None, (), [])}
             named = load_targets(Path(opt.celery_targets), overrides)
             run_wide = resolve_settings(overrides, cli_labels=_PYTEST_LABELS)
             # Apps are built where the probes run: in each xdist worker, at first use.
             targets = {name: TargetState(name, settings) for name, settings in named.items()}
-            return RunContext(settings=run_wide, targets=targets)
+            return ProbeSession(run_wide, targets)
         settings = resolve_settings(cli, cli_labels=_PYTEST_LABELS)
         app, app_error = build_app(settings), None
     except ProbeUsageError as exc:
@@ -175,7 +119,7 @@ def _context_from_options(config: pytest.Config) -> RunContext:
     except AppLoadError as exc:  # a verdict, not a usage error: every probe says why
         app, app_error = None, exc
     deadline = Deadline(settings.deadline, since=deadline_started)
-    return RunContext(settings=settings, app=app, deadline=deadline, app_error=app_error)
+    return ProbeSession.one_target(settings, app, deadline, app_error=app_error)
 
 
 def settings_from_options(option: Any) -> dict[str, Any]:
@@ -184,33 +128,29 @@ def settings_from_options(option: Any) -> dict[str, Any]:
     Repeatable options come as tuples; :func:`resolve_settings` parses them all, with the
     environment and ``pyproject.toml`` below, naming the pytest spelling in its errors.
     """
-    values = {spec.name: getattr(option, spec.pytest_dest) for spec in _PYTEST_SPECS}
+    # An option of another plugin is absent when that plugin is not loaded.
+    values = {spec.name: getattr(option, spec.pytest_dest, None) for spec in _PYTEST_SPECS}
     return {name: tuple(value) if isinstance(value, list) else value for name, value in values.items()}
-
-
-def _context(config: pytest.Config) -> RunContext | None:
-    return config.stash.get(_CONTEXT, None)
 
 
 # ------------------------------------------------------------------------- fixtures
 
 
-def _require_context(request: pytest.FixtureRequest) -> RunContext:
-    context = _context(request.config)
-    if context is None:
+def _require_session(request: pytest.FixtureRequest) -> ProbeSession:
+    session = session_of(request.config)
+    if session is None:
         pytest.skip("not a celery-probe run: give --celery-app or --celery-broker")
-    return context
+    return session
 
 
 @pytest.fixture(scope="session")
 def probe_target(request: pytest.FixtureRequest) -> TargetState:
     """The target these probes run against (parametrized by name with several targets)."""
-    context = _require_context(request)
-    return context.targets[getattr(request, "param", "")]
+    return _require_session(request).targets[getattr(request, "param", "")]
 
 
 @pytest.fixture(scope="session")
-def probe_run(probe_target: TargetState) -> Iterator[ProbeRun]:
+def probe_run(probe_target: TargetState) -> Iterator[Measurements]:
     """The target's shared, lazily measured state (broker, workers, queues, round trips).
 
     Celery's URL variables are withheld while the probes run, so the URLs pinned on the app
@@ -219,12 +159,12 @@ def probe_run(probe_target: TargetState) -> Iterator[ProbeRun]:
     from celery_probe.probing.app import celery_url_variables_withheld
 
     with celery_url_variables_withheld():
-        run = ProbeRun(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
-        probe_target.run = run
-        yield run
+        measurements = Measurements(probe_target.settings, probe_target.ensure_app(), probe_target.ensure_deadline())
+        probe_target.measurements = measurements
+        yield measurements
         try:
             with alarm(TEARDOWN_GRACE, "cleanup"):
-                run.close()
+                measurements.close()
         except ProbeTimeout:
             pass
 
@@ -242,7 +182,7 @@ def probe_deadline(probe_target: TargetState) -> Deadline:
 
 
 @pytest.fixture(scope="session")
-def celery_app(probe_run: ProbeRun) -> Celery:
+def celery_app(probe_run: Measurements) -> Celery:
     """The Celery app under test, with every connection bounded by the deadline."""
     return probe_run.app
 
@@ -324,14 +264,14 @@ def _unknown_metadata(item: pytest.Item) -> dict[str, str]:
         marks["starved"] = item.stash[_STARVED]
     if _NO_EVIDENCE in item.stash:
         marks["no_evidence"] = item.stash[_NO_EVIDENCE]
-    return marks
+    return {**marks, **timeouts.timeout_metadata(item)}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    context = _context(metafunc.config)
-    if context is None or not context.multi or "probe_target" not in metafunc.fixturenames:
+    session = session_of(metafunc.config)
+    if session is None or not session.multi or "probe_target" not in metafunc.fixturenames:
         return
-    names = list(context.targets)
+    names = list(session.targets)
     metafunc.parametrize("probe_target", names, indirect=True, scope="session", ids=names)
 
 
@@ -360,15 +300,15 @@ def _item_target(item: pytest.Item) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    context = _context(config)
-    if context is None:
+    session = session_of(config)
+    if session is None:
         return
-    names = list(context.targets)
+    names = list(session.targets)
     items.sort(key=lambda item: (names.index(_item_target(item)) if _item_target(item) in names else 0,
                                  _order_key(item)))
     for position, item in enumerate(items):
         item.stash[_ORDER] = position
-        if context.multi:
+        if session.multi:
             # pytest-xdist's loadgroup sends every probe of a target to the same worker.
             item.add_marker(pytest.mark.xdist_group(_item_target(item) or "_run"))
         marker = item.get_closest_marker("probe")
@@ -377,7 +317,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         except ValueError as exc:
             # The probe cannot be judged: it fails at setup and makes the verdict unknown.
             mark = ProbeMark("error", "celery_probe_error")
-            item.stash[_MARK_ERROR] = str(exc)
+            item.stash[_MARK_ERROR] = f"invalid probe marker: {exc}"
+        problem = timeouts.timeout_marker_problem(item)
+        if problem is not None:
+            # pytest-timeout would raise it in pytest_runtest_protocol and end the session:
+            # a closer timeout(0) (no timeout) keeps it from reading the bad one.
+            item.add_marker(pytest.mark.timeout(0), append=False)
+            mark = ProbeMark("error", "celery_probe_error")
+            item.stash[_MARK_ERROR] = f"invalid timeout marker: {problem}"
         item.stash[_MARK] = mark
 
 
@@ -387,17 +334,19 @@ _ORDER = pytest.StashKey[int]()  # position in causal order; reports from xdist 
 
 
 def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
-    context = _context(item.config)
-    if context is None:
+    session = session_of(item.config)
+    if session is None:
         return (yield)
     if when == "setup" and _MARK_ERROR in item.stash:
-        pytest.fail(f"invalid probe marker: {item.stash[_MARK_ERROR]}", pytrace=False)
-    target = context.targets.get(_item_target(item)) or next(iter(context.targets.values()))
+        pytest.fail(item.stash[_MARK_ERROR], pytrace=False)
+    target = session.targets.get(_item_target(item)) or next(iter(session.targets.values()))
     deadline = target.ensure_deadline()
-    budget = deadline.remaining()
+    timer = timeouts.timer(item)
+    own = timer if timer is not None and timer.left() < deadline.remaining() else None  # it ends first
+    budget = own.left() if own is not None else deadline.remaining()
     if when == "teardown":
         budget += TEARDOWN_GRACE
-    elif budget <= 0:
+    elif deadline.remaining() <= 0:
         # No evidence either way: whatever used the deadline up reports its own reason.
         mark_starved(item, "not attempted: the deadline was used up")
         pytest.fail(
@@ -412,9 +361,21 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
                     _fail_if_app_failed(item, target)
                 return (yield)
         except ProbeTimeout:
+            if own is not None:
+                _timed_out(item, when, own)
             if when != "teardown" and not waited.fair():
                 mark_starved(item, str(waited.starved()))
             raise
+
+
+def _timed_out(item: pytest.Item, when: str, timer: timeouts.ProbeTimer) -> NoReturn:
+    """Fail ``item`` for its own timeout, or as starved if a busy host ate that time."""
+    if when != "teardown" and not timer.fair():
+        starved = str(timer.starved())
+        mark_starved(item, starved)
+        pytest.fail(starved, pytrace=False)
+    timeouts.mark_timed_out(item, timer)
+    pytest.fail(timer.message(), pytrace=False)
 
 
 def _fail_if_app_failed(item: pytest.Item, target: TargetState) -> None:
@@ -440,9 +401,32 @@ def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
     return (yield from _phase(item, "setup"))
 
 
-@pytest.hookimpl(wrapper=True)
+# trylast: inside pytest-timeout's own wrapper, which sets a func_only timer around the call.
+@pytest.hookimpl(wrapper=True, trylast=True)
 def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     return (yield from _phase(item, "call"))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> bool | None:
+    """pytest-timeout's timer for one probe, kept by the run's alarm (see :mod:`.timeouts`).
+
+    True tells pytest-timeout not to arm its own; an ordinary test session keeps it.
+    """
+    session = session_of(item.config)
+    if session is None:
+        return None
+    target = session.targets.get(_item_target(item)) or next(iter(session.targets.values()))
+    timeouts.start_timer(item, float(settings.timeout), session.settings, target.ensure_deadline())
+    return True
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_timeout_cancel_timer(item: pytest.Item) -> bool | None:
+    if session_of(item.config) is None:
+        return None
+    timeouts.cancel_timer(item)
+    return True
 
 
 @pytest.hookimpl(wrapper=True)
@@ -466,42 +450,3 @@ def pytest_json_runtest_metadata(item: pytest.Item, call: pytest.CallInfo[Any]) 
     if _item_target(item):
         probe["target"] = _item_target(item)
     return {"probe": probe, **_unknown_metadata(item)}
-
-
-@pytest.hookimpl(optionalhook=True, trylast=True)
-def pytest_json_modifyreport(json_report: dict[str, Any]) -> None:
-    # pytest-json-report calls this hook without a config; the context travels on the
-    # module-level registry below.
-    context = _ACTIVE.get("context")
-    if context is None:
-        return
-    from celery_probe.storage.reports import finish_report
-
-    finish_report(context, json_report)
-
-
-_ACTIVE: dict[str, RunContext] = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    context = _context(session.config)
-    if context is not None:
-        _ACTIVE["context"] = context
-
-
-def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    context = _context(config)
-    if context is None or context.from_cli:
-        return  # celery-probe run prints its own summary
-    status = context.verdict.get("status", "unknown") if context.verdict else "unknown"
-    where = ", ".join(str(p) for p in context.written) or "not written"
-    terminalreporter.write_sep("-", f"celery-probe verdict: {status} ({where})")
-    if context.write_error:
-        terminalreporter.write_line(f"celery-probe: {context.write_error}", red=True)
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    context = _context(config)
-    if context is not None and _ACTIVE.get("context") is context:
-        _ACTIVE.pop("context", None)

@@ -24,7 +24,7 @@ from celery_probe.remediation.command import CommandResult, command_environment,
 from celery_probe.remediation.policy import Decision, Policy, State, decide
 from celery_probe.storage.reports import HISTORY, append_line, atomic_write_json
 from celery_probe.config.settings import Settings
-from celery_probe.config.urls import scrub, secrets_in
+from celery_probe.config.urls import scrub
 
 STATE_FILE = "remediation.json"
 LOCK_TIMEOUT = 5.0
@@ -44,14 +44,6 @@ class Outcome:
 def policy_of(settings: Settings) -> Policy:
     return Policy(settings.on_down, settings.on_down_after, settings.on_down_every,
                   settings.on_down_dry_run, settings.on_down_codes)
-
-
-def run_secrets(context: Any) -> set[str]:
-    """Every password the run knows of (its URLs, the app's), for scrubbing the command's output."""
-    settings = context.settings
-    run = getattr(context, "run", None)
-    found = set(run.secrets) if run is not None else set()
-    return found | secrets_in([settings.broker, settings.backend, *settings.endpoints, settings.flower_url])
 
 
 def reason_codes(verdict: Mapping[str, Any]) -> list[str]:

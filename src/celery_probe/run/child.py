@@ -119,6 +119,11 @@ def get_celery_health(
     )))
 
 
+# How get_celery_health's arguments are named in an error (its timeout is the run's deadline).
+_API_LABELS = {"deadline": "timeout=", "queues": "queues=", "expect_workers": "expect_workers=",
+               "app": "app=", "broker": "broker=", "backend": "backend="}
+
+
 def probe_verdict(
     timeout: float = 5,
     *,
@@ -143,6 +148,10 @@ def probe_verdict(
     else:
         values["app"] = app or None
     values.update(broker=broker or None, backend=backend or None)
+    try:  # a bad argument is named as the caller wrote it, not as the child's variable
+        resolve_settings(values, environ={}, pyproject=False, cli_labels=_API_LABELS)
+    except ProbeUsageError as error:
+        return unknown_verdict(str(error))
     env = {**os.environ, **setting_variables(values)}
     with tempfile.TemporaryDirectory(prefix="celery-probe-") as folder:
         try:

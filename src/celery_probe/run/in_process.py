@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from celery import Celery
 
     from celery_probe.errors import AppLoadError
-    from celery_probe.pytest_plugin.plugin import RunContext
+    from celery_probe.pytest_plugin.session_state import ProbeSession
 
 WATCHDOG_SLACK = 0.8  # seconds past the deadline before the watchdog gives up on pytest
 
@@ -46,6 +46,7 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
         str(probes_dir),
         *(str(path) for path in settings.probes),
         "-p", "pytest_jsonreport.plugin",
+        "-p", "pytest_timeout",  # per-probe timeouts, kept by the run's alarm (pytest_plugin.timeouts)
         "-p", "no:cacheprovider",  # a health check must not litter .pytest_cache around
         "-p", "no:faulthandler",
         # Plugins a probe run never uses; each costs start-up or per-probe time.
@@ -60,6 +61,8 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
         # Only built-in probes, which carry their own messages: skip pytest's assertion
         # rewriting import hook (operator probes keep it for their assert introspection).
         args.append("--assert=plain")
+    if settings.timeout is not None:
+        args.append(f"--timeout={settings.timeout!r}")
     args.append("-v" if verbose else "-q")
     if junitxml is None:
         args += ["-p", "no:junitxml"]
@@ -70,11 +73,14 @@ def pytest_args(settings: Settings, probes_dir: Path, *, verbose: bool, junitxml
 
 # What the environment may tell pytest, pinned for a probe session: no plugin autoload
 # (faster, and immune to a broken plugin), and none of the operator's own test-suite
-# settings (``PYTEST_ADDOPTS="--cov -x"`` in a CI job must not change a health check).
+# settings (``PYTEST_ADDOPTS="--cov -x"`` in a CI job must not change a health check;
+# ``PYTEST_TIMEOUT=300`` meant for that suite must not time out every probe: a probe run's
+# per-probe timeout is its own ``timeout`` setting, ``CELERY_PROBE_TIMEOUT``).
 PROBE_SESSION_ENV: dict[str, str | None] = {
     "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1",
     "PYTEST_ADDOPTS": None,
     "PYTEST_PLUGINS": None,
+    "PYTEST_TIMEOUT": None,
 }
 
 
@@ -116,7 +122,7 @@ class Watchdog:
         self._cancelled.set()
 
 
-def run_probes(
+def run_in_process(
     settings: Settings,
     app: Celery | None,
     deadline: Deadline,
@@ -125,8 +131,8 @@ def run_probes(
     write_reports: bool = True,
     junitxml: Path | None = None,
     app_error: AppLoadError | None = None,
-) -> RunContext:
-    """Run the probe suite against ``app``; the returned context carries the verdict.
+) -> ProbeSession:
+    """Run the probe suite against ``app``; the returned session carries the verdict.
 
     With ``app_error`` (the app did not load) the session still runs: each probe fails
     with that reason, so the report, verdict, history and alerts say why.
@@ -134,25 +140,23 @@ def run_probes(
     import pytest
 
     from celery_probe.pytest_plugin import plugin
-    from celery_probe.pytest_plugin.plugin import RunContext
+    from celery_probe.pytest_plugin.session_state import ProbeSession
 
-    context = RunContext(
-        settings=settings, app=app, deadline=deadline, write_reports=write_reports, from_cli=True,
-        app_error=app_error,
-    )
+    session = ProbeSession.one_target(settings, app, deadline, app_error=app_error,
+                                      write_reports=write_reports, from_cli=True)
     args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
     sink: Any = sys.stderr if verbose else io.StringIO()
     with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
-        code = pytest.main(args, plugins=[context, plugin])
-    if context.verdict is None:
+        code = pytest.main(args, plugins=[session, plugin])
+    if session.verdict is None:
         from celery_probe.verdict.mapper import unknown_verdict
 
-        context.verdict = unknown_verdict(
+        session.verdict = unknown_verdict(
             f"the probe session ended without a report (pytest exit code {int(code)})"
             + ("" if verbose else "; rerun with --verbose to see pytest's output"),
             code="celery_probe_error",
         )
-    return context
+    return session
 
 
 XDIST_STARTUP_ALLOWANCE = 10.0  # seconds for pytest-xdist to start its worker processes
@@ -165,7 +169,8 @@ def _pytest_flags(overrides: dict[str, Any]) -> list[str]:
     flags: list[str] = []
     for name, value in overrides.items():
         flag = _PYTEST_LABELS.get(name)
-        if flag is None or name == "report_dir" or value in (None, (), []):
+        # timeout: pytest_args already gives it, as pytest-timeout's own --timeout
+        if flag is None or name in ("report_dir", "timeout") or value in (None, (), []):
             continue
         for item in value if isinstance(value, (list, tuple)) else [value]:
             flags.append(f"{flag}={item}")
@@ -187,7 +192,7 @@ def run_targets(
     parallel: int,
     verbose: bool = False,
     junitxml: Path | None = None,
-) -> RunContext:
+) -> ProbeSession:
     """Probe several targets in one pytest session, spread over xdist worker processes.
 
     Every probe of a target runs in the same worker (``--dist loadgroup``), in causal
@@ -197,7 +202,7 @@ def run_targets(
     import pytest
 
     from celery_probe.errors import AppLoadError
-    from celery_probe.pytest_plugin.plugin import RunContext, TargetState
+    from celery_probe.pytest_plugin.session_state import ProbeSession, TargetState
     from celery_probe.probing.app import build_app
 
     states: dict[str, TargetState] = {}
@@ -206,7 +211,7 @@ def run_targets(
             states[name] = TargetState(name, target, app=build_app(target))
         except AppLoadError as exc:  # that target is unknown; the others are still probed
             states[name] = TargetState(name, target, app_error=exc)
-    context = RunContext(settings=settings, targets=states, from_cli=True)
+    session = ProbeSession(settings, states, from_cli=True)
     args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
     args += [
         "-p", "celery_probe.pytest_plugin.plugin", "-p", "xdist.plugin",
@@ -216,13 +221,13 @@ def run_targets(
     ]
     sink: Any = sys.stderr if verbose else io.StringIO()
     with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
-        code = pytest.main(args, plugins=[context])
-    if context.verdict is None:
+        code = pytest.main(args, plugins=[session])
+    if session.verdict is None:
         from celery_probe.verdict.mapper import unknown_verdict
 
-        context.verdict = {**unknown_verdict(
+        session.verdict = {**unknown_verdict(
             f"the probe session ended without a report (pytest exit code {int(code)})"
             + ("" if verbose else "; rerun with --verbose to see pytest's output"),
             code="celery_probe_error",
         ), "targets": {}}
-    return context
+    return session

@@ -30,7 +30,7 @@ import click
 from celery_probe.errors import ProbeUsageError, ReportWriteError
 
 if TYPE_CHECKING:
-    from celery_probe.pytest_plugin.plugin import RunContext
+    from celery_probe.pytest_plugin.session_state import ProbeSession
     from celery_probe.verdict.model import AnyVerdict
 
 FAIL_ON = ("degraded", "down")
@@ -92,28 +92,20 @@ def gate_exit_code(code: int, status: str, fail_on: str | None) -> int:
     return code
 
 
-def finish_outputs(context: RunContext, code: int, raw: dict[str, Any]) -> int:
+def finish_outputs(session: ProbeSession, code: int, raw: dict[str, Any]) -> int:
     """Write the JUnit and textfile outputs asked for, and return the gated exit code."""
-    verdict = context.verdict or {}
+    verdict = session.verdict or {}
     junitxml: Path | None = raw.get("junitxml")
     if junitxml is not None:
         from celery_probe.present.junit import finalize_junit
-        from celery_probe.config.urls import secrets_in
 
-        secrets: set[str] = set()
-        # One target, or each of --targets: the URLs of every one are scrubbed.
-        for state in [context, *(getattr(context, "targets", None) or {}).values()]:
-            settings = state.settings
-            run = getattr(state, "run", None)
-            secrets |= set(run.secrets) if run is not None else set()
-            secrets |= secrets_in([settings.broker, settings.backend, *settings.endpoints])
-        try:
-            finalize_junit(junitxml, verdict, secrets)
+        try:  # one target, or each of --targets: the secrets of every one are scrubbed
+            finalize_junit(junitxml, verdict, session.secrets())
         except OSError as exc:
             raise ReportWriteError(f"cannot write {junitxml} (--junitxml): {exc.strerror or exc}") from None
     prom_file: Path | None = raw.get("prom_file")
     if prom_file is not None:
-        write_prom_file(prom_file, verdict, context.report)
+        write_prom_file(prom_file, verdict, session.report)
     return gate_exit_code(code, str(verdict.get("status", "unknown")), raw.get("fail_on"))
 
 

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from celery_probe.present.metrics import CONTENT_TYPE, RunCounters, metric_families, render
+from celery_probe.present.metrics import CONTENT_TYPE, ServeLoopTotals, metric_families, render
 from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.serve.loop import REAP_TIMEOUT, ProbeLoop, Snapshot
 from celery_probe.config.settings import REMEDIATION, Settings, require_target, resolve_settings
@@ -188,7 +188,7 @@ class ProbeService:
         families = metric_families(
             snapshot.verdict, snapshot.report, produced_at=snapshot.produced_at,
             last_success=self.loop.last_success, now=time.time() if snapshot.produced_at else None,
-            counters=RunCounters(self.loop.runs_started, self.loop.runs_killed),
+            counters=ServeLoopTotals(self.loop.runs_started, self.loop.runs_killed),
         )
         return Response(render(families), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})
 

@@ -11,12 +11,12 @@ history of a hundred lines or of twenty thousand.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from celery_probe.numbers import number
 from celery_probe.storage.reports import HISTORY, HISTORY_KEEP
 from celery_probe.verdict.mapper import STATUSES
 
@@ -40,7 +40,7 @@ class Figures:
 
 
 @dataclass(frozen=True)
-class Run:
+class HistoryEntry:
     """One probe run as a history line records it."""
 
     checked_at: str | None
@@ -70,7 +70,7 @@ class Action:
 class History:
     """The last runs (oldest first), the actions among them, and what could not be read."""
 
-    runs: tuple[Run, ...] = ()
+    runs: tuple[HistoryEntry, ...] = ()
     actions: tuple[Action, ...] = ()
     corrupt: int = 0  # lines that are not a JSON object, or a run line of the wrong shape
     other: int = 0  # well-formed lines of a kind this page does not show
@@ -107,7 +107,7 @@ def read_history(folder: Path, *, runs: int) -> History:
 
 
 def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: int, files: tuple[str, ...]) -> History:
-    found: list[Run] = []
+    found: list[HistoryEntry] = []
     actions: list[Action] = []
     corrupt = other = 0
     for raw in newest_first:
@@ -120,7 +120,7 @@ def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: i
             if not line.strip():
                 continue
             kind = classify(line)
-        if isinstance(kind, Run):
+        if isinstance(kind, HistoryEntry):
             found.append(kind)
         elif isinstance(kind, Action):
             if len(actions) < runs:
@@ -132,8 +132,8 @@ def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: i
     return History(tuple(reversed(found)), tuple(reversed(actions)), corrupt, other, files)
 
 
-def classify(line: str) -> Run | Action | str:
-    """A line as a :class:`Run`, an :class:`Action`, ``"corrupt"`` or ``"other"`` (unknown kind)."""
+def classify(line: str) -> HistoryEntry | Action | str:
+    """A line as a :class:`HistoryEntry`, an :class:`Action`, ``"corrupt"`` or ``"other"`` (unknown kind)."""
     try:
         document = json.loads(line)
     except (ValueError, RecursionError):
@@ -141,7 +141,7 @@ def classify(line: str) -> Run | Action | str:
     return from_document(document)
 
 
-def from_document(document: Any) -> Run | Action | str:
+def from_document(document: Any) -> HistoryEntry | Action | str:
     """A parsed history line (or a history entry in memory) as :func:`classify` sees it."""
     if not isinstance(document, Mapping):
         return "corrupt"
@@ -155,13 +155,13 @@ def from_document(document: Any) -> Run | Action | str:
     status = document.get("status")
     if not isinstance(status, str):
         return "corrupt"
-    return Run(
+    return HistoryEntry(
         checked_at=_text(document.get("checked_at"), 64),
         status=status if status in STATUSES else "unknown",
-        roundtrip_ms=_number(document.get("roundtrip_ms")),
+        roundtrip_ms=_figure(document.get("roundtrip_ms")),
         queue_length=_count(document.get("queue_length")),
         workers=_count(document.get("workers")),
-        duration_s=_number(document.get("duration_s")),
+        duration_s=_figure(document.get("duration_s")),
         codes=tuple(c[:100] for c in document.get("codes") or [] if isinstance(c, str))[:MAX_CODES]
         if isinstance(document.get("codes"), list) else (),
         targets=tuple(
@@ -177,7 +177,7 @@ def _target_figures(value: Any) -> tuple[tuple[str, Figures], ...]:
     if not isinstance(value, Mapping):
         return ()
     return tuple(
-        (str(name)[:100], Figures(_number(figures.get("roundtrip_ms")), _count(figures.get("queue_length")),
+        (str(name)[:100], Figures(_figure(figures.get("roundtrip_ms")), _count(figures.get("queue_length")),
                                   _count(figures.get("workers"))))
         for name, figures in list(value.items())[:MAX_TARGETS] if isinstance(figures, Mapping)
     )
@@ -228,12 +228,12 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
     return value[:limit] if isinstance(value, str) else None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return None
-    return float(value)
+def _figure(value: Any) -> float | None:
+    """A figure of a history line: a number, and never a negative one (no duration or count is)."""
+    found = number(value)
+    return float(found) if found is not None and found >= 0 else None
 
 
 def _count(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if number is not None else None
+    found = _figure(value)
+    return int(found) if found is not None else None

@@ -16,16 +16,12 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from celery_probe.errors import ReportWriteError
 from celery_probe.storage.filelock import LockBusy, locked
-from celery_probe.config.urls import scrub
 from celery_probe.verdict.mapper import unknown_verdict, verdict_from_report
 from celery_probe.verdict.model import AnyVerdict, Verdict
-
-if TYPE_CHECKING:
-    from celery_probe.pytest_plugin.plugin import RunContext
 
 LATEST = "latest.json"
 VERDICT = "verdict.json"
@@ -171,60 +167,6 @@ def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: AnyVer
     except OSError as exc:
         raise ReportWriteError(f"cannot write reports to {folder}: {exc.strerror or exc}") from None
     return written
-
-
-def finish_report(context: RunContext, report: dict[str, Any]) -> None:
-    """Scrub, annotate and map the finished report; write the files unless told not to."""
-    from celery_probe.probing.app import probed_broker_url
-    from celery_probe.config.urls import redact_url, secrets_in
-    from celery_probe.verdict.mapper import verdicts_by_target
-
-    settings = context.settings
-    secrets: set[str] = set()
-    details: dict[str, dict[str, Any]] = {}
-    for name, target in context.targets.items():
-        run = target.run
-        conf = target.app.conf if target.app is not None else None
-        backend = conf.result_backend if conf is not None else None
-        probed = probed_broker_url(target.app) if target.app is not None else None
-        secrets |= run.secrets if run is not None else set()
-        secrets |= secrets_in([target.settings.broker, target.settings.backend,
-                               conf.broker_url if conf is not None else None, probed,
-                               backend if isinstance(backend, str) else None,
-                               *target.settings.endpoints, target.settings.flower_url])  # as for --junitxml
-        # The URL pinned on the app (what was probed), not what the environment says now.
-        broker_url = run.broker_url if run is not None else (redact_url(probed) if probed else None)
-        described = target.settings.describe_target()
-        if target.settings.app and broker_url:
-            described = f"{described} on {broker_url}"
-        details[name] = {
-            "target": described,
-            "broker": broker_url,
-            "queues": run.queues if run is not None else list(target.settings.queues),
-            "deadline_s": target.settings.deadline,
-            "expect_workers": target.settings.expect_workers,
-            "queue_threshold": target.settings.queue_threshold,
-            "queue_thresholds": dict(target.settings.queue_thresholds),
-        }
-        if target.settings.flower_url:  # without its credentials: the verdict links to it
-            from celery_probe.verdict.flower import flower_base
-
-            details[name]["flower"] = flower_base(target.settings.flower_url)
-    if context.multi:
-        report["celery_probe"] = {"targets": list(details), "target_details": details}
-    else:
-        report["celery_probe"] = details[""]
-    report.pop("environment", None)  # always {} with pytest-metadata 3; may carry env vars
-    clean = scrub(report, secrets)
-    report.clear()
-    report.update(clean)
-    context.report = report
-    context.verdict = verdicts_by_target(report) if context.multi else verdict_from_report(report)
-    if context.write_reports:
-        try:
-            context.written = write_run_files(settings.report_dir, report, context.verdict)
-        except ReportWriteError as exc:
-            context.write_error = str(exc)
 
 
 def load_report(path: Path) -> tuple[Any, str | None]:

@@ -4,7 +4,8 @@ No I/O, no clock, no pytest, no broker: given the same report it returns the sam
 and given anything at all (truncated, foreign, hostile) it returns a verdict instead of
 raising. ``status`` is one of :data:`STATUSES`:
 
-* ``down``: a ``critical`` probe failed, errored or timed out;
+* ``down``: a ``critical`` probe failed, errored or timed out (a probe cut by its own
+  per-probe timeout reports ``celery_probe_timeout`` at its declared severity);
 * ``degraded``: a ``degraded`` probe failed;
 * ``unknown``: the evidence itself is missing or broken (no report, no probe ran, a probe
   file did not load, the prober itself was starved of time: ``celery_probe_starved``, or
@@ -18,6 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Literal, cast, get_args
 
+from celery_probe.numbers import number
 from celery_probe.verdict.flower import add_flower_links
 from celery_probe.verdict.markers import DEFAULT_CODE, DEFAULT_SEVERITY
 from celery_probe.verdict.model import (
@@ -46,6 +48,7 @@ FAILED_OUTCOMES = ("failed", "error")
 RAN_OUTCOMES = ("passed", "failed", "error", "xfailed", "xpassed")
 MAX_MESSAGE = 500
 STARVED_CODE = "celery_probe_starved"  # a probe the prober could not give a fair chance
+TIMEOUT_CODE = "celery_probe_timeout"  # a probe cut by its own (pytest-timeout) timeout, at its severity
 # Failures of the whole target rather than of one probe's setup: shown without "setup: ".
 TARGET_FAILURE_CODES = frozenset({"celery_app_config_error"})
 # What inspect counts per worker, copied into the verdict's workers.
@@ -85,7 +88,7 @@ def _map(report: Any) -> Verdict:
 
     verdict = empty_verdict()
     verdict["checked_at"] = _iso(report.get("created"))
-    verdict["duration_s"] = _number(report.get("duration"))
+    verdict["duration_s"] = number(report.get("duration"))
     meta = report.get("celery_probe")
     if isinstance(meta, Mapping):
         verdict["target"] = _text(meta.get("target"))
@@ -118,6 +121,8 @@ def _map(report: Any) -> Verdict:
                 code, severity = STARVED_CODE, "error"
             elif _text(metadata.get("no_evidence")):  # a failure that proves nothing, with its own code
                 code, severity = metadata["no_evidence"], "error"
+            elif metadata.get("timed_out"):  # the probe's own timeout: its severity, its own code
+                code = TIMEOUT_CODE
             reason = _reason(code, severity, test, _failure_message(test, phased=code not in TARGET_FAILURE_CODES))
             if str(reason["probe"] or "").startswith("::") and _text(probe.get("file")):
                 reason["probe"] = f"{probe['file']}{reason['probe']}"  # a probe file outside the rootdir
@@ -188,7 +193,7 @@ def _fill_metrics(verdict: Verdict, measured: Mapping[str, list[Any]]) -> None:
         for reply in ping.get("workers") or []:
             if isinstance(reply, Mapping) and reply.get("name"):
                 workers.setdefault(str(reply["name"]), {}).update({
-                    "latency_ms": _number(reply.get("latency_ms")),
+                    "latency_ms": number(reply.get("latency_ms")),
                     "last_heartbeat": _text(reply.get("answered_at")),
                 })
     activity_seen = False
@@ -240,7 +245,7 @@ def _fill_metrics(verdict: Verdict, measured: Mapping[str, list[Any]]) -> None:
     for table in _maps(measured.get("roundtrip")):
         for name, info in table.items():
             if isinstance(info, Mapping):
-                latency = _number(info.get("latency_ms"))
+                latency = number(info.get("latency_ms"))
                 queues.setdefault(str(name), {})["roundtrip_ms"] = latency
                 if latency is not None:
                     latencies.append(latency)
@@ -249,7 +254,7 @@ def _fill_metrics(verdict: Verdict, measured: Mapping[str, list[Any]]) -> None:
             if isinstance(info, Mapping):
                 breach = info.get("breach")
                 queues.setdefault(str(name), {}).update({
-                    "sla_ms": _number(info.get("sla_ms")), "sla_breach": breach if isinstance(breach, bool) else None})
+                    "sla_ms": number(info.get("sla_ms")), "sla_breach": breach if isinstance(breach, bool) else None})
     verdict["queues"] = dict(sorted(queues.items()))
     for delayed in _maps(measured.get("delayed")):
         verdict["delayed_messages"] = _int(delayed.get("messages"))
@@ -278,22 +283,22 @@ def _task_runtimes(info: Mapping[str, Any]) -> TaskRuntimes:
             tasks[str(name)] = {
                 "count": _int(entry.get("count")),
                 "failed": _int(entry.get("failed")),
-                "p50_ms": _number(entry.get("p50_ms")),
-                "p95_ms": _number(entry.get("p95_ms")),
-                "max_ms": _number(entry.get("max_ms")),
-                "sla_ms": _number(entry.get("sla_ms")),
+                "p50_ms": number(entry.get("p50_ms")),
+                "p95_ms": number(entry.get("p95_ms")),
+                "max_ms": number(entry.get("max_ms")),
+                "sla_ms": number(entry.get("sla_ms")),
                 "breach": entry.get("breach") is True,
             }
-    return {"window_s": _number(info.get("window_s")), "task_events": _int(info.get("task_events")),
+    return {"window_s": number(info.get("window_s")), "task_events": _int(info.get("task_events")),
             "unnamed": _int(info.get("unnamed")), "tasks": dict(sorted(tasks.items()))}
 
 
 def _beat(info: Mapping[str, Any]) -> Beat:
     """The beat tick as measured: its age against the store's clock, and redbeat's keys."""
     beat: Beat = {
-        "last_tick_age_s": _number(info.get("age_s")),
-        "interval_s": _number(info.get("interval_s")),
-        "grace": _number(info.get("grace")),
+        "last_tick_age_s": number(info.get("age_s")),
+        "interval_s": number(info.get("interval_s")),
+        "grace": number(info.get("grace")),
         "worker": _text(info.get("worker")),
         "store": _text(info.get("store")),
         "key": _text(info.get("key")),
@@ -301,10 +306,10 @@ def _beat(info: Mapping[str, Any]) -> Beat:
     red = info.get("redbeat")
     if isinstance(red, Mapping):
         beat["redbeat"] = {
-            "lock_ttl_s": _number(red.get("lock_ttl_s")),
+            "lock_ttl_s": number(red.get("lock_ttl_s")),
             "entries": _int(red.get("entries")),
             "next_entry": _text(red.get("next_entry")),
-            "overdue_s": _number(red.get("overdue_s")),
+            "overdue_s": number(red.get("overdue_s")),
             "error": _text(red.get("error")),
         }
     return beat
@@ -318,28 +323,17 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    if value != value or value in (float("inf"), float("-inf")):
-        return None
-    return float(value)
-
-
 def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        return None
-    if value in (float("inf"), float("-inf")):
-        return None
-    return int(value)
+    found = number(value)
+    return None if found is None else int(found)
 
 
 def _iso(value: Any) -> str | None:
-    number = _number(value)
-    if number is None:
+    seconds = number(value)
+    if seconds is None:
         return None
     try:
-        return datetime.fromtimestamp(number, tz=timezone.utc).isoformat(timespec="seconds")
+        return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -356,11 +350,6 @@ def _last_line(value: Any) -> str | None:
         if line.startswith("E "):
             return line[2:].strip()
     return lines[-1]
-
-
-def exit_code(status: str) -> int:
-    """The documented exit code of ``celery-probe run``/``verdict`` for ``status``."""
-    return {"healthy": 0, "down": 2, "degraded": 3}.get(status, 4)
 
 
 def seed_shape(verdict: Mapping[str, Any]) -> SeedShape:
@@ -442,8 +431,8 @@ def _probe_seconds(tests: list[Any]) -> float | None:
     for test in tests:
         for when in ("setup", "call", "teardown"):
             stage = test.get(when) if isinstance(test, Mapping) else None
-            number = _number(stage.get("duration")) if isinstance(stage, Mapping) else None
-            total += number or 0.0
+            seconds = number(stage.get("duration")) if isinstance(stage, Mapping) else None
+            total += seconds or 0.0
     return round(total, 6) if tests else None
 
 
@@ -451,5 +440,5 @@ def _causal_position(test: Any) -> float:
     """Where a probe ran in causal order (reports from parallel workers arrive in any order)."""
     metadata = test.get("metadata") if isinstance(test, Mapping) else None
     probe = metadata.get("probe") if isinstance(metadata, Mapping) else None
-    order = _number(probe.get("order")) if isinstance(probe, Mapping) else None
+    order = number(probe.get("order")) if isinstance(probe, Mapping) else None
     return order if order is not None else float("inf")
