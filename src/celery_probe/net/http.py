@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 USER_AGENT = "celery-probe"
 CHUNK = 16 * 1024
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")  # requests' own, then curl's
-PROXY_MODES = ("off", "env")
 
 
 class AnswerTooLarge(BoundedCallError):
