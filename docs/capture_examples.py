@@ -535,19 +535,16 @@ def flower(env: dict[str, str], cwd: Path) -> Iterator[int]:
 
 
 def flower_page(port: int, url: str) -> int:
-    """The status of a Flower page the verdict links to, asked with the password as Basic auth."""
+    """The status of a Flower page the verdict links to, asked through celery-probe's own HTTP
+    client with the password as Basic auth."""
     import base64
     from urllib.parse import urlsplit
 
+    from celery_probe.net.http import request
+
     token = base64.b64encode(f"{FLOWER_USER}:{FLOWER_PASSWORD}".encode()).decode()
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
-    try:
-        conn.request("GET", urlsplit(url).path or "/", headers={"Authorization": f"Basic {token}"})
-        reply = conn.getresponse()
-        reply.read()
-        return reply.status
-    finally:
-        conn.close()
+    page = f"http://127.0.0.1:{port}{urlsplit(url).path or '/'}"
+    return request("GET", page, timeout=15, max_body=5_000_000, headers={"Authorization": f"Basic {token}"}).status
 
 
 def screenshot(page: Path, shot: Path) -> str:

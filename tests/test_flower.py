@@ -8,7 +8,6 @@ while the password in ``--flower-url`` appears nowhere.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import subprocess
@@ -21,6 +20,7 @@ import pytest
 
 from celery_probe.config.settings import resolve_settings
 from celery_probe.errors import ProbeUsageError
+from celery_probe.net.http import request
 from celery_probe.testing import GroupProcess, free_port, wait_until
 from celery_probe.verdict.flower import (
     add_flower_links,
@@ -34,6 +34,7 @@ from tests.support.serving import HEALTH, ServeProcess
 USER, PASSWORD = "ops", "fl0wer-s3cret"
 OPS_ALERTS = "/api/interactions/metrics/ops-alerts"
 OPS = "ops@example.com"
+FLOWER_PAGE_MAX = 5_000_000  # bytes of one Flower page read at most
 
 
 # ------------------------------------------------------------------------------ pure parts
@@ -263,20 +264,16 @@ class Flower(GroupProcess):
         return self
 
     def get(self, url: str, *, auth: bool = True) -> tuple[int, str]:
-        """GET ``url`` (a link as printed), with the password sent separately as Basic auth."""
+        """GET ``url`` (a link as printed) through celery-probe's own HTTP client, with the
+        password sent separately as Basic auth."""
         parts = urlsplit(url)
         assert parts.hostname == "127.0.0.1" and parts.port == self.port, url
         headers = {}
         if auth:
             token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
             headers["Authorization"] = f"Basic {token}"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15)
-        try:
-            conn.request("GET", parts.path or "/", headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read().decode("utf-8", "replace")
-        finally:
-            conn.close()
+        answer = request("GET", url, timeout=15, max_body=FLOWER_PAGE_MAX, headers=headers)
+        return answer.status, answer.body.decode("utf-8", "replace")
 
     def close(self) -> None:
         """SIGTERM to its process group, SIGKILL if it has not gone within 10 s."""

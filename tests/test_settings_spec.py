@@ -33,10 +33,12 @@ from celery_probe.run.child import (
     child_environment,
     setting_variables,
 )
-from tests.support.environment import ROOT
+from tests.support.environment import ROOT, TESTS
 
 pytest_plugins = ["pytester"]
 
+# A self-signed certificate (it is its own CA) and its key, for the HTTP client's file settings.
+SAMPLE_CERT, SAMPLE_KEY = TESTS / "support" / "sample_cert.pem", TESTS / "support" / "sample_key.pem"
 # setting name -> (raw value as an operator writes it, the field value it must give)
 SAMPLES: dict[str, tuple[str, Any]] = {
     "app": ("proj.celery:app", "proj.celery:app"),
@@ -70,10 +72,16 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "sla": ("celery=2s", (("celery", 2.0),)),
     "task_sla": ("app.sync.*=2m", (("app.sync.*", 120.0),)),
     "events_window": ("2", 2.0),
+    "http_proxies": ("env", "env"),
+    "http_ca_file": (str(SAMPLE_CERT), SAMPLE_CERT),
+    "http_client_cert": (str(SAMPLE_CERT), SAMPLE_CERT),
+    "http_client_key": (str(SAMPLE_KEY), SAMPLE_KEY),
+    "http_auth_env": ("PROBE_HEALTH_TOKEN", "PROBE_HEALTH_TOKEN"),
     "timeout": ("1.5", 1.5),
 }
 # Settings that are only valid beside another: given on the command line with the sample.
-NEEDS = {"task_sla": {"events_window": "2"}}
+NEEDS = {"task_sla": {"events_window": "2"}, "http_client_cert": {"http_client_key": str(SAMPLE_KEY)},
+         "http_client_key": {"http_client_cert": str(SAMPLE_CERT)}}
 NAMES = [spec.name for spec in SPECS]
 
 
@@ -227,7 +235,8 @@ class TestSectionedHelp:
         result = CliRunner(env={"NO_COLOR": "1"}).invoke(cli, ["run", "--help"], terminal_width=100)
         assert result.exit_code == 0, result.output
         headings = re.findall(r"^(\w[\w ]*):$", result.output, flags=re.MULTILINE)
-        assert headings == ["Target", "Probes", "Output", "Several targets", "Alerts", "Remediation", "Other options"]
+        assert headings == ["Target", "Probes", "Output", "Outgoing HTTP", "Several targets", "Alerts", "Remediation",
+                            "Other options"]
         assert "\x1b[" not in result.output
         for param in all_commands()["run"].params:
             for opt in param.opts:

@@ -33,6 +33,7 @@ from celery_probe.alerting.webhook import (
 )
 from celery_probe.errors import ProbeUsageError
 from celery_probe.config.urls import redact_url
+from celery_probe.net.http import DIRECT, HttpOptions
 
 PASSWORD_ENV = "CELERY_PROBE_SMTP_PASSWORD"
 DEFAULT_REPEAT_EVERY = 3600.0
@@ -173,6 +174,7 @@ def build_alert_config(
     min_failures: str | None = None,
     alert_timeout: str | None = None,
     lock_timeout: str | None = None,
+    http: HttpOptions = DIRECT,
     environ: Mapping[str, str] | None = None,
 ) -> AlertConfig | None:
     """Validate the alert options; None when no alerting was asked for."""
@@ -239,7 +241,7 @@ def build_alert_config(
     channels: list[Channel] = []
     if transport is not None:
         channels.extend(EmailChannel(address, transport, wording, frozen) for address in recipients)
-    channels.extend(WebhookChannel(h, wording, timeout, frozen) for h in hooks)
+    channels.extend(WebhookChannel(h, wording, timeout, frozen, http) for h in hooks)
 
     policy = Policy(
         repeat_every=_seconds("--repeat-every", repeat_every, DEFAULT_REPEAT_EVERY, 0, 366 * 86400),

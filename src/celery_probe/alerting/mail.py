@@ -9,7 +9,7 @@ are validated when the command starts. Everything the verdict says (worker and q
 names, reasons) goes into the body only.
 
 Every delivery is bounded: SMTP sockets get ``timeout`` and the whole session runs under
-:func:`~celery_probe.bounded_http.call_within`; ``sendmail`` is run with an argument list
+:func:`~celery_probe.net.bounded.call_within`; ``sendmail`` is run with an argument list
 (never a shell) and a ``timeout``. The SMTP password comes from the environment and is
 never printed: errors name the server and the SMTP reply only.
 """
@@ -30,7 +30,7 @@ from pathlib import Path
 from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification, parse_time
 from celery_probe.alerting.template import render_body, severity_word
-from celery_probe.bounded_http import BoundedCallError, call_within, describe
+from celery_probe.net.bounded import BoundedCallError, call_within, describe
 from celery_probe.config.urls import scrub
 
 # Deliberately strict: what an operator types for an on-call address, nothing exotic.

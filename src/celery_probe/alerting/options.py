@@ -69,14 +69,23 @@ def alert_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def config_from_params(params: dict[str, Any]) -> AlertConfig | None:
-    """Take the alert options out of click's ``params`` and validate them (ProbeUsageError)."""
+    """Take the alert options out of click's ``params`` and validate them (ProbeUsageError).
+
+    Webhooks follow the outgoing-HTTP settings: the command's ``--http-*`` flags, still in
+    ``params`` (they are the command's too), then the environment and ``pyproject.toml``.
+    """
     values = {name: params.pop(f"alert_{name}", None) for _flag, name, _kw in _OPTIONS}
     if not any(value not in (None, False, ()) for name, value in values.items() if name not in _WORDING_ONLY):
         return None  # no alerting asked for: skip importing the mail and webhook machinery
     from celery_probe.alerting.config import build_alert_config
+    from celery_probe.config.settings import HTTP_CLIENT, as_cli_overrides, resolve_http_client
+    from celery_probe.net.http import HttpOptions
 
     values["emails"] = tuple(values["emails"] or ())
     values["webhooks"] = tuple(values["webhooks"] or ())
+    if values["webhooks"]:
+        flags = as_cli_overrides(**{name: params.get(name) for name in HTTP_CLIENT})
+        values["http"] = HttpOptions.from_settings(resolve_http_client(flags))
     return build_alert_config(**values)
 
 

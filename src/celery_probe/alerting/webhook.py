@@ -13,7 +13,8 @@ A webhook is written ``[FORMAT=]URL``; without a prefix ``--webhook-format`` app
 Webhook URLs are secrets: Slack and Telegram put the token in the path. So a webhook is
 never printed as its URL: messages and the state file show ``scheme://host/…`` and a short
 hash of the full URL (``https://hooks.slack.com/… (slack #3f2a91)``). User and password in
-the URL are sent as HTTP Basic authentication.
+the URL are sent as HTTP Basic authentication; the ``http-auth-env`` header never is (a
+receiver is a third party). Proxies, trust and client certificate follow the HTTP settings.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from urllib.parse import unquote, urlsplit
 from celery_probe.alerting.channel import DeliveryError, Wording
 from celery_probe.alerting.state import Notification
 from celery_probe.alerting.template import advice, short_text
-from celery_probe.bounded_http import BoundedCallError, http_request
 from celery_probe.config.urls import http_url_problem, scrub
+from celery_probe.net.http import DIRECT, BoundedCallError, HttpOptions, request
 
 FORMATS = ("generic", "slack", "telegram")
 MAX_ANSWER = 64 * 1024
@@ -181,6 +182,7 @@ class WebhookChannel:
     wording: Wording
     timeout: float = 10.0
     secrets: frozenset[str] = field(default=frozenset(), repr=False)
+    http: HttpOptions = DIRECT
 
     @property
     def id(self) -> str:
@@ -198,8 +200,8 @@ class WebhookChannel:
         headers = {"Content-Type": "application/json; charset=utf-8", "Accept": "application/json",
                    "Idempotency-Key": note.id}
         try:
-            answer = http_request("POST", self.webhook.url, body=body, headers=headers,
-                                  timeout=self.timeout, max_body=MAX_ANSWER)
+            answer = request("POST", self.webhook.url, body=body, headers=headers, options=self.http,
+                             timeout=self.timeout, max_body=MAX_ANSWER)
         except BoundedCallError as exc:
             raise DeliveryError(str(scrub(str(exc), self._secrets()))) from None
         if not 200 <= answer.status < 300:

@@ -25,14 +25,18 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from celery_probe.alerting.options import alert_options, send_alerts
-from celery_probe.cli.options import ALERTS, SectionedCommand, in_section
+from celery_probe.cli.options import ALERTS, SectionedCommand, in_section, setting_options
+from celery_probe.config.settings import HTTP
 from celery_probe.errors import EXIT_CODES, ProbeUsageError, exit_code
 from celery_probe.config.urls import redact_bad_url, redact_url, url_problem
+
+if TYPE_CHECKING:
+    from celery_probe.net.http import HttpOptions
 
 EXIT_ERROR = 1
 MAX_BODY = 1_000_000
@@ -91,12 +95,12 @@ def parse_verdict(status_code: int, body: bytes) -> dict[str, Any]:
     raise CheckError(f"HTTP {status_code}")
 
 
-def fetch_verdict(url: str, timeout: float) -> dict[str, Any]:
-    from celery_probe.bounded_http import BoundedCallError, http_request
+def fetch_verdict(url: str, timeout: float, http: HttpOptions) -> dict[str, Any]:
+    from celery_probe.net.http import BoundedCallError, request
 
     try:
-        answer = http_request("GET", url, timeout=timeout, max_body=MAX_BODY,
-                              headers={"Accept": "application/json"})
+        answer = request("GET", url, timeout=timeout, max_body=MAX_BODY, options=http, send_auth=True,
+                         headers={"Accept": "application/json"})
     except BoundedCallError as exc:
         raise CheckError(str(exc)) from None
     return parse_verdict(answer.status, answer.body)
@@ -132,28 +136,33 @@ def summary_line(verdict: Mapping[str, Any]) -> str:
 @click.command("check", cls=SectionedCommand)
 @click.argument("url")
 @click.option("--timeout", "timeout_", metavar="SECONDS", help="Bound on the whole request (default 10).")
+@setting_options(HTTP)
 @in_section(ALERTS, alert_options)
-def check(url: str, timeout_: str | None, alerting: Any) -> int:
+def check(url: str, timeout_: str | None, alerting: Any, **http_raw: Any) -> int:
     """GET URL, a health endpoint serving a verdict, print one line and exit with its status.
 
     Exit codes: 0 healthy, 1 HTTP/connection/parse error, 2 down, 3 degraded, 4 unknown.
     With --email or --webhook, alert on a change of state (see --state-file).
     """
-    from celery_probe.present.text import STATUS_COLOURS, use_colour
+    from celery_probe.config.settings import as_cli_overrides, resolve_http_client
     from celery_probe.config.urls import scrub
+    from celery_probe.net.http import HttpOptions
+    from celery_probe.present.text import STATUS_COLOURS, use_colour
     from celery_probe.verdict.mapper import unknown_verdict
 
     timeout = parse_timeout(timeout_)
     check_url(url)
+    http = HttpOptions.from_settings(resolve_http_client(as_cli_overrides(**http_raw)))
     shown = redact_url(url)
-    secrets = alerting.secrets if alerting is not None else frozenset()
+    # An endpoint that echoes the request could send the auth header back in its reasons.
+    secrets = (alerting.secrets if alerting is not None else frozenset()) | http.secrets()
     colour = use_colour(os.environ, sys.stdout.isatty())
 
     def paint(word: str, fg: str) -> str:
         return click.style(word, fg=fg, bold=True) if colour else word
 
     try:
-        verdict = fetch_verdict(url, timeout)
+        verdict = fetch_verdict(url, timeout, http)
     except CheckError as exc:
         reason = str(scrub(str(exc), secrets))
         click.echo(f"celery-probe: {paint('ERROR', 'red')} {shown}: {reason}", color=colour)

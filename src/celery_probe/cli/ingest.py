@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from celery_probe.cli.options import setting_options
+from celery_probe.config.settings import HTTP
 from celery_probe.errors import ProbeUsageError
+
+if TYPE_CHECKING:
+    from celery_probe.net.http import HttpOptions
 
 EXIT_DELIVERY_FAILED = 1
 POST_TIMEOUT = 10.0
@@ -67,19 +72,16 @@ def ops_document(report_path: Path, existing: list[dict[str, Any]]) -> tuple[dic
     return document, str(verdict.get("status", "unknown"))
 
 
-def post_document(url: str, document: dict[str, Any]) -> str | None:
+def post_document(url: str, document: dict[str, Any], http: HttpOptions) -> str | None:
     """POST ``document`` as JSON; None when delivered (2xx), else a one-line reason."""
-    from celery_probe.bounded_http import BoundedCallError, call_within, describe, http_request
+    from celery_probe.net.http import BoundedCallError, request
 
     body = json.dumps(document).encode("utf-8")
     try:
-        answer = call_within(
-            lambda: http_request("POST", url, timeout=POST_TIMEOUT, max_body=MAX_ANSWER, body=body,
-                                 headers={"Content-Type": "application/json"}),
-            POST_TIMEOUT + 1, "posting the ops-alerts document",
-        )
-    except (BoundedCallError, OSError) as exc:
-        return describe(exc)
+        answer = request("POST", url, timeout=POST_TIMEOUT, max_body=MAX_ANSWER, body=body, options=http,
+                         send_auth=True, headers={"Content-Type": "application/json"})
+    except BoundedCallError as exc:
+        return str(exc)
     if not 200 <= answer.status < 300:
         return f"HTTP {answer.status} {answer.reason}".strip()
     return None
@@ -90,20 +92,26 @@ def post_document(url: str, document: dict[str, Any]) -> str | None:
 @click.option("--alerts", "alerts_file", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Alerts the service already has (a JSON list, or a document with an 'alerts' list); kept untouched.")
 @click.option("--post", "post_url", metavar="URL", help="POST the document as JSON to this URL (10 s bound).")
-def ingest(report: Path, alerts_file: Path | None, post_url: str | None) -> int:
+@setting_options(HTTP)
+def ingest(report: Path, alerts_file: Path | None, post_url: str | None, **http_raw: Any) -> int:
     """Map a pytest-json-report REPORT to the ops-alerts document, print it, optionally POST it."""
     from celery_probe.alerting.webhook import error_display, safe_display, url_problem
     from celery_probe.errors import exit_code
 
+    http: HttpOptions | None = None
     if post_url is not None:
         problem = url_problem(post_url)
         if problem:
             raise ProbeUsageError(f"invalid URL {error_display(post_url)}: {problem} (from --post)")
+        from celery_probe.config.settings import as_cli_overrides, resolve_http_client
+        from celery_probe.net.http import HttpOptions
+
+        http = HttpOptions.from_settings(resolve_http_client(as_cli_overrides(**http_raw)))
     existing = read_existing_alerts(alerts_file) if alerts_file is not None else []
     document, status = ops_document(report, existing)
     click.echo(json.dumps(document, indent=2, default=str))
-    if post_url is not None:
-        failure = post_document(post_url, document)
+    if post_url is not None and http is not None:
+        failure = post_document(post_url, document, http)
         if failure is not None:
             click.echo(f"celery-probe: could not post to {safe_display(post_url)}: {failure}", err=True)
             return EXIT_DELIVERY_FAILED

@@ -47,6 +47,7 @@ from celery_probe.cli.options import (
 from celery_probe.present.emit import emit
 from celery_probe.run.outputs import run_output_options
 from celery_probe.config.settings import (
+    HTTP,
     OUTPUT,
     PROBES,
     REMEDIATION,
@@ -129,7 +130,7 @@ def all_commands() -> dict[str, click.Command]:
 
 
 @cli.command(cls=SectionedCommand)
-@setting_options(TARGET, PROBES, OUTPUT)
+@setting_options(TARGET, PROBES, OUTPUT, HTTP)
 @in_section(OUTPUT, run_output_options)
 @in_section(
     SEVERAL_TARGETS,

@@ -22,6 +22,7 @@ from typing import Any
 import click
 
 from celery_probe.config.settings import (
+    HTTP,
     OUTPUT,
     PROBES,
     REMEDIATION_SECTION,
@@ -42,6 +43,7 @@ SECTION_HELP: dict[str, str] = {
     SEVERAL_TARGETS: "One run over the targets of a TOML file.",
     ALERTS: "Mail and webhooks on status changes (docs/alerting.md).",
     REMEDIATION_SECTION: "A command run when down has lasted (docs/remediation.md).",
+    HTTP: "Proxies, trust, client certificate and auth header of every HTTP request (docs/configuration.md).",
     SERVER: "Where serve listens and how often it probes.",
 }
 _SECTION = "celery_probe_section"  # the attribute of a click option naming its help section

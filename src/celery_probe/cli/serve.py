@@ -18,7 +18,7 @@ import click
 from celery_probe.cli.main import _settings_from
 from celery_probe.cli.options import SERVER, SectionedCommand, in_section, setting_options
 from celery_probe.errors import ProbeUsageError
-from celery_probe.config.settings import OUTPUT, PROBES, TARGET, _parse_int, require_target
+from celery_probe.config.settings import HTTP, OUTPUT, PROBES, TARGET, _parse_int, require_target
 
 DEFAULT_PREFIX = "/api/interactions"  # repeated from celery_probe.serve.app, which needs the extra
 MIN_INTERVAL, MAX_INTERVAL = 0.5, 86_400.0
@@ -67,7 +67,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @click.command(cls=SectionedCommand)
-@setting_options(TARGET, PROBES, OUTPUT)
+@setting_options(TARGET, PROBES, OUTPUT, HTTP)
 @in_section(
     SERVER,
     click.option("--host", default="127.0.0.1", show_default=True, metavar="HOST", help="Address to listen on."),

@@ -322,6 +322,44 @@ def _parse_bool(name: str, raw: Any, source: str) -> bool:
     raise _fail(name, raw, "must be true or false (1/0, yes/no, on/off)", source)
 
 
+_PROXIES_OFF = ("off", "false", "no", "0")
+_PROXIES_ENV = ("env", "environment", "on", "true", "yes", "1")
+
+
+def _parse_proxies(name: str, raw: Any, source: str) -> str:
+    """``off`` (always direct) or ``env`` (the *_PROXY / NO_PROXY variables); booleans too."""
+    value = str(raw).strip().lower()
+    if value in _PROXIES_OFF:
+        return "off"
+    if value in _PROXIES_ENV:
+        return "env"
+    raise _fail(name, raw, "must be off or env (use the HTTP_PROXY/HTTPS_PROXY/NO_PROXY variables)", source)
+
+
+def _parse_file(name: str, raw: Any, source: str) -> Path | None:
+    value = _parse_str(name, raw, source)
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise _fail(name, value, "is not a file", source)
+    if not os.access(path, os.R_OK):
+        raise _fail(name, value, "cannot be read", source)
+    return path
+
+
+def _parse_env_name(name: str, raw: Any, source: str) -> str | None:
+    """The name of an environment variable (its value is a secret, read when a request is sent)."""
+    value = _parse_str(name, raw, source)
+    if value is None:
+        return None
+    if not (value.replace("_", "a").isalnum() and value.isascii() and not value[0].isdigit()):
+        raise _fail(name, value, "is not an environment variable name (letters, digits, '_')", source)
+    if value.upper().startswith(ENV_PREFIX):
+        raise _fail(name, value, f"must not start with {ENV_PREFIX}: those variables are settings", source)
+    return value
+
+
 def _parse_command(name: str, raw: Any, source: str) -> tuple[str, ...]:
     """An argv list: a string split as a POSIX shell would (``shlex``), or a TOML list.
 
@@ -365,6 +403,7 @@ TARGET = "Target"
 PROBES = "Probes"
 OUTPUT = "Output"
 REMEDIATION_SECTION = "Remediation"
+HTTP = "Outgoing HTTP"  # celery_probe.net.http: the endpoints, check, webhooks, ingest --post
 
 
 class _LongFlag:
@@ -602,6 +641,24 @@ class Settings:
     events_window: float | None = setting(
         parse=_parse_wait(0.1, 3600), section=PROBES, metavar="SECONDS",
         help="Listen this long to task events (workers started with -E) for runtimes per task type.")
+    http_proxies: str = setting(
+        "off", parse=_parse_proxies, section=HTTP, metavar="off|env",
+        help="Outgoing HTTP goes direct (off, the default) or through the proxies HTTPS_PROXY/HTTP_PROXY/"
+             "NO_PROXY name (env); loopback is always direct.")
+    http_ca_file: Path | None = setting(
+        parse=_parse_file, section=HTTP, metavar="PATH",
+        help="CA certificates (PEM) trusted for https:// (default REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, "
+             "else the system's).")
+    http_client_cert: Path | None = setting(
+        parse=_parse_file, section=HTTP, metavar="PATH",
+        help="Client certificate (PEM) for https:// servers that ask for one; the key may be in it.")
+    http_client_key: Path | None = setting(
+        parse=_parse_file, section=HTTP, metavar="PATH",
+        help="Key of --http-client-cert (PEM, unencrypted), when not in the certificate file.")
+    http_auth_env: str | None = setting(  # the variable's name; its value is read when a request is sent
+        parse=_parse_env_name, section=HTTP, metavar="NAME",
+        help="Send variable NAME's value as the Authorization header to endpoints, check and ingest --post "
+             "(never to webhooks).")
     timeout: float | None = setting(  # per-probe default; 0 means none, as for pytest-timeout
         parse=_parse_float(0, 86_400), section=PROBES, metavar="SECONDS", pytest_owner="pytest-timeout",
         help="Per-probe timeout: a probe running longer fails as celery_probe_timeout "
@@ -675,6 +732,10 @@ def normalize_table(table: Any, label: str) -> dict[str, Any]:
 RUN_WIDE = ("report_dir", "format", "probes", "timeout")  # settings of the run, not of one target
 # Auto-remediation: acted on by `celery-probe run` alone (never by serve or get_celery_health).
 REMEDIATION = tuple(spec.name for spec in SPECS if spec.section == REMEDIATION_SECTION)
+# Outgoing HTTP: also read by the commands that probe nothing (check, ingest) and by alert webhooks.
+HTTP_CLIENT = tuple(spec.name for spec in SPECS if spec.section == HTTP)
+
+
 def _merge_threshold_items(a: Any, b: Any) -> list[str]:
     def items(raw: Any) -> list[str]:
         if isinstance(raw, Mapping):
@@ -736,6 +797,7 @@ def resolve_settings(
         values["queue_threshold"] = default_threshold
     values["queue_thresholds"] = per_queue
     _check_events_window(values, sources)
+    _check_http_client(values, sources)
     known = {f.name for f in fields(Settings)}
     return Settings(**{k: v for k, v in values.items() if k in known}, sources=sources)
 
@@ -764,6 +826,44 @@ def _check_events_window(values: Mapping[str, Any], sources: Mapping[str, str]) 
                     f"{window + EVENTS_RESERVE:g}", sources["events_window"])
 
 
+def _check_http_client(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    """The HTTP client's files load, so a typo or a wrong file fails at start, in one line.
+
+    An encrypted key is refused here: OpenSSL would otherwise ask for its passphrase on the
+    terminal in the middle of a probe run.
+    """
+    import ssl
+
+    cert, key = values.get("http_client_cert"), values.get("http_client_key")
+    if key is not None and cert is None:
+        raise ProbeUsageError(f"http-client-key needs http-client-cert, the certificate it belongs to "
+                              f"(from {sources['http_client_key']})")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if cert is not None:
+        try:
+            context.load_cert_chain(cert, key, password=lambda: "")
+        except (ssl.SSLError, OSError) as exc:
+            source = sources["http_client_key" if key is not None else "http_client_cert"]
+            raise _fail("http-client-cert", str(cert), f"cannot be loaded{' with key ' + str(key) if key else ''}: "
+                        f"{getattr(exc, 'reason', None) or exc} (an encrypted key is not supported)", source) from None
+    ca_file = values.get("http_ca_file")
+    if ca_file is not None:
+        try:
+            context.load_verify_locations(cafile=ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise _fail("http-ca-file", str(ca_file), f"holds no PEM certificate ({getattr(exc, 'reason', None) or exc})",
+                        sources["http_ca_file"]) from None
+
+
+def resolve_http_client(cli: Mapping[str, Any] | None = None) -> Settings:
+    """Settings with only the HTTP client's resolved (flags, environment, pyproject.toml).
+
+    For what sends HTTP without probing anything: ``check``, ``ingest --post`` and alert
+    webhooks. The other settings keep their defaults and are not read or checked.
+    """
+    return resolve_settings(cli, ignore=[spec.name for spec in SPECS if spec.name not in HTTP_CLIENT])
+
+
 def require_target(settings: Settings, where: str = "") -> None:
     """Refuse to run without something to probe."""
     if not settings.app and not settings.broker:
@@ -783,12 +883,14 @@ def as_cli_overrides(**values: Any) -> dict[str, Any]:
 __all__ = [
     "ENV_PREFIX",
     "FORMATS",
+    "HTTP_CLIENT",
     "SPECS",
     "SettingSpec",
     "Settings",
     "as_cli_overrides",
     "find_pyproject",
     "require_target",
+    "resolve_http_client",
     "resolve_settings",
     "setting",
 ]

@@ -6,6 +6,6 @@ and queue depth, worker ping and activity, the task round trip, backlog samples,
 HTTP endpoints. :mod:`~celery_probe.probing.measurements` takes each measurement once and shares
 it with every probe. This is the room that talks to Celery, kombu and redis; it may import
 :mod:`celery_probe.config`, :mod:`celery_probe.verdict` (reason codes),
-:mod:`celery_probe.storage` (the round trip's cursor file) and :mod:`celery_probe.errors`,
-never pytest or the consumers.
+:mod:`celery_probe.storage` (the round trip's cursor file), :mod:`celery_probe.errors` and
+:mod:`celery_probe.net` (the endpoints' HTTP), never pytest or the consumers.
 """
