@@ -20,7 +20,7 @@ every command, so new options appear by re-running this script. Nothing here tou
 broker, and everything started is stopped again.
 
 The block parsing (markers, fenced blocks marked ``<!-- test: NAME -->``) is also what
-tests/test_docs.py and tests/test_docs_getting_started.py use, so pages, script and tests
+tests/integration/test_docs.py and tests/integration/test_docs_getting_started.py use, so pages, script and tests
 agree on one format.
 """
 

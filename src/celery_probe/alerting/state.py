@@ -29,8 +29,8 @@ from typing import Any
 from celery_probe.numbers import number
 from celery_probe.verdict.flower import safe_link, safe_links
 from celery_probe.config.urls import scrub
+from celery_probe.verdict.mapper import STATUSES
 
-STATUSES = ("healthy", "degraded", "down", "unknown")
 NON_HEALTHY = ("degraded", "down", "unknown")
 EVENTS = ("problem", "change", "repeat", "recovery")
 STATE_VERSION = 1

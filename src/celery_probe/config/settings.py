@@ -14,7 +14,7 @@ Every value is validated where it is read, and a bad one raises
 Each setting is declared once, as a :class:`Settings` field made by :func:`setting`; the
 flags, the pytest options, the child process's variables and docs/configuration.md are
 generated from :data:`SPECS`, so adding a setting is one field (and its sample in
-tests/test_settings_spec.py).
+tests/integration/test_settings_spec.py).
 """
 
 from __future__ import annotations
