@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from celery_probe.testing import wait_until
-from tests.support.docs import alert_rules
+from tests.support.docs import PROMETHEUS_SERIES, alert_rules, series_names
 from tests.support.environment import ROOT, app_env
 
 DOCS = ROOT / "docs"
@@ -44,13 +44,17 @@ def _keep_sending(broker: str, stop: threading.Event) -> None:
         client.close()
 
 
-def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_worker, tmp_path):
+def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_worker, cli, tmp_path):
     """The scrape comes from a run with every optional family switched on: queue and task SLAs,
-    and an events window over a worker started with -E while tasks flow."""
+    and an events window over a worker started with -E while tasks flow. ``serve`` has no
+    ``--targets``, so the per-target series come from the textfile a real ``run --targets
+    --prom-file`` writes."""
     from tests.support.serving import ServeProcess, parse_metrics
 
-    used = {name for rule in alert_rules() for name in METRIC.findall(rule["expr"])}
+    selected = {name for rule in alert_rules() for name in series_names(rule["expr"])}
+    used = {name for name in selected if METRIC.fullmatch(name)}
     assert used, "the rules use no celery-probe metric at all"
+    assert selected - used <= PROMETHEUS_SERIES, f"not celery-probe's nor Prometheus' own: {selected - used - PROMETHEUS_SERIES}"
     env = app_env(redis_server.url(0), redis_server.url(1))
     start_worker(env, pool="threads", concurrency=2, extra=("-E",))
     args = ["-A", "probe_test_app", "--expect-workers", "1", "--interval", "5", "--roundtrip-slow", "4",
@@ -67,6 +71,11 @@ def test_alert_rules_use_only_metrics_a_real_scrape_exposes(redis_server, start_
     finally:
         stop.set()
         sender.join(timeout=10)
+    targets = tmp_path / "targets.toml"
+    targets.write_text(f'[targets.main]\nbroker = "{redis_server.url(0)}"\nbackend = "{redis_server.url(1)}"\n')
+    textfile = tmp_path / "celery.prom"
+    cli("run", "--targets", str(targets), "--deadline", "3", "--prom-file", str(textfile))
+    scraped |= {name for name, _labels in parse_metrics(textfile.read_text())}
     assert not used - scraped, f"alerts.yml uses metrics no scrape exposes: {sorted(used - scraped)}"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 import pytest
 
-from tests.support.docs import alert_rules
+from tests.support.docs import PROMETHEUS, PROMETHEUS_SERIES, alert_rules, series_names
 from tests.support.environment import ROOT
 
 DOCS = ROOT / "docs"
@@ -205,6 +205,26 @@ def test_the_readme_keeps_its_first_screen():
 def test_alert_rules_are_the_ones_the_metrics_page_lists():
     listed = set(re.findall(r"^\| `(\w+)` \|", section(page("metrics.md"), "Alert rules"), flags=re.MULTILINE))
     assert {rule["alert"] for rule in alert_rules()} == listed
+
+
+def test_alert_rules_select_only_celery_probe_series_or_prometheus_own():
+    """`up` is written by Prometheus for every target; any other series must be celery-probe's
+    (tests/integration/test_docs.py checks those against a real scrape)."""
+    for rule in alert_rules():
+        names = series_names(rule["expr"])
+        assert names, rule["alert"]
+        foreign = {n for n in names if not n.startswith("celery_probe_")} - PROMETHEUS_SERIES
+        assert not foreign, f"{rule['alert']} selects {sorted(foreign)}"
+
+
+def test_every_alert_rule_has_a_promtool_case():
+    """alerts_test.yml (run by tests/integration/test_alert_rules.py) expects each alert to fire somewhere."""
+    import yaml
+
+    document = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())
+    firing = {case["alertname"] for test in document["tests"] for case in test["alert_rule_test"]
+              if case.get("exp_alerts")}
+    assert {rule["alert"] for rule in alert_rules()} == firing
 
 
 def test_yaml_in_the_docs_parses():
