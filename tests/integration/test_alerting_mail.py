@@ -308,3 +308,40 @@ class TestStarttls:
         (warning,) = alert_lines(result.stderr, "warning")
         assert "530" in warning and tls_smtp.received == []
 
+
+
+# A real `check` process in its own UTS namespace, so it can be given a hostname of the test's
+# choosing without touching this machine's: the sender and the EHLO must use the FQDN.
+RENAMED_CLI = ("import socket, sys; socket.sethostname(sys.argv[1]); "
+               "from celery_probe.cli.main import main; main(sys.argv[2:])")
+
+
+def run_cli_named(hostname: str, *args: str, cwd) -> subprocess.CompletedProcess[str]:
+    unshare = shutil.which("unshare")
+    if unshare is None or subprocess.run([unshare, "--uts", "true"], capture_output=True,
+                                         timeout=10, check=False).returncode != 0:
+        pytest.skip("unshare --uts is not permitted here (needs CAP_SYS_ADMIN): the hostname cannot be set")
+    return subprocess.run([unshare, "--uts", sys.executable, "-c", RENAMED_CLI, hostname, *args],
+                          cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+class TestSenderName:
+    def test_sender_and_ehlo_use_the_fqdn(self, health, smtp, tmp_path):
+        health.serve("down")
+        name = "probe-host.example.test"
+        result = run_cli_named(name, "check", health.url(), "--email", OPS, "--smtp", smtp.address, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        (mail,) = smtp.wait_for(1)
+        assert mail.helo == name
+        assert mail.mail_from == f"celery-probe@{name}" and mail.message["From"] == f"celery-probe@{name}"
+
+    def test_a_host_without_a_domain_says_hello_with_its_address(self, health, smtp, tmp_path):
+        """No FQDN to be had: EHLO gives the address literal (RFC 5321), the sender the short name."""
+        health.serve("down")
+        result = run_cli_named("probehost", "check", health.url(), "--email", OPS, "--smtp", smtp.address,
+                               cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        (mail,) = smtp.wait_for(1)
+        assert mail.helo == "[127.0.0.1]"
+        assert mail.mail_from == "celery-probe@probehost" and mail.message["From"] == "celery-probe@probehost"

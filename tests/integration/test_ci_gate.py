@@ -102,6 +102,42 @@ class TestJUnitXml:
         assert result.code == 73 and "--junitxml" in result.stderr and result.stderr.count("\n") == 1
         assert not (tmp_path / "reports").exists()
 
+    @pytest.mark.parametrize(("mistake", "code"), [
+        (("--fail-on", "sometimes"), 64),  # click's own check
+        (("--deadline", "soon"), 64),  # a setting's
+        (("--fail-on", "sometimes", "--format", "nagios"), 3),  # Nagios's UNKNOWN, same file
+    ])
+    def test_usage_error_still_writes_the_file(self, cli, tmp_path, mistake, code):
+        """A run that cannot start is a failed CI job with a message, not "no test results"."""
+        junit = tmp_path / "j.xml"
+        result = cli("run", "-b", "redis://127.0.0.1:1/0", "--junitxml", str(junit), *mistake)
+        assert result.code == code and result.stderr.count("\n") == 1, result.stderr
+        error_line = result.stderr.strip().removeprefix("celery-probe: error: ")
+        suite = suite_of(junit)
+        assert suite.get("tests") == "1" and suite.get("errors") == "1" and suite.get("failures") == "0"
+        (case,) = suite.findall("testcase")
+        message = case.find("error").get("message")
+        assert message == f"the run could not start: {error_line}" and mistake[1] in message
+        assert properties(suite) == {"celery_probe.status": "not started"}
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["j.xml"]  # no temp file, no reports
+
+    def test_usage_error_leaves_an_unusable_path_alone(self, cli, tmp_path):
+        folder = tmp_path / "a-folder"
+        folder.mkdir()
+        result = cli("run", "-b", "redis://127.0.0.1:1/0", "--fail-on", "sometimes", "--junitxml=" + str(folder))
+        assert result.code == 64 and result.stderr.count("\n") == 1, result.stderr
+        assert list(folder.iterdir()) == []
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        result = cli("run", "-b", "redis://127.0.0.1:1/0", "--fail-on", "sometimes", "--junitxml", str(blocker / "j.xml"))
+        assert result.code == 64 and result.stderr.count("\n") == 1, result.stderr
+        assert blocker.read_text() == ""
+
+    def test_usage_error_creates_the_folder_as_the_option_does(self, cli, tmp_path):
+        junit = tmp_path / "new" / "j.xml"
+        result = cli("run", "-b", "redis://127.0.0.1:1/0", "--fail-on", "sometimes", "--junitxml", str(junit))
+        assert result.code == 64 and suite_of(junit).get("errors") == "1"
+
 
 class TestFailOn:
     """Exit codes: healthy 0, degraded 3 (0 with --fail-on down), down 2, unknown 4, whatever the gate."""

@@ -1,6 +1,12 @@
-"""docs/deploy/nginx-celery-probe.conf, run by a real nginx in front of a real ``celery-probe serve``.
+"""docs/deploy/nginx-celery-probe.conf, checked by Debian's nginx as shipped and run in front of ``serve``.
 
-The sample is used as published, with only its ports and paths substituted: the TLS listener
+As shipped: the sample with only what an operator must change (its hostname, certificate and
+upstream port, as its comments and docs/production.md list them) and its listener moved to a
+free loopback port (``nginx -t`` binds it) goes through real ``nginx -t``
+under a copy of Debian's own /etc/nginx/nginx.conf. The copy differs only where a test must not
+touch the host, each change named in :func:`debian_main_config`.
+
+Running: the sample with only its ports and paths substituted: the TLS listener
 moves to a free loopback port, the upstream to serve's port, the certificate to a throwaway
 one and the cache to a temporary folder. nginx runs in the foreground (``daemon off``) under a
 temporary prefix, with its pid, logs and temp folders there too, so no root is needed (as
@@ -15,6 +21,7 @@ runs is no check (``scripts/install-test-deps`` installs Debian's nginx-light).
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import http.client
 import os
@@ -37,6 +44,8 @@ from tests.support.serving import HEALTH, Reply, ServeProcess
 pytestmark = pytest.mark.redis_only  # a private redis-server; nginx does not depend on --broker
 
 SAMPLE = ROOT / "docs" / "deploy" / "nginx-celery-probe.conf"
+SHIPPED_CACHE = "/var/cache/nginx-celery-probe"  # the sample's proxy_cache_path
+DEBIAN_NGINX_CONF = Path("/etc/nginx/nginx.conf")  # as Debian's nginx-common ships it
 OPS_ALERTS = "/api/interactions/metrics/ops-alerts"
 INSIDE = "127.0.0.1"  # allowed by the sample's `allow 127.0.0.1`
 OUTSIDE = "127.0.0.2"  # loopback too, but in none of the sample's allow lines
@@ -48,20 +57,66 @@ def nginx_binary() -> str | None:
     return shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"]))
 
 
-def substitute(text: str, old: str, new: str) -> str:
-    """``text`` with ``old`` replaced; the sample must contain it exactly once, or the test is stale."""
-    assert text.count(old) == 1, f"{SAMPLE.name} no longer contains {old!r} exactly once: update this test"
+def substitute(text: str, old: str, new: str, where: str = SAMPLE.name) -> str:
+    """``text`` with ``old`` replaced; ``where`` must contain it exactly once, or the test is stale."""
+    assert text.count(old) == 1, f"{where} no longer contains {old!r} exactly once: update this test"
     return text.replace(old, new)
 
 
-def site_config(port: int, upstream: int, folder: Path, cert: Path, key: Path) -> str:
-    """The published sample with its port and paths substituted, nothing else."""
+def operator_site(*, hostname: str, cert: Path, key: Path, upstream: int) -> str:
+    """The sample with what an operator must change (its comments' list), and nothing else."""
     text = SAMPLE.read_text()
-    text = substitute(text, "listen 443 ssl;", f"listen {INSIDE}:{port} ssl;")
-    text = substitute(text, "server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream};")
+    text = substitute(text, "server_name status.example.com;", f"server_name {hostname};")
     text = substitute(text, "/etc/ssl/certs/status.example.com.pem", str(cert))
     text = substitute(text, "/etc/ssl/private/status.example.com.key", str(key))
-    return substitute(text, "/var/cache/nginx/celery-probe", str(folder / "cache"))
+    return substitute(text, "server 127.0.0.1:8001;", f"server 127.0.0.1:{upstream};")
+
+
+def site_config(port: int, upstream: int, folder: Path, cert: Path, key: Path) -> str:
+    """The operator's sample, its listener on a free loopback port and its cache in ``folder``."""
+    text = operator_site(hostname="status.example.com", cert=cert, key=key, upstream=upstream)
+    text = substitute(text, "listen 443 ssl;", f"listen {INSIDE}:{port} ssl;")
+    return substitute(text, SHIPPED_CACHE, str(folder / "cache"))
+
+
+def built_temp_paths(nginx: str) -> dict[str, str]:
+    """The temp folders compiled into ``nginx`` (``--http-proxy-temp-path=...``), by directive prefix."""
+    built = subprocess.run([nginx, "-V"], capture_output=True, text=True, timeout=30, check=True).stderr
+    found = re.findall(r"--http-(client-body|proxy|fastcgi|uwsgi|scgi)-temp-path=(\S+)", built)
+    return {name.replace("-", "_"): path for name, path in found}
+
+
+def debian_main_config(folder: Path, temp_paths: dict[str, str], *, as_root: bool) -> str:
+    """Debian's own /etc/nginx/nginx.conf, changed only where a test must not touch the host.
+
+    - the ``conf.d`` include reads the test's folder: the sample is not installed into the host's
+      /etc/nginx/conf.d (which is where an operator puts it);
+    - the ``sites-enabled`` include is dropped: the host's own sites are not under test, and
+      ``nginx -t`` would bind their listeners (Debian's default site: port 80);
+    - ``pid``, ``error_log`` and ``access_log`` go to the test's folder: ``nginx -t`` opens all three,
+      and the host's (a running nginx's pid file, its logs) are not the test's to write;
+    - not as root only: the compiled-in temp folders (in /var/lib/nginx) move to the test's
+      folder, as a user other than root cannot create them.
+    """
+    where = str(DEBIAN_NGINX_CONF)
+    text = DEBIAN_NGINX_CONF.read_text()
+    text = substitute(text, "include /etc/nginx/conf.d/*.conf;", f"include {folder}/conf.d/*.conf;", where)
+    text = substitute(text, "include /etc/nginx/sites-enabled/*;", "", where)
+    text = substitute(text, "pid /run/nginx.pid;", f"pid {folder}/nginx.pid;", where)
+    text = substitute(text, "error_log /var/log/nginx/error.log;", f"error_log {folder}/error.log;", where)
+    text = substitute(text, "access_log /var/log/nginx/access.log;", f"access_log {folder}/access.log;", where)
+    if not as_root:
+        temp = "".join(f"\n\t{name}_temp_path {folder}/{name}_temp;" for name in temp_paths)
+        text = substitute(text, "http {\n", "http {" + temp + "\n", where)
+    return text
+
+
+def throwaway_certificate(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=status.example.com",
+                    "-keyout", str(key), "-out", str(cert), "-days", "1"],
+                   capture_output=True, timeout=60, check=True)
+    return cert, key
 
 
 def main_config(nginx: str, folder: Path) -> str:
@@ -168,10 +223,7 @@ def served(module_redis, tmp_path_factory) -> Iterator[ServeProcess]:
 @pytest.fixture(scope="module")
 def nginx(nginx_binary_or_skip, served, tmp_path_factory) -> Iterator[Nginx]:
     folder = tmp_path_factory.mktemp("nginx")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=status.example.com",
-                    "-keyout", str(key), "-out", str(cert), "-days", "1"],
-                   capture_output=True, timeout=60, check=True)
+    cert, key = throwaway_certificate(folder)
     port = free_port()
     (folder / "site.conf").write_text(site_config(port, served.port, folder, cert, key))
     (folder / "nginx.conf").write_text(main_config(nginx_binary_or_skip, folder))
@@ -180,6 +232,38 @@ def nginx(nginx_binary_or_skip, served, tmp_path_factory) -> Iterator[Nginx]:
         yield server.start()
     finally:
         server.stop()
+
+
+def test_the_shipped_file_passes_nginx_t_under_debians_nginx_conf(nginx_binary_or_skip, tmp_path):
+    """Only hostname, certificate and upstream port changed, and Debian's nginx accepts it."""
+    if not DEBIAN_NGINX_CONF.is_file():
+        missing_system_program(f"{DEBIAN_NGINX_CONF} is missing (Debian's nginx-common ships it)")
+    as_root = os.geteuid() == 0
+    cert, key = throwaway_certificate(tmp_path)
+    site = operator_site(hostname="probe.example.test", cert=cert, key=key, upstream=18001)
+    # nginx -t binds every listener: 443 is privileged and may be taken on this host.
+    site = substitute(site, "listen 443 ssl;", f"listen {INSIDE}:{free_port()} ssl;")
+    assert f"proxy_cache_path {SHIPPED_CACHE} " in site
+    if not as_root:  # nginx cannot create it in /var/cache; it creates the last part only, so:
+        assert Path(SHIPPED_CACHE).parent.is_dir(), f"{SHIPPED_CACHE}'s folder does not exist here"
+        site = substitute(site, SHIPPED_CACHE, str(tmp_path / "cache"))
+    (tmp_path / "conf.d").mkdir()
+    (tmp_path / "conf.d" / "celery-probe.conf").write_text(site)
+    temp_paths = built_temp_paths(nginx_binary_or_skip)
+    (tmp_path / "nginx.conf").write_text(debian_main_config(tmp_path, temp_paths, as_root=as_root))
+    # As root, nginx -t creates the cache and temp folders as it would for the operator; those
+    # this test created are removed again (only if still empty).
+    host_folders = [Path(p) for p in (SHIPPED_CACHE, *temp_paths.values())] if as_root else []
+    created = [p for p in host_folders if not p.exists()]
+    try:
+        test = subprocess.run([nginx_binary_or_skip, "-t", "-c", str(tmp_path / "nginx.conf"),
+                               "-e", str(tmp_path / "error.log")],
+                              capture_output=True, text=True, timeout=30, check=False)
+    finally:
+        for path in created:
+            with contextlib.suppress(OSError):
+                path.rmdir()
+    assert test.returncode == 0 and "test is successful" in test.stderr, test.stderr
 
 
 def test_the_published_routes_through_nginx(nginx, served):

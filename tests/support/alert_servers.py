@@ -35,6 +35,7 @@ class Received:
     mail_from: str
     rcpt_tos: list[str]
     data: bytes
+    helo: str = ""  # the name the client gave in HELO/EHLO
 
     @property
     def message(self) -> EmailMessage:
@@ -59,7 +60,8 @@ class _Handler:
         if self.sink.hold.is_set():
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.sink.release.wait, HOLD_LIMIT)
-        self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        self.sink.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
+                                            str(session.host_name or '')))
         return "250 Message accepted for delivery"
 
 

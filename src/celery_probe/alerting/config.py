@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from celery_probe.alerting.channel import Channel, Wording
+from celery_probe.alerting.host import mail_hostname
 from celery_probe.alerting.mail import EmailChannel, MailTransport, address_problem
 from celery_probe.alerting.state import Policy
 from celery_probe.alerting.template import MailTemplates, load_template
@@ -146,8 +147,8 @@ def _impact(raw: str | None) -> str | None:
 
 
 def _default_from() -> str:
-    host = socket.gethostname() or ""
-    candidate = f"celery-probe@{host}"
+    """``celery-probe@`` this host's FQDN (its short name when it has none)."""
+    candidate = f"celery-probe@{mail_hostname()}"
     return candidate if address_problem(candidate) is None else "celery-probe@localhost"
 
 

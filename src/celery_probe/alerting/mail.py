@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import re
 import smtplib
-import socket
 import ssl
 import subprocess
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 from celery_probe.alerting.channel import DeliveryError, Wording
+from celery_probe.alerting.host import helo_name, mail_hostname
 from celery_probe.alerting.state import Notification, parse_time
 from celery_probe.alerting.template import render_body, severity_word
 from celery_probe.net.bounded import BoundedCallError, call_within, describe
@@ -92,7 +92,7 @@ def build_message(note: Notification, wording: Wording, *, mail_from: str, recip
 
 def _smtp_send(message: EmailMessage, transport: MailTransport, recipient: str) -> None:
     context = ssl.create_default_context()
-    local = socket.gethostname() or "localhost"  # not getfqdn(): that may wait on DNS
+    local = mail_hostname()  # given, so smtplib does not call getfqdn() itself, unbounded
     smtp: smtplib.SMTP
     if transport.implicit_tls:
         smtp = smtplib.SMTP_SSL(transport.smtp_host or "", transport.smtp_port, local_hostname=local,
@@ -101,6 +101,7 @@ def _smtp_send(message: EmailMessage, transport: MailTransport, recipient: str) 
         smtp = smtplib.SMTP(transport.smtp_host or "", transport.smtp_port, local_hostname=local,
                             timeout=transport.timeout)
     with smtp:
+        smtp.local_hostname = helo_name(str(smtp.sock.getsockname()[0]))
         smtp.ehlo()
         if transport.starttls:
             smtp.starttls(context=context)

@@ -27,7 +27,7 @@ _OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--smtp-starttls", "smtp_starttls", {"is_flag": True, "default": None, "help": "Upgrade the SMTP connection with STARTTLS."}),
     ("--smtp-ssl", "smtp_ssl", {"is_flag": True, "default": None, "help": "Connect to SMTP over TLS from the start (SMTPS)."}),
     ("--smtp-user", "smtp_user", {"metavar": "USER", "help": "SMTP login; the password comes from CELERY_PROBE_SMTP_PASSWORD."}),
-    ("--mail-from", "mail_from", {"metavar": "ADDR", "help": "Sender address (default celery-probe@HOSTNAME)."}),
+    ("--mail-from", "mail_from", {"metavar": "ADDR", "help": "Sender address (default celery-probe@FQDN, this host's full name)."}),
     ("--sendmail", "sendmail", {"metavar": "PATH", "help": "Hand mail to this sendmail program instead of SMTP."}),
     ("--mail-template", "mail_template", {"metavar": "PATH", "help": "string.Template file for problem mails (placeholders: docs/alerting.md)."}),
     ("--recovery-template", "recovery_template", {"metavar": "PATH", "help": "string.Template file for recovery mails."}),

@@ -222,10 +222,45 @@ def requested_format(argv: list[str], environ: Mapping[str, str]) -> str | None:
     return found or environ.get("CELERY_PROBE_FORMAT") or None
 
 
+def requested_junitxml(argv: list[str]) -> Path | None:
+    """The ``--junitxml`` path asked for (the last one, as click takes it), read from the raw arguments."""
+    found = None
+    for position, arg in enumerate(argv):
+        if arg == "--junitxml" and position + 1 < len(argv) and not argv[position + 1].startswith("-"):
+            found = argv[position + 1]
+        elif arg.startswith("--junitxml="):
+            found = arg.partition("=")[2]
+    return Path(found).expanduser() if found and found.strip() else None
+
+
+def _junit_for_usage_error(message: str, argv: list[str]) -> None:
+    """The JUnit file asked for, saying the run could not start, so CI reports a failure, not "no results".
+
+    The path is taken as the option takes it (its folder created if missing). One that cannot be
+    written, or is a folder (often the very error being reported), stays unwritten: the line on
+    stderr is the error either way.
+    """
+    path = requested_junitxml(argv)
+    if path is None or path.is_dir():
+        return
+    from celery_probe.present.junit import write_not_started
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_not_started(path, message)
+    except OSError:
+        return
+
+
 def _usage_exit(message: str, argv: list[str] | None) -> None:
-    """One line on stderr; exit 64, or Nagios's UNKNOWN (3) with its status line under --format nagios."""
+    """One line on stderr; exit 64, or Nagios's UNKNOWN (3) with its status line under --format nagios.
+
+    With ``--junitxml PATH`` given, PATH also gets a JUnit file saying the run could not start.
+    """
     click.echo(f"celery-probe: error: {message}", err=True)
-    if requested_format(sys.argv[1:] if argv is None else argv, os.environ) == "nagios":
+    arguments = sys.argv[1:] if argv is None else argv
+    _junit_for_usage_error(message, arguments)
+    if requested_format(arguments, os.environ) == "nagios":
         click.echo(f"CELERY UNKNOWN - usage error: {message}")
         sys.exit(NAGIOS_UNKNOWN)
     sys.exit(EXIT_USAGE)

@@ -6,6 +6,8 @@ file is read back, every text and attribute goes through :func:`celery_probe.con
 the verdict's status is added as a suite property, and the result replaces the file by
 temp file and rename. When pytest wrote nothing (the session ended before a report), a
 one-testcase file states the verdict instead, so a CI upload step never finds nothing.
+When the run cannot even start (a usage error, exit 64), :func:`write_not_started` writes a
+one-testcase file with that error, for the same reason.
 """
 
 from __future__ import annotations
@@ -77,3 +79,17 @@ def _synthetic(verdict: AnyVerdict) -> ET.Element:
         error = ET.SubElement(case, "error", message=message[:500])
         error.text = message
     return root
+
+
+def write_not_started(path: Path, message: str) -> None:
+    """A suite of one errored testcase saying why the run could not start (``message``)."""
+    text = str(scrub(message, set()))
+    root = ET.Element("testsuites", name="celery-probe")
+    suite = ET.SubElement(root, "testsuite", name="celery-probe", tests="1", errors="1", failures="0", skipped="0")
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="celery_probe.status", value="not started")
+    case = ET.SubElement(suite, "testcase", classname="celery-probe", name="start", time="0")
+    error = ET.SubElement(case, "error", message=f"the run could not start: {text}"[:500], type="usage error")
+    error.text = f"the run could not start: {text}"
+    ET.indent(root)
+    atomic_write_text(path, '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n")
