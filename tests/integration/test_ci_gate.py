@@ -183,7 +183,7 @@ class TestFailOn:
 
 class TestSeveralTargets:
     def test_targets_run_writes_labelled_outputs_and_gates_on_the_overall_status(self, deployment, cli, tmp_path):
-        from tests.support.serving import parse_metrics
+        from tests.support.serving import textfile_samples
 
         env, _worker = deployment
         with RedisServer() as empty:  # no worker: this target is down
@@ -199,7 +199,7 @@ class TestSeveralTargets:
         suite = suite_of(junit)
         assert suite.get("name") == "celery-probe targets main, reports"
         assert properties(suite)["celery_probe.status"] == "down"
-        samples = parse_metrics(prom.read_text())
+        samples = textfile_samples(prom.read_text(), "celery")
         assert samples[("celery_probe_target_status", (("status", "healthy"), ("target", "main")))] == 1
         assert samples[("celery_probe_target_status", (("status", "down"), ("target", "reports")))] == 1
         assert samples[("celery_probe_queue_consumers", (("queue", "celery"), ("target", "main")))] == 1

@@ -11,7 +11,7 @@ from celery_probe.present.metrics import ServeLoopTotals, metric_families, rende
 from celery_probe.testing import CeleryWorker
 from celery_probe.verdict.mapper import STATUSES, verdict_from_report
 from tests.support.environment import APPS, TESTS, app_env
-from tests.support.serving import parse_metrics
+from tests.support.serving import parse_metrics, textfile_samples
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
 
@@ -144,10 +144,11 @@ class TestPromFile:
     def test_written_atomically_and_parsed_back(self, deployment, cli, tmp_path):
         env, worker = deployment
         target = tmp_path / "textfile" / "celery.prom"
+        target.parent.mkdir()
         result = prom_run(cli, env, target, "--expect-workers", "1")
         assert result.code == 0, result.stderr
         verdict = result.verdict()
-        samples = parse_metrics(target.read_text())
+        samples = textfile_samples(target.read_text(), "celery")
         assert samples[("celery_probe_status", (("status", "healthy"),))] == 1
         assert samples[("celery_probe_queue_length", (("queue", "celery"),))] == 0
         assert samples[("celery_probe_queue_consumers", (("queue", "celery"),))] == 1
@@ -164,10 +165,10 @@ class TestPromFile:
         env, _worker = deployment
         target = tmp_path / "celery.prom"
         assert prom_run(cli, env, target, "--expect-workers", "1").code == 0
-        healthy = parse_metrics(target.read_text())
+        healthy = textfile_samples(target.read_text(), "celery")
         result = prom_run(cli, env, target, "--expect-workers", "2")
         assert result.code == 3, result.stdout
-        degraded = parse_metrics(target.read_text())
+        degraded = textfile_samples(target.read_text(), "celery")
         assert degraded[("celery_probe_status", (("status", "degraded"),))] == 1
         assert degraded[("celery_probe_reason", (("code", "celery_workers_missing"), ("severity", "degraded")))] == 1
         assert degraded[("celery_probe_last_success_timestamp_seconds", ())] == healthy[
@@ -185,3 +186,20 @@ class TestPromFile:
         blocker.write_text("")
         result = cli("run", "-b", "redis://127.0.0.1:1/0", "--prom-file", str(blocker / "x.prom"))
         assert result.code == 73 and "--prom-file" in result.stderr and result.stderr.count("\n") == 1
+
+    def test_a_folder_that_does_not_exist_is_one_line_and_73(self, cli, tmp_path):
+        """Nobody reads a textfile outside the collector's folder: no folder is created for it."""
+        missing = tmp_path / "node_exporter" / "textfile"
+        result = cli("run", "-b", "redis://127.0.0.1:1/0", "--prom-file", str(missing / "celery.prom"))
+        assert result.code == 73 and result.stderr.count("\n") == 1, result.stderr
+        assert f"folder {missing} does not exist" in result.stderr and "--prom-file" in result.stderr
+        assert not missing.parent.exists() and not (tmp_path / "reports").exists()  # refused before anything ran
+
+    def test_every_series_names_the_deployment(self):
+        """Pure: the textfile's label is on every family, counters and info included."""
+        verdict = verdict_from_report(json.loads(REPORTS[0].read_text()))
+        text = render(metric_families(verdict, last_success=1.0, counters=ServeLoopTotals(1, 0),
+                                      deployment="billing")).decode()
+        samples = parse_metrics(text)
+        assert samples and all(("deployment", "billing") in labels for _name, labels in samples)
+        assert not any(label == "deployment" for _name, labels in samples_of(verdict) for label, _ in labels)

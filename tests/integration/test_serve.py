@@ -197,6 +197,40 @@ class TestBeforeTheFirstRun:
             redis_server.thaw()
 
 
+class TestRestart:
+    """A restarted server takes the last run and the last success from --report-dir's history."""
+
+    def test_last_success_is_served_from_history_before_and_after_the_first_run(self, redis_server, tmp_path):
+        from datetime import timezone
+
+        reports = tmp_path / "reports"
+        reports.mkdir()
+        start = int(time.time()) - 3600
+        stamps = [datetime.fromtimestamp(start + 30 * n, tz=timezone.utc).isoformat(timespec="seconds")
+                  for n in range(65)]
+        lines = [{"checked_at": at, "status": "healthy", "workers": 1, "codes": []} for at in stamps[:64]]
+        lines.append({"checked_at": stamps[64], "status": "down", "workers": 0, "codes": ["celery_worker_down"]})
+        (reports / "history.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+        last_healthy, last_down = start + 30 * 63, start + 30 * 64
+        env = app_env(redis_server.url(0), redis_server.url(1))
+        redis_server.freeze()  # the first run takes its whole deadline: /metrics is read before it ends
+        try:
+            with ServeProcess(*serve_args("--report-dir", str(reports), interval="600"), env=env,
+                              cwd=tmp_path) as server:
+                before = server.metrics()
+                assert before[("celery_probe_runs_total", ())] <= 1 and server.health()["produced_at"] is None
+                assert before[("celery_probe_status", (("status", "unknown"),))] == 1
+                assert before[("celery_probe_last_success_timestamp_seconds", ())] == last_healthy
+                assert before[("celery_probe_last_run_timestamp_seconds", ())] == last_down
+                assert before[("celery_probe_verdict_age_seconds", ())] == pytest.approx(time.time() - last_down, abs=5)
+                server.wait_status("down", timeout=20)  # the first run, against a frozen broker
+                after = server.metrics()
+                assert after[("celery_probe_last_success_timestamp_seconds", ())] == last_healthy
+                assert after[("celery_probe_last_run_timestamp_seconds", ())] > time.time() - 60
+        finally:
+            redis_server.thaw()
+
+
 class TestCredentials:
     def test_password_never_on_a_command_line_or_in_a_response(self, tmp_path):
         secret = "s3cr3t-pw-for-serve"

@@ -61,6 +61,18 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     return samples
 
 
+def textfile_samples(text: str, deployment: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """:func:`parse_metrics` of a ``--prom-file``, checking that every series names ``deployment``.
+
+    The label is then left out of the keys, so a test reads a textfile as it reads a scrape.
+    """
+    samples = {}
+    for (name, labels), value in parse_metrics(text).items():
+        assert ("deployment", deployment) in labels, f"{name}{dict(labels)} is not labelled deployment={deployment!r}"
+        samples[(name, tuple(item for item in labels if item[0] != "deployment"))] = value
+    return samples
+
+
 class ServeProcess:
     """`celery-probe serve …` (or ``command``) in its own session on a free loopback port."""
 

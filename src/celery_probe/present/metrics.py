@@ -6,7 +6,10 @@
 built by the same code and a test can check them against captured reports.
 
 Labels carry only names that the probes measured (status, queue, worker, probe node id,
-reason code, task state), never a URL, so a credential cannot reach a time series. Samples
+reason code, task state), never a URL, so a credential cannot reach a time series. The
+textfile adds a ``deployment`` label to every series (the file's name): node_exporter merges
+every ``*.prom`` file of its folder into one scrape, and two deployments' files without it
+would give the same series, one of which node_exporter drops. Samples
 carry no timestamps: Prometheus stamps them at scrape time, and node_exporter's textfile
 collector refuses timestamped samples.
 """
@@ -81,18 +84,22 @@ def metric_families(
     last_success: float | None = None,
     now: float | None = None,
     counters: ServeLoopTotals | None = None,
+    deployment: str | None = None,
 ) -> list[Metric]:
     """The metric families of ``verdict``. Pure: same inputs, same families.
 
     ``produced_at`` (Unix time) defaults to the verdict's ``checked_at``; ``now`` adds the
     verdict age; ``last_success`` is carried by the caller across runs; ``counters`` adds
-    the run counters of a long-running process.
+    the run counters of a long-running process; ``deployment`` labels every series with it
+    (the textfile: see the module).
     """
     out: list[Metric] = []
+    scope = {"deployment": deployment} if deployment is not None else {}
 
     def gauge(name: str, value: float | None, labels: Mapping[str, str] | None = None) -> None:
         if value is None:
             return
+        labels = {**scope, **(labels or {})}
         family = _family(out, name, labels)
         family.add_metric(list(labels.values()) if labels else [], float(value))
 
@@ -127,8 +134,8 @@ def metric_families(
         if isinstance(r, Mapping)
     }
     for target, code, severity in sorted(reasons):
-        scope = {"target": target} if targets else {}
-        gauge("celery_probe_reason", 1.0, {**scope, "code": code, "severity": severity})
+        where = {"target": target} if targets else {}
+        gauge("celery_probe_reason", 1.0, {**where, "code": code, "severity": severity})
 
     gauge("celery_probe_run_duration_seconds", number(verdict.get("duration_s")))
     produced = produced_at if produced_at is not None else verdict_timestamp(verdict)
@@ -139,11 +146,11 @@ def metric_families(
 
     if counters is not None:
         for name, value in (("celery_probe_runs", counters.started), ("celery_probe_runs_killed", counters.killed)):
-            counter = CounterMetricFamily(name, HELP[name])
-            counter.add_metric([], float(value))
+            counter = CounterMetricFamily(name, HELP[name], labels=list(scope))
+            counter.add_metric(list(scope.values()), float(value))
             out.append(counter)
-    info_family = InfoMetricFamily("celery_probe", HELP["celery_probe"])
-    info_family.add_metric([], {"version": __version__})
+    info_family = InfoMetricFamily("celery_probe", HELP["celery_probe"], labels=list(scope))
+    info_family.add_metric(list(scope.values()), {"version": __version__})
     out.append(info_family)
     return out
 

@@ -1,7 +1,10 @@
 """Extra outputs of ``celery-probe run`` for CI and monitoring: ``--junitxml``, ``--prom-file``, ``--fail-on``.
 
 Their paths are checked when the options are parsed, so a typo fails in one line before the
-probes run, not after. :func:`finish_outputs` runs once the verdict is printed: it finalises the
+probes run, not after. ``--junitxml`` creates its folder (a CI job's artifact folder often
+does not exist yet); ``--prom-file`` refuses a folder that does not exist (exit 73): the
+textfile collector reads one folder it was configured with, so a file written anywhere else
+would be read by nobody, silently. :func:`finish_outputs` runs once the verdict is printed: it finalises the
 JUnit file, writes the node_exporter textfile and applies the CI gate to the exit code.
 
 The gate (``--fail-on``), with the default exit codes (Nagios ones with ``--format nagios``):
@@ -37,8 +40,9 @@ FAIL_ON = ("degraded", "down")
 MAX_PROM_BYTES = 1_000_000
 
 
-def _writable_file(flag: str, suffix: str | None = None) -> Callable[[click.Context, click.Parameter, Any], Path | None]:
-    """A click callback: the path's folder exists (or is created) and can be written."""
+def _writable_file(flag: str, suffix: str | None = None, *, create_folder: bool = True,
+                   ) -> Callable[[click.Context, click.Parameter, Any], Path | None]:
+    """A click callback: the path's folder exists (or, with ``create_folder``, is created) and can be written."""
 
     def check(_ctx: click.Context, _param: click.Parameter, value: Any) -> Path | None:
         if value is None or str(value).strip() == "":
@@ -58,6 +62,11 @@ def _writable_file(flag: str, suffix: str | None = None) -> Callable[[click.Cont
                 ) from None
         if path.is_dir():
             raise ProbeUsageError(f"invalid {flag.lstrip('-')} {str(value)!r}: is a directory (from {flag})")
+        if not create_folder and not path.parent.exists():
+            raise ReportWriteError(
+                f"cannot write {path} ({flag}): folder {path.parent} does not exist "
+                "(give the folder node_exporter reads, its --collector.textfile.directory)"
+            )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path.parent)
@@ -75,7 +84,7 @@ def run_output_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("--junitxml", metavar="PATH", callback=_writable_file("--junitxml"),
                      help="Also write pytest's JUnit XML of the probes (one testcase per probe)."),
-        click.option("--prom-file", metavar="PATH", callback=_writable_file("--prom-file", ".prom"),
+        click.option("--prom-file", metavar="PATH", callback=_writable_file("--prom-file", ".prom", create_folder=False),
                      help="Also write the metrics for node_exporter's textfile collector (*.prom)."),
         click.option("--fail-on", type=click.Choice(FAIL_ON, case_sensitive=False), metavar="degraded|down",
                      help="CI gate: exit 0 for statuses below this (unknown always fails). Default: degraded."),
@@ -110,7 +119,15 @@ def finish_outputs(session: ProbeSession, code: int, raw: dict[str, Any]) -> int
 
 
 def write_prom_file(path: Path, verdict: AnyVerdict, report: dict[str, Any] | None) -> None:
-    """The textfile for node_exporter; the last healthy time is carried over from the old file."""
+    """The textfile for node_exporter, every series labelled ``deployment`` with the file's name.
+
+    One file per deployment, so the file's name tells deployments apart in node_exporter's
+    one merged scrape (``billing.prom`` gives ``deployment="billing"``). The last healthy
+    time is carried over from the file being replaced: that file belongs to this deployment
+    alone, while the report folder's history may be shared by several (its default,
+    ``reports``, is relative to cron's working directory) and its lines do not say whose
+    run they record.
+    """
     from celery_probe.present import metrics
 
     produced = metrics.verdict_timestamp(verdict)
@@ -119,7 +136,8 @@ def write_prom_file(path: Path, verdict: AnyVerdict, report: dict[str, Any] | No
     else:
         last_success = metrics.last_success_in(_read_small(path))
     try:
-        metrics.write_textfile(path, metrics.metric_families(verdict, report, last_success=last_success))
+        metrics.write_textfile(path, metrics.metric_families(verdict, report, last_success=last_success,
+                                                               deployment=path.stem))
     except OSError as exc:
         raise ReportWriteError(f"cannot write {path} (--prom-file): {exc.strerror or exc}") from None
 

@@ -184,10 +184,10 @@ class ProbeService:
 
     def metrics(self) -> Response:
         """Prometheus text exposition of the latest verdict, built by :mod:`celery_probe.present.metrics`."""
-        snapshot = self.loop.snapshot
+        snapshot, last_run = self.loop.snapshot, self.loop.last_run  # last_run: restored before the first run
         families = metric_families(
-            snapshot.verdict, snapshot.report, produced_at=snapshot.produced_at,
-            last_success=self.loop.last_success, now=time.time() if snapshot.produced_at else None,
+            snapshot.verdict, snapshot.report, produced_at=last_run,
+            last_success=self.loop.last_success, now=time.time() if last_run is not None else None,
             counters=ServeLoopTotals(self.loop.runs_started, self.loop.runs_killed),
         )
         return Response(render(families), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})

@@ -12,6 +12,11 @@ The loop keeps the latest :class:`Snapshot` and replaces it with one assignment 
 ends, so a reader sees the old verdict or the new one, never a mix. Requests only read it:
 the number of broker broadcasts depends on the interval, not on traffic
 (:attr:`ProbeLoop.runs_started` counts them).
+
+With a report folder, the loop starts from what its history records: the time of the last
+run and of the last healthy one. So a restart (a deploy, a crash loop) does not blank
+``celery_probe_last_success_timestamp_seconds`` until the next healthy run, which would
+blind an alert on it exactly when it matters.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from celery_probe.run.child import PROCESS_SLACK, check_round_trip, child_command, child_environment
+from celery_probe.storage.history import read_last_times
 from celery_probe.storage.reports import LATEST, history_entry, load_report
 from celery_probe.config.settings import Settings
 from celery_probe.verdict.mapper import unknown_verdict
@@ -82,11 +88,27 @@ class ProbeLoop:
         ))
         self.runs_started = 0
         self.runs_killed = 0
+        self.last_run: float | None = None  # Unix time the latest run ended
         self.last_success: float | None = None  # Unix time of the latest healthy verdict
+        if report_dir is not None:
+            self._restore(report_dir)
         # The history lines of the latest runs, for the status page when no report dir is kept.
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_RUNS)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+
+    def _restore(self, report_dir: Path) -> None:
+        """Take the last run and last success from the history of earlier runs (see the module).
+
+        A history that cannot be read is no reason not to serve: the loop starts blank, and says so.
+        """
+        try:
+            found = read_last_times(report_dir)
+        except OSError as exc:
+            log.warning("celery-probe: cannot read the history in %s (%s): last run and last success "
+                        "start empty", report_dir, exc.strerror or exc)
+            return
+        self.last_run, self.last_success = found.run, found.success
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -168,6 +190,7 @@ class ProbeLoop:
         now_mono, now = time.monotonic(), time.time()
         previous = self.snapshot.verdict.get("status")
         snapshot = Snapshot(verdict, report, now, now_mono, self.runs_started, round(now_mono - began, 3))
+        self.last_run = now
         if verdict.get("status") == "healthy":
             self.last_success = now
         self.recent.append(history_entry(verdict))

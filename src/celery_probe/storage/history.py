@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,63 @@ def read_history(folder: Path, *, runs: int) -> History:
             yield from _lines_from_end(path)
 
     return _collect(newest_first(), runs=runs, files=tuple(p.name for p in present))
+
+
+@dataclass(frozen=True)
+class LastTimes:
+    """Unix times of the newest run and of the newest healthy run that a history records."""
+
+    run: float | None = None
+    success: float | None = None
+
+
+def last_times(newest_first: Iterable[str | bytes]) -> LastTimes:
+    """The ``checked_at`` of the newest run line and of the newest healthy one. Pure.
+
+    Reads no further back than the newest healthy run: a history of 64 healthy runs then
+    a down one costs two lines. Lines that are torn, of another kind or without a readable
+    time are passed over, as the status page does.
+    """
+    run: float | None = None
+    for raw in newest_first:
+        line = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+        entry = classify(line) if line.strip() else None
+        if not isinstance(entry, HistoryEntry):
+            continue
+        at = _unix_time(entry.checked_at)
+        if at is None:
+            continue
+        run = at if run is None else run
+        if entry.status == "healthy":
+            return LastTimes(run, at)
+    return LastTimes(run, None)
+
+
+def read_last_times(folder: Path) -> LastTimes:
+    """:func:`last_times` of ``folder``'s history, rotated files included, read from their end.
+
+    What ``serve`` restores on start, so its metrics keep the last run and the last
+    success across a restart. Raises :class:`OSError` when a history file cannot be read.
+    """
+    paths = [folder / HISTORY] + [folder / f"{HISTORY}.{n}" for n in range(1, HISTORY_KEEP + 1)]
+
+    def newest_first() -> Iterator[bytes]:
+        for path in paths:
+            if path.is_file():
+                yield from _lines_from_end(path)
+
+    return last_times(newest_first())
+
+
+def _unix_time(text: str | None) -> float | None:
+    """An ISO 8601 ``checked_at`` as Unix time; None for a missing, unreadable or zoneless one."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
 
 
 def _collect(newest_first: Iterable[str | bytes | Mapping[str, Any]], *, runs: int, files: tuple[str, ...]) -> History:
