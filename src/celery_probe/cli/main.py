@@ -285,9 +285,10 @@ def _nagios_mode(argv: list[str] | None) -> bool:
     return command not in FORMATLESS_COMMANDS and requested_format(args, os.environ) == "nagios"
 
 
-def _error_exit(message: str, argv: list[str] | None, *, code: int, what: str, say: str | None = None) -> None:
+def _error_exit(message: str, argv: list[str] | None, *, code: int, what: str, say: str | None = None,
+                status_line_shown: bool = False) -> None:
     """``say`` (default: the error line) on stderr and exit ``code``; under Nagios, its UNKNOWN (3)
-    with a ``CELERY UNKNOWN - WHAT: MESSAGE`` status line on stdout.
+    with a ``CELERY UNKNOWN - WHAT: MESSAGE`` status line on stdout (unless already shown).
 
     Nagios Core treats any exit above 3 as CRITICAL and drops the output: a typo in a
     check command must read UNKNOWN, with its reason.
@@ -295,9 +296,10 @@ def _error_exit(message: str, argv: list[str] | None, *, code: int, what: str, s
     if say != "":
         click.echo(say or f"celery-probe: error: {message}", err=True)
     if _nagios_mode(argv):
-        from celery_probe.present.text import nagios_text
+        from celery_probe.present.text import nagios_error_line
 
-        click.echo(f"CELERY UNKNOWN - {what}: {nagios_text(message)}")
+        if not status_line_shown:
+            click.echo(nagios_error_line(what, message))
         sys.exit(NAGIOS_UNKNOWN)
     sys.exit(code)
 
@@ -325,7 +327,8 @@ def main(argv: list[str] | None = None) -> None:
     except ProbeUsageError as exc:
         _usage_exit(str(exc), argv)
     except ReportWriteError as exc:
-        _error_exit(str(exc), argv, code=exc.exit_code, what="report folder")
+        _error_exit(str(exc), argv, code=exc.exit_code, what="report folder",
+                    status_line_shown=exc.status_line_shown)
     except KeyboardInterrupt:
         _error_exit("the run was stopped", argv, code=EXIT_INTERRUPTED, what="interrupted",
                     say="celery-probe: interrupted")

@@ -133,6 +133,11 @@ def nagios_text(text: str) -> str:
     return text.replace("|", "/").replace("\n", " ").replace(";", ",")
 
 
+def nagios_error_line(what: str, message: str) -> str:
+    """The status line of an error that stops a Nagios check: UNKNOWN, saying what and why."""
+    return f"CELERY UNKNOWN - {what}: {nagios_text(message)}"
+
+
 def nagios_warn(threshold: int) -> str:
     """The Nagios warning range for "a backlog at or above ``threshold`` is high".
 
