@@ -39,9 +39,17 @@ class ProbeUsageError(Exception):
 
 
 class ReportWriteError(Exception):
-    """The report directory or a report file cannot be written; exits 73."""
+    """The report directory or a report file cannot be written; exits 73.
+
+    ``status_line_shown``: the run already printed its Nagios UNKNOWN line for it, ahead of
+    the verdict (found only after probing, the error must still be the status line).
+    """
 
     exit_code = EXIT_CANTCREAT
+
+    def __init__(self, message: str, *, status_line_shown: bool = False) -> None:
+        super().__init__(message)
+        self.status_line_shown = status_line_shown
 
 
 class AppLoadError(Exception):

@@ -88,3 +88,36 @@ class TestVerdictCommand:
     def test_nagios_unknown_is_3(self, tmp_path):
         result = run_cli("verdict", str(tmp_path / "missing.json"), "--format", "nagios", cwd=tmp_path)
         assert result.code == 3 and result.stdout.startswith("CELERY UNKNOWN - unknown:")
+
+
+class TestNagiosExits:
+    """Under --format nagios (flag, environment or pyproject.toml) every exit is 0-3."""
+
+    def test_unwritable_report_dir_is_unknown_with_its_line(self, tmp_path):
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        result = run_cli("run", "-b", "redis://localhost/0", "--report-dir", str(blocker / "sub"),
+                         "--format", "nagios", cwd=tmp_path)
+        assert_one_line_error(result, 3, "cannot write reports to")
+        assert result.stdout == f"CELERY UNKNOWN - report folder: cannot write reports to {blocker / 'sub'}: Not a directory\n"
+
+    def test_usage_error_with_the_format_from_pyproject(self, tmp_path):
+        (tmp_path / "pyproject.toml").write_text('[tool.celery-probe]\nformat = "nagios"\nping-window = "x"\n')
+        result = run_cli("run", "-b", "redis://localhost/0", cwd=tmp_path)
+        assert_one_line_error(result, 3, "ping-window")
+        assert result.stdout.startswith("CELERY UNKNOWN - usage error: ") and result.stdout.count("\n") == 1
+
+    def test_bad_option_with_the_format_from_the_environment(self, tmp_path):
+        result = run_cli("run", "--no-such-option", env={"CELERY_PROBE_FORMAT": "nagios"}, cwd=tmp_path)
+        assert_one_line_error(result, 3, "No such option")
+        assert result.stdout.startswith("CELERY UNKNOWN - usage error: No such option")
+
+    def test_report_write_failing_after_the_probes_is_the_status_line(self, tmp_path):
+        """A report that cannot be replaced is found only after probing: UNKNOWN comes first."""
+        (tmp_path / "reports" / "latest.json").mkdir(parents=True)
+        result = run_cli("run", "-b", "redis://127.0.0.1:1/0", "--deadline", "3", "--format", "nagios",
+                         "--report-dir", str(tmp_path / "reports"), cwd=tmp_path)
+        assert result.code == 3, (result.stdout, result.stderr)
+        first, *rest = result.stdout.splitlines()
+        assert first.startswith("CELERY UNKNOWN - report folder: cannot write reports to ") and "Is a directory" in first
+        assert rest[0].startswith("CELERY CRITICAL - down: ") and not any("UNKNOWN" in line for line in rest)

@@ -79,7 +79,7 @@ class TestTwoTargets:
         assert any(line.startswith("[main] HEALTHY") for line in lines)
         assert any(line.startswith("[reports] DOWN") for line in lines)
         nagios = cli("run", "--targets", str(path), "--deadline", "3", "--format", "nagios")
-        assert nagios.code == 2 and nagios.stdout.startswith("CELERY CRITICAL - down: main healthy; reports down")
+        assert nagios.code == 2 and nagios.stdout.startswith("CELERY CRITICAL - down: main healthy, reports down")
 
     def test_a_frozen_target_does_not_hold_up_the_others(self, two_deployments, cli, tmp_path):
         main, reports = two_deployments

@@ -12,14 +12,16 @@ Exit codes (documented in docs/cli.md):
 130   interrupted
 ====  =====================================================================
 
-With ``--format nagios`` the status codes follow the Nagios plugin convention instead
-(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN), usage errors included (3).
+With ``--format nagios`` every exit follows the Nagios plugin convention instead
+(0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN): usage, report-folder, interruption and crash
+are all 3, with a ``CELERY UNKNOWN - ...`` line on stdout.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ from celery_probe.errors import (
     EXIT_USAGE,
     ProbeUsageError,
     ReportWriteError,
+    describe_error,
 )
 from celery_probe.cli.options import (
     ALERTS,
@@ -57,6 +60,8 @@ from celery_probe.config.settings import (
     Settings,
     _parse_int,
     as_cli_overrides,
+    find_pyproject,
+    read_pyproject_table,
     require_target,
     resolve_settings,
 )
@@ -207,19 +212,33 @@ def demo(keep: bool) -> int:
 NAGIOS_UNKNOWN = 3
 
 
-def requested_format(argv: list[str], environ: Mapping[str, str]) -> str | None:
-    """The ``--format`` asked for, read from the raw arguments (then ``CELERY_PROBE_FORMAT``).
-
-    A usage error can stop the command before its settings are resolved; Nagios still
-    needs its own exit code for it.
-    """
+def _flag_format(argv: list[str]) -> str | None:
+    """The last ``--format`` of the raw arguments."""
     found = None
     for position, arg in enumerate(argv):
         if arg == "--format" and position + 1 < len(argv):
             found = argv[position + 1]
         elif arg.startswith("--format="):
             found = arg.partition("=")[2]
-    return found or environ.get("CELERY_PROBE_FORMAT") or None
+    return found.strip().lower() if found else None
+
+
+def requested_format(argv: list[str], environ: Mapping[str, str], cwd: Path | None = None) -> str | None:
+    """The ``--format`` asked for, read before the settings resolve: the raw arguments,
+    then ``CELERY_PROBE_FORMAT``, then ``format`` of the nearest ``[tool.celery-probe]``.
+
+    A usage error can stop the command before its settings are resolved (or be the reason
+    they cannot be); Nagios still needs its own exit code for it. A ``pyproject.toml`` that
+    cannot be read names no format here: its own error is reported as usual.
+    """
+    found = _flag_format(argv) or environ.get("CELERY_PROBE_FORMAT")
+    if not found:
+        try:
+            table, _label = read_pyproject_table(find_pyproject(cwd))
+        except ProbeUsageError:
+            return None
+        found = table.get("format")
+    return str(found).strip().lower() if found else None
 
 
 def requested_junitxml(argv: list[str]) -> Path | None:
@@ -252,35 +271,70 @@ def _junit_for_usage_error(message: str, argv: list[str]) -> None:
         return
 
 
-def _usage_exit(message: str, argv: list[str] | None) -> None:
-    """One line on stderr; exit 64, or Nagios's UNKNOWN (3) with its status line under --format nagios.
+# The commands that print no verdict: a format from the environment or pyproject.toml is not theirs.
+FORMATLESS_COMMANDS = {"serve", "check", "ingest", "report", "demo"}
 
-    With ``--junitxml PATH`` given, PATH also gets a JUnit file saying the run could not start.
+
+def _nagios_mode(argv: list[str] | None) -> bool:
+    """Whether this exit must be a Nagios state: ``--format nagios`` given, or set in the
+    environment or ``pyproject.toml`` for a command that prints a verdict (or a mistyped one)."""
+    args = sys.argv[1:] if argv is None else argv
+    if _flag_format(args) == "nagios":
+        return True
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    return command not in FORMATLESS_COMMANDS and requested_format(args, os.environ) == "nagios"
+
+
+def _error_exit(message: str, argv: list[str] | None, *, code: int, what: str, say: str | None = None,
+                status_line_shown: bool = False) -> None:
+    """``say`` (default: the error line) on stderr and exit ``code``; under Nagios, its UNKNOWN (3)
+    with a ``CELERY UNKNOWN - WHAT: MESSAGE`` status line on stdout (unless already shown).
+
+    Nagios Core treats any exit above 3 as CRITICAL and drops the output: a typo in a
+    check command must read UNKNOWN, with its reason.
     """
-    click.echo(f"celery-probe: error: {message}", err=True)
-    arguments = sys.argv[1:] if argv is None else argv
-    _junit_for_usage_error(message, arguments)
-    if requested_format(arguments, os.environ) == "nagios":
-        click.echo(f"CELERY UNKNOWN - usage error: {message}")
+    if say != "":
+        click.echo(say or f"celery-probe: error: {message}", err=True)
+    if _nagios_mode(argv):
+        from celery_probe.present.text import nagios_error_line
+
+        if not status_line_shown:
+            click.echo(nagios_error_line(what, message))
         sys.exit(NAGIOS_UNKNOWN)
-    sys.exit(EXIT_USAGE)
+    sys.exit(code)
+
+
+def _usage_exit(message: str, argv: list[str] | None) -> None:
+    """A usage error: its line and exit (64, or 3 under Nagios); with ``--junitxml PATH`` given,
+    PATH also gets a JUnit file saying the run could not start."""
+    _junit_for_usage_error(message, sys.argv[1:] if argv is None else argv)
+    _error_exit(message, argv, code=EXIT_USAGE, what="usage error")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: map every operator mistake to one line and its exit code."""
+    """Console-script entry point: map every operator mistake to one line and its exit code.
+
+    Under ``--format nagios`` every exit is a Nagios state (0-3): usage, report-folder,
+    interruption and crash alike are UNKNOWN.
+    """
     try:
         code = cli.main(args=argv, prog_name="celery-probe", standalone_mode=False)
     except click.exceptions.UsageError as exc:
         hint = f" (see 'celery-probe {exc.ctx.info_name} --help')" if exc.ctx and exc.ctx.parent else ""
         _usage_exit(f"{exc.format_message()}{hint}", argv)
     except click.exceptions.Abort:
-        sys.exit(EXIT_INTERRUPTED)
+        _error_exit("the run was stopped", argv, code=EXIT_INTERRUPTED, what="interrupted", say="")
     except ProbeUsageError as exc:
         _usage_exit(str(exc), argv)
     except ReportWriteError as exc:
-        click.echo(f"celery-probe: error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _error_exit(str(exc), argv, code=exc.exit_code, what="report folder",
+                    status_line_shown=exc.status_line_shown)
     except KeyboardInterrupt:
-        click.echo("celery-probe: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _error_exit("the run was stopped", argv, code=EXIT_INTERRUPTED, what="interrupted",
+                    say="celery-probe: interrupted")
+    except Exception as exc:
+        if not _nagios_mode(argv):
+            raise
+        traceback.print_exc()  # a bug: its traceback is for the bug report
+        _error_exit(f"crashed: {describe_error(exc)}", argv, code=NAGIOS_UNKNOWN, what="internal error")
     sys.exit(code if isinstance(code, int) else 0)

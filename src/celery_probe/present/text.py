@@ -124,24 +124,62 @@ def nagios_exit_code(status: str) -> int:
     return NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])[0]
 
 
+def nagios_text(text: str) -> str:
+    """``text`` made safe for one line of plugin output, unchanged by Nagios.
+
+    ``|`` would start the perfdata and a newline the long output; Nagios Core rewrites
+    every ``;`` of plugin output as ``:``, so none is left for it to rewrite.
+    """
+    return text.replace("|", "/").replace("\n", " ").replace(";", ",")
+
+
+def nagios_error_line(what: str, message: str) -> str:
+    """The status line of an error that stops a Nagios check: UNKNOWN, saying what and why."""
+    return f"CELERY UNKNOWN - {what}: {nagios_text(message)}"
+
+
+def nagios_warn(threshold: int) -> str:
+    """The Nagios warning range for "a backlog at or above ``threshold`` is high".
+
+    A Nagios range ``N`` alerts when the value is above N (or below 0); queue lengths are
+    whole numbers, so ``threshold - 1`` alerts exactly from ``threshold`` on.
+    """
+    return str(threshold - 1)
+
+
 def render_nagios(verdict: AnyVerdict) -> str:
-    """``CELERY OK - text | perfdata`` as the Nagios plugin guidelines describe."""
+    """``CELERY OK - text | perfdata`` as the Nagios plugin guidelines describe.
+
+    The first line names the first problem and the codes of the others; each further problem
+    then has a line of its own (Nagios' long output), and the checks not attempted because of
+    them one line naming their codes, so no separator has to survive inside a line.
+    Perfdata: the total backlog, and each probed queue's length with the warning range of its
+    own threshold (the tool's rule is per queue: ``length >= threshold`` is high).
+    """
     if is_targets_verdict(verdict):
         return render_targets_nagios(verdict)
     status = str(verdict.get("status", "unknown"))
     _code, word = NAGIOS_STATES.get(status, NAGIOS_STATES["unknown"])
     workers = len([w for w in (verdict.get("workers") or {}).values() if w.get("last_heartbeat")])
-    problems = [r for r in verdict.get("reasons") or [] if r.get("severity") != "info"]
+    reasons = [r for r in verdict.get("reasons") or [] if r.get("severity") != "info"]
+    problems = [r for r in reasons if not is_consequence(r)] or reasons
+    lines = [nagios_text(f"{r.get('code')}: {r.get('message')}") for r in problems]
+    skipped = sorted({str(r.get("code")) for r in reasons if r not in problems})
+    if skipped:
+        lines.append(f"not attempted because of the above: {', '.join(skipped)}")
     if problems:
-        summary = "; ".join(f"{r.get('code')}: {r.get('message')}" for r in problems[:3])
+        others = sorted({str(r.get("code")) for r in problems[1:]} - {str(problems[0].get("code"))})
+        summary = lines[0] + (f" (also {', '.join(others)})" if others else "")
     else:
         summary = f"{workers} worker(s), queue {verdict.get('queue_length')}, roundtrip {_ms(verdict.get('roundtrip_ms'))}"
-    summary = summary.replace("|", "/").replace("\n", " ")
-    thresholds = [threshold for q in (verdict.get("queues") or {}).values() if (threshold := q.get("threshold"))]
-    warn = str(min(thresholds)) if thresholds else ""
     perf = [f"workers={workers};;;0"]
     if verdict.get("queue_length") is not None:
-        perf.append(f"queue_length={verdict['queue_length']};{warn};;0")
+        perf.append(f"queue_length={verdict['queue_length']};;;0")
+    for name, queue in (verdict.get("queues") or {}).items():
+        if isinstance(queue, Mapping) and queue.get("length") is not None:
+            threshold = queue.get("threshold")
+            warn = nagios_warn(threshold) if isinstance(threshold, int) and threshold > 0 else ""
+            perf.append(f"{_perf_label('queue ' + str(name))}={queue['length']};{warn};;0")
     roundtrip = verdict.get("roundtrip_ms")
     if roundtrip is not None:
         perf.append(f"roundtrip={roundtrip / 1000:.4f}s;;;0")
@@ -150,7 +188,13 @@ def render_nagios(verdict: AnyVerdict) -> str:
             perf.append(f"{key}={verdict[key]};;;0")
     if verdict.get("duration_s") is not None:
         perf.append(f"duration={verdict['duration_s']:.3f}s;;;0")
-    return f"CELERY {word} - {status}: {summary} | {' '.join(perf)}"
+    head = f"CELERY {word} - {status}: {nagios_text(summary)} | {' '.join(perf)}"
+    return "\n".join([head, *lines[1:]] if len(lines) > 1 else [head])
+
+
+def _perf_label(label: str) -> str:
+    """A perfdata label, quoted (``'`` and ``=`` have no place in one)."""
+    return "'" + nagios_text(label).replace("'", "").replace("=", "_") + "'"
 
 
 def _render_targets_text(verdict: TargetsVerdict, *, colour: bool) -> str:
@@ -188,8 +232,8 @@ def render_targets_nagios(verdict: TargetsVerdict) -> str:
         detail = f" ({problems[0].get('code')})" if problems else ""
         parts.append(f"{name} {target.get('status')}{detail}")
         workers = len([w for w in (target.get("workers") or {}).values() if w.get("last_heartbeat")])
-        perf.append(f"'{name} workers'={workers};;;0")
+        perf.append(f"{_perf_label(f'{name} workers')}={workers};;;0")
         if target.get("queue_length") is not None:
-            perf.append(f"'{name} queue_length'={target['queue_length']};;;0")
-    text = "; ".join(parts).replace("|", "/")
+            perf.append(f"{_perf_label(f'{name} queue_length')}={target['queue_length']};;;0")
+    text = nagios_text(", ".join(parts))
     return f"CELERY {word} - {status}: {text} | {' '.join(perf)}"

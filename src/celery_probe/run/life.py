@@ -12,7 +12,8 @@ same life, in :func:`live`:
    (:mod:`~celery_probe.run.outputs`), the alerts sent and ``--on-down`` acted on, each
    also when the report files could not be written, and none of them changing the exit
    code, which answers "is Celery healthy";
-4. a report folder that could not be written is raised last (exit 73).
+4. a report folder that could not be written is raised last (exit 73; under Nagios, 3 with
+   its UNKNOWN line printed first, the verdict after it as long output).
 """
 
 from __future__ import annotations
@@ -90,13 +91,18 @@ def live(settings: Settings, probe: Callable[[], ProbeSession], watchdog_seconds
     finally:
         os.close(stdout)
     assert session.verdict is not None
+    nagios_unknown = bool(session.write_error) and settings.format == "nagios"
+    if nagios_unknown:  # the status line Nagios reads; the verdict follows as long output
+        from celery_probe.present.text import nagios_error_line
+
+        click.echo(nagios_error_line("report folder", str(session.write_error)))
     code = emit(session.verdict, settings.format)
     code = finish_outputs(session, code, dict(options))  # JUnit, textfile, CI gate
     send_alerts(session.verdict, options.get("alerting"))
     if remediate:
         _remediate(settings, session)
     if session.write_error:
-        raise ReportWriteError(session.write_error)
+        raise ReportWriteError(session.write_error, status_line_shown=nagios_unknown)
     return code
 
 
