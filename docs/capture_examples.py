@@ -262,23 +262,19 @@ def show_http(port: int, path: str, headers: tuple[str, ...]) -> tuple[str, int]
 @contextmanager
 def serve(env: dict[str, str], cwd: Path, *args: str) -> Iterator[int]:
     """``celery-probe serve`` on a free port; yields the port once /healthz answers."""
-    from celery_probe.testing import free_port, wait_until
+    from celery_probe.testing import GroupProcess, free_port, wait_until
 
     port = free_port()
     log = cwd / "serve.log"
+    server = GroupProcess()  # its own session: serve's probe processes go with it
     with open(log, "wb") as out:
-        proc = subprocess.Popen(["celery-probe", "serve", "--port", str(port), *args], cwd=cwd, env=env,
-                                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
+        server.proc = subprocess.Popen(["celery-probe", "serve", "--port", str(port), *args], cwd=cwd, env=env,
+                                       stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     try:
         wait_until(lambda: _answers(port), timeout=30, what="celery-probe serve answering")
         yield port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        server.stop(timeout=15)
 
 
 def _answers(port: int) -> bool:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
+from celery_probe.testing import CeleryWorker, GroupProcess, RedisServer, free_port, wait_until
 from tests.support.environment import APPS, ROOT, app_env, missing_system_program
 
 pytestmark = pytest.mark.redis_only  # a private redis-server
@@ -136,8 +136,9 @@ def nagios_run(tmp_path_factory) -> Iterator[tuple[Path, dict[str, dict[str, str
                                   text=True, timeout=60)
         assert verified.returncode == 0, verified.stdout
         with CeleryWorker("probe_test_app", env=env, pythonpath=[APPS]):
-            process = subprocess.Popen([str(NAGIOS), str(folder / "nagios.cfg")], stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, start_new_session=True)
+            nagios = GroupProcess()  # its own session: the checks it forks go with it
+            nagios.proc = subprocess.Popen([str(NAGIOS), str(folder / "nagios.cfg")], stdout=subprocess.DEVNULL,
+                                           stderr=subprocess.DEVNULL, start_new_session=True)
             try:
                 def all_checked() -> dict[str, dict[str, str]] | None:
                     states = service_status(folder / "status.dat")
@@ -148,12 +149,7 @@ def nagios_run(tmp_path_factory) -> Iterator[tuple[Path, dict[str, dict[str, str
                 yield folder, wait_until(all_checked, timeout=CHECKED_WITHIN, interval=0.5,
                                  what="Nagios to check every service once")
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+                nagios.stop(timeout=20)
 
 
 def plugin_said(folder: Path, name: str) -> tuple[str, str, str]:

@@ -169,18 +169,19 @@ class Post:
         return json.loads(self.body)
 
 
-class HookSink:
-    """A webhook receiver: records every POST; ``answer`` is the status code (or "hang")."""
+class _LoopbackHTTP:
+    """A threaded HTTP server on a free loopback port, its state on ``server`` for the handler.
 
-    def __init__(self) -> None:
-        self.server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _HookHandler)
+    ``stop`` sets ``server.release`` first, so a handler told to hang lets go before shutdown.
+    """
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server: Any = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
-        self.server.posts = []
-        self.server.answer = 200
         self.server.release = threading.Event()
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def start(self) -> HookSink:
+    def start(self) -> Any:
         self.thread.start()
         return self
 
@@ -188,6 +189,21 @@ class HookSink:
         self.server.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def _url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+
+class HookSink(_LoopbackHTTP):
+    """A webhook receiver: records every POST; ``answer`` is the status code (or "hang")."""
+
+    def __init__(self) -> None:
+        super().__init__(_HookHandler)
+        self.server.posts = []
+        self.server.answer = 200
+
+    def start(self) -> HookSink:
+        return super().start()
 
     @property
     def posts(self) -> list[Post]:
@@ -197,7 +213,7 @@ class HookSink:
         self.server.answer = code
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        return self._url(path)
 
     def wait_for(self, count: int, timeout: float = 15) -> list[Post]:
         wait_until(lambda: len(self.posts) >= count, timeout=timeout, what=f"{count} webhook post(s)")
@@ -245,26 +261,17 @@ class _HealthHandler(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-class HealthServer:
+class HealthServer(_LoopbackHTTP):
     """A health endpoint whose answer the test switches: ``serve(status)`` or ``serve_raw``."""
 
     def __init__(self) -> None:
-        self.server: Any = ThreadingHTTPServer(("127.0.0.1", 0), _HealthHandler)
-        self.server.daemon_threads = True
+        super().__init__(_HealthHandler)
         self.server.requests = []
-        self.server.release = threading.Event()
         self.server.mode = "normal"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.serve("healthy")
 
     def start(self) -> HealthServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.release.set()
-        self.server.shutdown()
-        self.server.server_close()
+        return super().start()
 
     def serve(self, status: str, *, code: int = 200, **extra: Any) -> None:
         self.serve_raw(verdict_document(status, **extra), code=code)
@@ -275,7 +282,7 @@ class HealthServer:
         self.server.content_type, self.server.mode = content_type, mode
 
     def url(self, path: str = "/health/celery") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+        return self._url(path)
 
 
 def verdict_document(status: str, **extra: Any) -> dict[str, Any]:
