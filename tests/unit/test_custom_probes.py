@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from celery_probe.probing.deadline import Deadline, Wait, run_queue_delay
+from celery_probe.probing.deadline import Deadline, ProbeTimeout, Wait, alarm, run_queue_delay
 from celery_probe.pytest_plugin.timeouts import ProbeTimer
 from celery_probe.pytest_plugin.timeouts import _check_marker as check_timeout_marker
 
@@ -63,3 +63,48 @@ class TestTimeoutFairness:
     def test_a_long_timeout_needs_only_the_fair_wait(self):
         timer = self.timer(30, ran=30, cpu_wait=28.5, deadline=60)
         assert timer.needed() == 1.0 and timer.fair()
+
+
+class TestCutShortByTheProbesTimeout:
+    """A measurement cut by a probe's own timeout proves nothing about the broker: never cached as down."""
+
+    def test_an_inner_alarm_cut_by_a_probe_timeout_says_so(self):
+        with pytest.raises(ProbeTimeout) as cut:
+            with alarm(0.1, "the probe", probe_timeout=True):
+                with alarm(2.0, "the broker connection"):
+                    time.sleep(1)
+        assert cut.value.cut_short
+
+    def test_an_inner_alarm_that_had_its_own_time_is_not_cut_short(self):
+        with pytest.raises(ProbeTimeout) as fired:
+            with alarm(2.0, "the probe", probe_timeout=True):
+                with alarm(0.1, "the broker connection"):
+                    time.sleep(1)
+        assert not fired.value.cut_short
+
+    def test_the_runs_deadline_cutting_an_alarm_is_the_deadline(self):
+        with pytest.raises(ProbeTimeout) as fired:
+            with alarm(0.1, "the setup"):
+                with alarm(2.0, "the broker connection"):
+                    time.sleep(1)
+        assert not fired.value.cut_short
+
+    def test_a_cut_short_measurement_is_measured_again(self):
+        from celery import Celery
+
+        from celery_probe.config.settings import Settings
+        from celery_probe.probing.measurements import Measurements
+
+        app = Celery(broker="redis://127.0.0.1:1/0", set_as_current=False)
+        measurements = Measurements(Settings(broker="redis://127.0.0.1:1/0"), app, Deadline(5))
+        calls = []
+
+        def compute() -> str:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ProbeTimeout("deadline reached after 0.10s during the broker connection", cut_short=True)
+            return "answered"
+
+        with pytest.raises(ProbeTimeout):
+            measurements._once("broker", compute)
+        assert measurements._once("broker", compute) == "answered" and len(calls) == 2

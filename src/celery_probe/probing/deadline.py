@@ -98,8 +98,13 @@ class ProbeTimeout(BaseException):
     """The run's deadline ran out while a probe was waiting.
 
     A BaseException, so that ``except Exception`` retry loops inside kombu cannot swallow
-    it and keep blocking.
+    it and keep blocking. ``cut_short``: the alarm fired before its own time because an outer
+    one (a probe's own timeout) ended first, so it proves nothing about what was waited for.
     """
+
+    def __init__(self, message: str, *, cut_short: bool = False) -> None:
+        super().__init__(message)
+        self.cut_short = cut_short
 
 
 class Deadline:
@@ -160,8 +165,12 @@ def _can_use_signals() -> bool:
     return threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
 
 
+CUT_SHORT_MARGIN = 0.05  # seconds: an alarm cut by less than this still had its own time
+_probe_timeouts: list[bool] = []  # per armed alarm, innermost last: is it a probe's own timeout?
+
+
 @contextmanager
-def alarm(seconds: float, what: str) -> Iterator[None]:
+def alarm(seconds: float, what: str, *, probe_timeout: bool = False) -> Iterator[None]:
     """Raise :class:`ProbeTimeout` in this thread if the block outlives ``seconds``.
 
     Alarms nest: an inner one never outlasts the outer, and leaving it re-arms the outer
@@ -172,19 +181,23 @@ def alarm(seconds: float, what: str) -> Iterator[None]:
         yield
         return
     outer_left, _interval = signal.getitimer(signal.ITIMER_REAL)
-    seconds = max(seconds, 0.001)
-    if outer_left > 0:
-        seconds = min(seconds, outer_left)
+    requested = max(seconds, 0.001)
+    seconds = min(requested, outer_left) if outer_left > 0 else requested
+    # Cut short: a probe's own timeout (an outer alarm with ``probe_timeout``) leaves this one
+    # clearly less than it asked for, so its firing says nothing about what it waited for.
+    cut_short = any(_probe_timeouts) and requested - seconds > CUT_SHORT_MARGIN
     started = time.monotonic()
 
     def on_alarm(signum: int, frame: FrameType | None) -> None:
-        raise ProbeTimeout(f"deadline reached after {seconds:.2f}s during {what}")
+        raise ProbeTimeout(f"deadline reached after {seconds:.2f}s during {what}", cut_short=cut_short)
 
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, seconds)
+    _probe_timeouts.append(probe_timeout)
     try:
         yield
     finally:
+        _probe_timeouts.pop()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         if outer_left > 0:

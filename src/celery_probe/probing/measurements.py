@@ -167,7 +167,8 @@ class Measurements:
                     self._unknown[key] = exc.code
                 raise
             except ProbeTimeout as exc:
-                self._errors[key] = f"timed out: {exc}"
+                if not exc.cut_short:  # cut by a probe's own timeout: the next probe measures again
+                    self._errors[key] = f"timed out: {exc}"
                 raise
             except Exception as exc:
                 self._errors[key] = describe_error(exc)
@@ -184,7 +185,9 @@ class Measurements:
                 try:
                     with alarm(budget, "the broker connection"):
                         check = check_broker(self._conn)
-                except ProbeTimeout:
+                except ProbeTimeout as exc:
+                    if exc.cut_short:  # a probe's own timeout ended first: no verdict on the broker
+                        raise
                     check = BrokerCheck(False, "unknown", error=f"no answer within {budget:.2f}s", timed_out=True)
             if check.timed_out and not waited.fair():
                 raise waited.starved()
@@ -214,7 +217,9 @@ class Measurements:
                 try:
                     with alarm(budget, "the result backend connection"):
                         check = check_backend(self.app)
-                except ProbeTimeout:
+                except ProbeTimeout as exc:
+                    if exc.cut_short:  # a probe's own timeout ended first: no verdict on the backend
+                        raise
                     name = type(self.app.backend).__name__
                     check = BackendCheck(True, name, reachable=False, error=f"no answer within {budget:.2f}s",
                                          timed_out=True)

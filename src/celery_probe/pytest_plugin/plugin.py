@@ -356,7 +356,7 @@ def _phase(item: pytest.Item, when: str) -> Generator[None, None, None]:
         )
     with deadline.wait(f"the {when} of {item.name}") as waited:
         try:
-            with alarm(budget, f"{when} of {item.nodeid}"):
+            with alarm(budget, f"{when} of {item.nodeid}", probe_timeout=own is not None):
                 if when == "setup":
                     _fail_if_app_failed(item, target)
                 return (yield)
