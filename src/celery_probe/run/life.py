@@ -97,10 +97,16 @@ def live(settings: Settings, probe: Callable[[], ProbeSession], watchdog_seconds
 
         click.echo(nagios_error_line("report folder", str(session.write_error)))
     code = emit(session.verdict, settings.format)
-    code = finish_outputs(session, code, dict(options))  # JUnit, textfile, CI gate
+    output_error: ReportWriteError | None = None
+    try:
+        code = finish_outputs(session, code, dict(options))  # JUnit, textfile, CI gate
+    except ReportWriteError as error:  # told after the alerts: an unwritable file must not silence them
+        output_error = error
     send_alerts(session.verdict, options.get("alerting"))
     if remediate:
         _remediate(settings, session)
+    if output_error is not None:
+        raise output_error
     if session.write_error:
         raise ReportWriteError(session.write_error, status_line_shown=nagios_unknown)
     return code
