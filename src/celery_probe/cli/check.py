@@ -32,15 +32,15 @@ import click
 from celery_probe.alerting.options import alert_options, send_alerts
 from celery_probe.cli.options import ALERTS, SectionedCommand, in_section, setting_options
 from celery_probe.config.settings import HTTP
-from celery_probe.errors import EXIT_CODES, ProbeUsageError, exit_code
+from celery_probe.errors import ProbeUsageError, exit_code
 from celery_probe.config.urls import redact_bad_url, redact_url, url_problem
+from celery_probe.verdict.mapper import STATUSES
 
 if TYPE_CHECKING:
     from celery_probe.net.http import HttpOptions
 
 EXIT_ERROR = 1
 MAX_BODY = 1_000_000
-STATUSES = tuple(EXIT_CODES)
 DEFAULT_TIMEOUT = 10.0
 
 

@@ -235,7 +235,9 @@ def requested_format(argv: list[str], environ: Mapping[str, str], cwd: Path | No
     if not found:
         try:
             table, _label = read_pyproject_table(find_pyproject(cwd))
-        except ProbeUsageError:
+        except Exception:  # noqa: BLE001 - on an error path: an unreadable file or folder names no format
+            return None
+        if not isinstance(table, Mapping):
             return None
         found = table.get("format")
     return str(found).strip().lower() if found else None
