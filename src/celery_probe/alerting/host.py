@@ -8,7 +8,6 @@ lookup, which can wait on an unreachable DNS server far longer than an alert may
 
 from __future__ import annotations
 
-import functools
 import socket
 
 from celery_probe.net.bounded import BoundedCallError, call_within
@@ -31,15 +30,26 @@ def choose_hostname(short: str, fqdn: str | None) -> str:
     return short or "localhost"
 
 
-@functools.cache
+_found: list[str] = []  # the qualified name, once found: a long-lived serve asks only once
+
+
 def mail_hostname() -> str:
-    """The FQDN of this host, or its short name when no qualified one is known (once per process)."""
+    """The FQDN of this host, or its short name when no qualified one is known.
+
+    A qualified answer is kept for the process; a failed or bare one is asked again at the
+    next alert, so one slow resolver at start-up does not cost a long-running serve its name.
+    """
+    if _found:
+        return _found[0]
     short = socket.gethostname() or "localhost"
     try:
         fqdn: str | None = call_within(lambda: socket.getfqdn(short), FQDN_WAIT, "the FQDN lookup")
     except (BoundedCallError, OSError):
         fqdn = None
-    return choose_hostname(short, fqdn)
+    name = choose_hostname(short, fqdn)
+    if qualified(name):
+        _found.append(name)
+    return name
 
 
 def helo_name(local_address: str) -> str:
