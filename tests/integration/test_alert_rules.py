@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from celery_probe.testing import GaveUp, free_port, wait_until
+from celery_probe.testing import GaveUp, GroupProcess, free_port, wait_until
 from tests.support.docs import PROMETHEUS
 from tests.support.environment import app_env, missing_system_program
 
@@ -58,7 +58,7 @@ def test_promtool_unit_cases_pass():
     assert "SUCCESS" in done.stdout
 
 
-class PrometheusServer:
+class PrometheusServer(GroupProcess):
     """Debian's Prometheus on a free loopback port, scraping and evaluating every second."""
 
     def __init__(self, folder: Path, target_port: int) -> None:
@@ -88,17 +88,15 @@ class PrometheusServer:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as reply:
                 return reply.status == 200
 
-        wait_until(ready, timeout=30, interval=0.1, what="prometheus ready")
+        try:
+            wait_until(ready, timeout=30, interval=0.1, what="prometheus ready")
+        except BaseException:
+            self.stop(timeout=15)  # a server that never got ready is not left running
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        self.stop(timeout=15)
 
     def alerts(self) -> list[dict[str, Any]]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/alerts", timeout=2) as reply:

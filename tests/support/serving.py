@@ -98,7 +98,11 @@ class ServeProcess:
                 raise GaveUp(f"serve exited with {self.proc.returncode}: {self.log_text()}")
             return http_get(self.port, "/healthz", timeout=1).status in (200, 503)
 
-        wait_until(answers, timeout=timeout, interval=0.05, what="serve answering /healthz")
+        try:
+            wait_until(answers, timeout=timeout, interval=0.05, what="serve answering /healthz")
+        except BaseException:
+            self.stop()  # a serve that never answered is not left running
+            raise
         return self
 
     @property

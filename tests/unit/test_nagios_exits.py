@@ -105,11 +105,15 @@ class TestPluginOutput:
 class TestWhichCommandsAnswerNagios:
     def test_a_format_from_the_environment_is_not_serves(self, monkeypatch, capsys):
         monkeypatch.setenv("CELERY_PROBE_FORMAT", "nagios")
+        real_main = cli_main.cli.main
         assert exit_of(monkeypatch, capsys, ProbeUsageError("bad --port"))[0] == 3  # run
         monkeypatch.setattr(cli_main.cli, "main", lambda **_: (_ for _ in ()).throw(ProbeUsageError("x")))
         with pytest.raises(SystemExit) as stopped:
             cli_main.main(["serve", "--port", "x"])
         assert stopped.value.code == EXIT_USAGE
+        monkeypatch.setattr(cli_main.cli, "main", real_main)  # click's own "no such command"
+        capsys.readouterr()
         with pytest.raises(SystemExit) as stopped:
             cli_main.main(["rnu"])  # a mistyped command in a Nagios check
         assert stopped.value.code == 3
+        assert capsys.readouterr().out.startswith("CELERY UNKNOWN - usage error: ")
