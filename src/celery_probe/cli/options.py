@@ -35,6 +35,7 @@ from celery_probe.errors import ProbeUsageError
 SEVERAL_TARGETS = "Several targets"
 ALERTS = "Alerts"
 SERVER = "Server"  # serve's own options
+SERVER_AUTH = "Authentication"  # serve's credentials: only names of variables and files, never a secret
 # Headings of the help sections, with the line each shows under its title.
 SECTION_HELP: dict[str, str] = {
     TARGET: "What to probe and what it should have.",
@@ -45,6 +46,8 @@ SECTION_HELP: dict[str, str] = {
     REMEDIATION_SECTION: "A command run when down has lasted (docs/remediation.md).",
     HTTP: "Proxies, trust, client certificate and auth header of every HTTP request (docs/configuration.md).",
     SERVER: "Where serve listens and how often it probes.",
+    SERVER_AUTH: "Credentials every route but the health routes needs, read from a variable or a file, "
+                 "never from the command line (docs/serve-auth.md).",
 }
 _SECTION = "celery_probe_section"  # the attribute of a click option naming its help section
 
