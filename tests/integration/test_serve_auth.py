@@ -18,7 +18,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from celery_probe.testing import wait_until
+from celery_probe.testing import free_port, wait_until
 from tests.support.environment import APPS, app_env
 from tests.support.prometheus import PrometheusServer
 from tests.support.serving import HEALTH, Reply, ServeProcess, http_get
@@ -263,3 +263,20 @@ class TestOpenMetrics:
         assert reply.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
         assert "# EOF" not in reply.body.decode()
         assert "celery_probe_runs_total" in reply.body.decode()
+
+
+def test_probe_middleware_in_a_host_app_takes_the_same_credentials(env, tmp_path):
+    """ProbeMiddleware(auth=...): its verdict routes need the token, the host's own routes do not."""
+    port = free_port()
+    command = [sys.executable, "-m", "uvicorn", "host_auth_app:app", "--port", str(port), "--log-level", "warning"]
+    server = ServeProcess(env={**env, "CELERY_PROBE_APP": "probe_test_app", "CELERY_PROBE_DEADLINE": "3",
+                               "HOST_PROBE_TOKEN": TOKEN}, cwd=tmp_path, command=command)
+    server.port = port
+    with server:
+        assert server.get("/").body == b"the host app"  # the host's route: the host's business
+        assert_refused(server.get("/metrics"), 'Bearer realm="celery-probe"')
+        assert_refused(server.get(OPS_ALERTS, headers=bearer(WRONG_TOKEN)), 'Bearer realm="celery-probe"')
+        assert server.get("/metrics", headers=bearer(TOKEN)).status == 200
+        assert server.get(OPS_ALERTS, headers=bearer(TOKEN)).status == 200
+        assert server.get(HEALTH).status == 200  # public by default
+        assert secrets_in(server.log_text()) == []
