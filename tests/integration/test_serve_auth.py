@@ -280,3 +280,14 @@ def test_probe_middleware_in_a_host_app_takes_the_same_credentials(env, tmp_path
         assert server.get(OPS_ALERTS, headers=bearer(TOKEN)).status == 200
         assert server.get(HEALTH).status == 200  # public by default
         assert secrets_in(server.log_text()) == []
+
+
+def test_openapi_names_the_schemes_and_the_401(token_server):
+    document = token_server.get("/openapi.json", headers=bearer(TOKEN)).json()
+    assert document["components"]["securitySchemes"] == {"Bearer": {"type": "http", "scheme": "bearer"}}
+    assert document["security"] == [{"Bearer": []}]
+    for path in ("/metrics", "/", OPS_ALERTS):
+        assert "401" in document["paths"][path]["get"]["responses"], path
+    for path in HEALTH_ROUTES:
+        assert document["paths"][path]["get"]["security"] == [], path
+        assert "401" not in document["paths"][path]["get"]["responses"], path

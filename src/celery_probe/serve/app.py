@@ -20,7 +20,7 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -269,6 +269,24 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
     }
 
 
+def with_security(document: dict[str, Any], auth: Credentials, public: Collection[str]) -> dict[str, Any]:
+    """``document`` saying which schemes serve accepts, and that every route outside ``public`` may answer 401."""
+    schemes = {"Bearer": {"type": "http", "scheme": "bearer"}, "Basic": {"type": "http", "scheme": "basic"}}
+    refused = {"description": "no credential, or a wrong one",
+               "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+               "content": {"text/plain": {"schema": {"type": "string"}}}}
+    paths: dict[str, Any] = {}
+    for path, item in document["paths"].items():
+        if path in public:
+            paths[path] = {"get": {**item["get"], "security": []}}
+        else:
+            paths[path] = {"get": {**item["get"], "responses": {**item["get"]["responses"], "401": refused}}}
+    return {**document, "paths": paths,
+            "security": [{scheme: []} for scheme in auth.schemes],
+            "components": {**document["components"],
+                           "securitySchemes": {scheme: schemes[scheme] for scheme in auth.schemes}}}
+
+
 _STATUS_PAGE_DOC = {"get": {
     "summary": "The status page: verdict, reasons, probes, status timeline and charts (HTML, no script)",
     "responses": {"200": {"description": "the page", "headers": {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}},
@@ -300,6 +318,8 @@ def make_app(
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
     openapi_paths = {**service.openapi, "paths": {**service.openapi["paths"], STATUS_PAGE_PATH: _STATUS_PAGE_DOC}}
+    if auth is not None:
+        openapi_paths = with_security(openapi_paths, auth, set() if protect_health else service.health_paths)
     document = json.dumps(openapi_paths).encode()
 
     async def openapi(_request: Request) -> Response:
