@@ -240,6 +240,7 @@ class TestPrometheusScrape:
 class TestOpenMetrics:
     """/metrics answers OpenMetrics when the scraper asks for it, the 0.0.4 text format otherwise."""
 
+    # The Accept header of Debian's Prometheus 2.42, as a capture of one of its scrapes shows it.
     PROMETHEUS_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;"
                          "q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1")
 
@@ -291,3 +292,23 @@ def test_openapi_names_the_schemes_and_the_401(token_server):
     for path in HEALTH_ROUTES:
         assert document["paths"][path]["get"]["security"] == [], path
         assert "401" not in document["paths"][path]["get"]["responses"], path
+
+
+class TestCaching:
+    """An answer behind a credential is `private`: a shared cache must not serve it to others."""
+
+    @staticmethod
+    def cache_control(server: ServeProcess, path: str, headers: dict[str, str] | None = None) -> str:
+        def after_first_run() -> str | None:  # no-store until a verdict exists
+            value = server.get(path, headers=headers).headers["cache-control"]
+            return None if value == "no-store" else value
+
+        return wait_until(after_first_run, timeout=30, interval=0.2, what=f"a cacheable answer of {path}")
+
+    def test_ops_alerts_private_and_public_health(self, token_server):
+        assert self.cache_control(token_server, OPS_ALERTS, bearer(TOKEN)).startswith("private, max-age=")
+        assert self.cache_control(token_server, HEALTH).startswith("public, max-age=")
+
+    def test_protected_health_is_private(self, basic_server):
+        assert self.cache_control(basic_server, HEALTH, basic(USER, PASSWORD)).startswith("private, max-age=")
+        assert self.cache_control(basic_server, OPS_ALERTS, basic(USER, PASSWORD)).startswith("private, max-age=")

@@ -92,6 +92,9 @@ class ProbeService:
         if metrics_path:
             self.paths[metrics_path] = self.metrics
         self.openapi = openapi_document(prefix + HEALTH_PATH, prefix + OPS_ALERTS_PATH, healthz_path, metrics_path)
+        # Behind a credential an answer is private: a shared cache must not hand a stored copy
+        # to a request without one (RFC 9111 §3.5 lets it when the answer says "public").
+        self.private_health = self.private_alerts = False
         self._published: _Published | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -152,19 +155,24 @@ class ProbeService:
         verdict older than the origin would (before the first run, and when stale:
         ``no-store``).
         """
-        published, age, cache = self._cacheable()
+        published, age, cache = self._cacheable(private=self.private_health)
         age_text = b"null" if age is None else f"{age:.3f}".encode()
         body = b'{"age_s": ' + age_text + b", " + published.health_tail
         return Response(body, media_type=JSON, headers={"Cache-Control": cache})
 
-    def _cacheable(self) -> tuple[Any, float | None, str]:
+    def protect(self, *, health: bool) -> None:
+        """Mark the answers as behind a credential: ops-alerts always, the health JSON if ``health``."""
+        self.private_alerts, self.private_health = True, health
+
+    def _cacheable(self, *, private: bool) -> tuple[Any, float | None, str]:
         """The verdict to serve (stale ones replaced), its age, and its Cache-Control value."""
         published, age = self._current()
         if age is None:
             return published, age, NO_STORE
         if age > self.stale_after:
             return self._stale(published, age), age, NO_STORE
-        return published, age, f"public, max-age={max(0, math.floor(self.interval - age))}"
+        scope = "private" if private else "public"
+        return published, age, f"{scope}, max-age={max(0, math.floor(self.interval - age))}"
 
     def healthz(self, _headers: Headers | None = None) -> Response:
         """503 when the latest verdict is ``down``, else 200, for load balancers and Kubernetes.
@@ -204,7 +212,7 @@ class ProbeService:
 
     def ops_alerts(self, _headers: Headers | None = None) -> Response:
         """The ops-alerts document of the latest verdict (:func:`celery_probe.present.ops_alerts.get_ops_alerts`)."""
-        published, _age, cache = self._cacheable()
+        published, _age, cache = self._cacheable(private=self.private_alerts)
         return Response(published.alerts, media_type=JSON, headers={"Cache-Control": cache})
 
 
@@ -227,8 +235,9 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
     into ``components/schemas``: the description is of what the mapper builds, not a copy of it.
     """
     no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
-    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict), or no-store",
-                                "schema": {"type": "string", "pattern": r"^(no-store|public, max-age=\d+)$"}}}
+    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict; private behind "
+                                               "a credential), or no-store",
+                                "schema": {"type": "string", "pattern": r"^(no-store|(public|private), max-age=\d+)$"}}}
     schemas: dict[str, Any] = {}
     verdict = json_schema(HealthDocument, schemas)
     healthz_body = json_schema(HealthzDocument, schemas)
@@ -316,6 +325,8 @@ def make_app(
     from celery_probe.serve.status_view import StatusPage
 
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
+    if auth is not None:
+        service.protect(health=protect_health)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
     openapi_paths = {**service.openapi, "paths": {**service.openapi["paths"], STATUS_PAGE_PATH: _STATUS_PAGE_DOC}}
     if auth is not None:
@@ -376,6 +387,8 @@ class ProbeMiddleware:
         self.service = ProbeService(settings, interval=interval, prefix=prefix, healthz_path=healthz_path,
                                     metrics_path=metrics_path, report_dir=report_dir)
         self.public = frozenset() if protect_health else self.service.health_paths
+        if auth is not None:
+            self.service.protect(health=protect_health)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
