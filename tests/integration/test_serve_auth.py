@@ -312,3 +312,23 @@ class TestCaching:
     def test_protected_health_is_private(self, basic_server):
         assert self.cache_control(basic_server, HEALTH, basic(USER, PASSWORD)).startswith("private, max-age=")
         assert self.cache_control(basic_server, OPS_ALERTS, basic(USER, PASSWORD)).startswith("private, max-age=")
+
+
+def test_check_reads_a_protected_health_route_with_http_auth_env(basic_server, env, tmp_path):
+    """`celery-probe check --http-auth-env NAME` sends NAME's value as the Authorization header."""
+    url = f"http://127.0.0.1:{basic_server.port}{HEALTH}"
+
+    def check(*extra: str, auth: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "celery_probe", "check", url, *extra],
+                              env={"PATH": "/usr/bin:/bin", **({"PROBE_AUTH": auth} if auth else {})},
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False)
+
+    refused = check()
+    assert refused.returncode == 1 and "401" in refused.stdout + refused.stderr, refused
+    right = basic(USER, PASSWORD)["Authorization"]
+    # No worker answers in these tests: once a run has finished the verdict is down (exit 2).
+    answered = wait_until(lambda: (done := check("--http-auth-env", "PROBE_AUTH", auth=right)).returncode == 2
+                          and done, timeout=30, interval=0.5, what="check reading the down verdict")
+    assert "DOWN" in answered.stdout.upper(), answered
+    for done in (refused, answered):
+        assert secrets_in(done.stdout + done.stderr) == [], done
