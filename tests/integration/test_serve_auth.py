@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -180,7 +181,10 @@ class TestStartupMistakes:
         (["--auth-token-env", "PROBE_TOKEN"], {"PROBE_TOKEN": "two words"}, "has characters a Bearer header cannot carry"),
         (["--auth-token-env", "not a name"], {}, "is not an environment variable name"),
         (["--auth-token-file", "missing-file"], {}, "cannot read the bearer token from missing-file: No such file or directory (from --auth-token-file)"),
-        (["--auth-token-file", "."], {}, "cannot read the bearer token from .: Is a directory (from --auth-token-file)"),
+        (["--auth-token-file", "."], {}, "cannot read the bearer token from .: not a regular file (from --auth-token-file)"),
+        (["--auth-token-file", "/dev/zero"], {}, "cannot read the bearer token from /dev/zero: not a regular file"),
+        (["--auth-token-file", "fifo"], {}, "cannot read the bearer token from fifo: not a regular file"),
+        (["--auth-token-file", "big"], {}, "cannot read the bearer token from big: over 4096 bytes"),
         (["--auth-token-file", "empty"], {}, "the bearer token in empty (from --auth-token-file) is empty"),
         (["--auth-token-file", ""], {}, "is empty (from --auth-token-file)"),
         (["--auth-token-env", "PROBE_TOKEN", "--auth-token-file", "empty"], {"PROBE_TOKEN": TOKEN},
@@ -193,6 +197,8 @@ class TestStartupMistakes:
     ])
     def test_one_line_exit_64(self, tmp_path, args, env, expected):
         (tmp_path / "empty").write_text("\n")
+        (tmp_path / "big").write_text("x" * 5000)
+        os.mkfifo(tmp_path / "fifo")  # no writer: opening it would block for ever
         done = self.run(tmp_path, *args, env=env)
         assert done.returncode == 64, (done.stdout, done.stderr)
         lines = done.stderr.strip().splitlines()

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 from celery_probe.errors import ProbeUsageError
 from celery_probe.serve.auth import Credentials
 
+MAX_SECRET_BYTES = 4096  # a token or USER:PASSWORD; more is the wrong file
 # RFC 6750's b64token: what an `Authorization: Bearer` header can carry.
 _TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 
@@ -39,10 +41,7 @@ def _read(what: str, env: str | None, path: Path | None, env_flag: str, file_fla
                                   f"(from {env_flag})") from None
         where = f"environment variable {env} (from {env_flag})"
     elif path is not None:
-        try:
-            value = path.read_bytes().strip()
-        except OSError as exc:
-            raise ProbeUsageError(f"cannot read the {what} from {path}: {exc.strerror or exc} (from {file_flag})") from None
+        value = _read_file(what, path, file_flag)
         where = f"{path} (from {file_flag})"
     else:
         return None
@@ -53,6 +52,20 @@ def _read(what: str, env: str | None, path: Path | None, env_flag: str, file_fla
     except UnicodeDecodeError:
         raise ProbeUsageError(f"the {what} in {where} is not UTF-8 text") from None
     return value
+
+
+def _read_file(what: str, path: Path, flag: str) -> bytes:
+    """At most :data:`MAX_SECRET_BYTES` of a regular file: a FIFO or a device never hangs the start."""
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ProbeUsageError(f"cannot read the {what} from {path}: not a regular file (from {flag})")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SECRET_BYTES + 1)
+    except OSError as exc:
+        raise ProbeUsageError(f"cannot read the {what} from {path}: {exc.strerror or exc} (from {flag})") from None
+    if len(raw) > MAX_SECRET_BYTES:
+        raise ProbeUsageError(f"cannot read the {what} from {path}: over {MAX_SECRET_BYTES} bytes (from {flag})")
+    return raw.strip()
 
 
 def load_token(env: str | None, path: Path | None) -> bytes | None:
