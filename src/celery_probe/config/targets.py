@@ -29,6 +29,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+SERVE_KEYS = ("interval",)
+"""Keys of a targets file that belong to ``serve --targets``, not to the probes; ``run`` ignores them,
+so one file serves both."""
+
 TARGET_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
 
 
@@ -45,8 +49,8 @@ def load_targets(
     same keys as ``[tool.celery-probe]``. For each target, its own table wins, then
     ``[defaults]``, then flags, environment and ``pyproject.toml`` as for a single target.
     """
-    return {name: settings for name, (settings, _extra) in
-            load_target_tables(path, cli, environ=environ, pyproject=pyproject).items()}
+    tables = load_target_tables(path, cli, environ=environ, pyproject=pyproject, extra_keys=SERVE_KEYS)
+    return {name: settings for name, (settings, _serve_only) in tables.items()}
 
 
 def load_target_tables(

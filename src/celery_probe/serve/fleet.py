@@ -25,14 +25,10 @@ from typing import Any
 
 from celery_probe.config.durations import parse_interval
 from celery_probe.config.settings import Settings
-from celery_probe.config.targets import load_target_tables
+from celery_probe.config.targets import SERVE_KEYS, load_target_tables
 from celery_probe.errors import ProbeUsageError
 
 log = logging.getLogger("celery_probe.serve")
-
-SERVE_KEYS = ("interval",)
-"""Keys of a targets file that belong to serve, not to the probes: taken out before the settings."""
-
 
 @dataclass(frozen=True)
 class TargetSpec:

@@ -34,8 +34,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from celery_probe.present.exporter_compat import exporter_families, remember_workers
-from celery_probe.present.metrics import CONTENT_TYPE, ServeLoopTotals, merge_families, metric_families, render
+from celery_probe.present.metrics import (
+    CONTENT_TYPE,
+    ServeLoopTotals,
+    merge_families,
+    metric_families,
+    render,
+)
 from celery_probe.serve.app import (
+    _STATUS_PAGE_DOC,
     HEALTH_PATH,
     HTML,
     JSON,
@@ -44,7 +51,6 @@ from celery_probe.serve.app import (
     OPS_ALERTS_PATH,
     STATUS_PAGE_PATH,
     ProbeService,
-    _STATUS_PAGE_DOC,
 )
 from celery_probe.serve.fleet import Fleet, TargetSpec
 from celery_probe.verdict.mapper import overall_status
