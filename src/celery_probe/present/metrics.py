@@ -85,16 +85,18 @@ def metric_families(
     now: float | None = None,
     counters: ServeLoopTotals | None = None,
     deployment: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> list[Metric]:
     """The metric families of ``verdict``. Pure: same inputs, same families.
 
     ``produced_at`` (Unix time) defaults to the verdict's ``checked_at``; ``now`` adds the
     verdict age; ``last_success`` is carried by the caller across runs; ``counters`` adds
     the run counters of a long-running process; ``deployment`` labels every series with it
-    (the textfile: see the module).
+    (the textfile: see the module); ``labels`` are added to every series too (``serve
+    --targets`` names each target's series with ``target``).
     """
     out: list[Metric] = []
-    scope = {"deployment": deployment} if deployment is not None else {}
+    scope = {**({"deployment": deployment} if deployment is not None else {}), **(labels or {})}
 
     def gauge(name: str, value: float | None, labels: Mapping[str, str] | None = None) -> None:
         if value is None:
@@ -189,6 +191,23 @@ def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Ma
         sla = _ms(info.get("sla_ms"))
         gauge("celery_probe_task_sla_seconds", sla, labels)
         gauge("celery_probe_task_sla_breach", None if sla is None else float(info.get("breach") is True), labels)
+
+
+def merge_families(groups: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """One family per metric name from several lists of families (one list per target).
+
+    The exposition format allows each name once (its HELP and TYPE, then every sample):
+    two families of the same name, one per target, would make the whole scrape invalid.
+    The samples' label sets differ by target, so concatenating them is enough.
+    """
+    merged: dict[str, Metric] = {}
+    for families in groups:
+        for family in families:
+            kept = merged.get(family.name)
+            if kept is None:
+                kept = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples.extend(family.samples)
+    return list(merged.values())
 
 
 def verdict_timestamp(verdict: AnyVerdict) -> float | None:

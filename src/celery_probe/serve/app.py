@@ -71,9 +71,14 @@ class ProbeService:
         healthz_path: str | None = "/healthz",
         metrics_path: str | None = "/metrics",
         report_dir: Path | None = None,
+        exporter_metrics: bool = False,
     ) -> None:
+        """``exporter_metrics``: /metrics also serves celery-exporter's series
+        (:mod:`celery_probe.present.exporter_compat`)."""
         self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir)
         self.interval = interval
+        self.exporter_metrics = exporter_metrics
+        self._workers: dict[str, float] = {}  # worker -> Unix time it last answered (exporter metrics)
         # A verdict older than this means the loop stopped producing them (a run is bounded
         # by hard_timeout and its reaping by REAP_TIMEOUT): serve unknown, not old news.
         self.stale_after = interval + self.loop.hard_timeout + REAP_TIMEOUT + 1.0
@@ -190,6 +195,12 @@ class ProbeService:
             last_success=self.loop.last_success, now=time.time() if last_run is not None else None,
             counters=ServeLoopTotals(self.loop.runs_started, self.loop.runs_killed),
         )
+        if self.exporter_metrics:
+            from celery_probe.present.exporter_compat import exporter_families, remember_workers
+
+            if snapshot.produced_at is not None:
+                self._workers = remember_workers(self._workers, snapshot.verdict, snapshot.produced_at)
+            families = [*families, *exporter_families(snapshot.verdict, remembered=self._workers)]
         return Response(render(families), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})
 
     def ops_alerts(self) -> Response:
@@ -280,6 +291,7 @@ def make_app(
     interval: float = DEFAULT_INTERVAL,
     prefix: str = DEFAULT_PREFIX,
     report_dir: Path | None = None,
+    exporter_metrics: bool = False,
 ) -> Starlette:
     """A standalone ASGI app serving the verdict routes; its lifespan runs the probe loop.
 
@@ -289,7 +301,8 @@ def make_app(
     """
     from celery_probe.serve.status_view import StatusPage
 
-    service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
+    service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir,
+                           exporter_metrics=exporter_metrics)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
     openapi_paths = {**service.openapi, "paths": {**service.openapi["paths"], STATUS_PAGE_PATH: _STATUS_PAGE_DOC}}
     document = json.dumps(openapi_paths).encode()
