@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -47,18 +46,6 @@ def test_promtool_unit_cases_pass():
     assert "SUCCESS" in done.stdout
 
 
-def rules_server(folder: Path, target_port: int) -> PrometheusServer:
-    """Prometheus scraping ``serve`` every second under the shipped rules, every ``for:`` at 0s."""
-    rules = re.sub(r"^(\s+)for: \S+$", r"\1for: 0s", RULES.read_text(), flags=re.MULTILINE)
-    (folder / "rules.yml").write_text(rules)
-    return PrometheusServer(folder, {
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(folder / "rules.yml")],
-        "scrape_configs": [{"job_name": "celery-probe",
-                            "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}],
-    })
-
-
 @pytest.fixture
 def down_serve(redis_server, tmp_path) -> Iterator[Any]:
     """serve expecting a worker that does not exist: its verdict is down."""
@@ -74,7 +61,9 @@ def down_serve(redis_server, tmp_path) -> Iterator[Any]:
 def test_prometheus_alerts_when_serve_dies_and_keeps_celery_down_firing(down_serve, tmp_path):
     folder = tmp_path / "prometheus"
     folder.mkdir()
-    with rules_server(folder, down_serve.port) as prometheus:
+    rules = re.sub(r"^(\s+)for: \S+$", r"\1for: 0s", RULES.read_text(), flags=re.MULTILINE)
+    scrape = [{"job_name": "celery-probe", "static_configs": [{"targets": [f"127.0.0.1:{down_serve.port}"]}]}]
+    with PrometheusServer(folder, scrape, rules) as prometheus:
         before = wait_until(lambda: "CeleryDown" in (f := prometheus.firing()) and f, timeout=FIRES_WITHIN,
                             interval=0.5, what="CeleryDown firing while serve reports down")
         assert "CeleryProbeScrapeFailed" not in before

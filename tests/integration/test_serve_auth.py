@@ -216,16 +216,13 @@ class TestPrometheusScrape:
         (tmp_path / "right").write_text(TOKEN + "\n")
         (tmp_path / "wrong").write_text(WRONG_TOKEN + "\n")
         target = {"static_configs": [{"targets": [f"127.0.0.1:{token_server.port}"]}]}
-        config = {
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
-            "scrape_configs": [
-                {"job_name": "right", "authorization": {"credentials_file": str(tmp_path / "right")}, **target},
-                {"job_name": "wrong", "authorization": {"credentials_file": str(tmp_path / "wrong")}, **target},
-                {"job_name": "none", **target},
-            ],
-        }
+        scrape_configs = [
+            {"job_name": "right", "authorization": {"credentials_file": str(tmp_path / "right")}, **target},
+            {"job_name": "wrong", "authorization": {"credentials_file": str(tmp_path / "wrong")}, **target},
+            {"job_name": "none", **target},
+        ]
         (tmp_path / "prometheus").mkdir()
-        with PrometheusServer(tmp_path / "prometheus", config) as prometheus:
+        with PrometheusServer(tmp_path / "prometheus", scrape_configs) as prometheus:
             def ups() -> dict[str, str] | None:
                 found = {row["metric"]["job"]: row["value"][1] for row in prometheus.query("up")}
                 return found if len(found) == 3 else None
@@ -338,3 +335,29 @@ def test_check_reads_a_protected_health_route_with_http_auth_env(basic_server, e
     assert "DOWN" in answered.stdout.upper(), answered
     for done in (refused, answered):
         assert secrets_in(done.stdout + done.stderr) == [], done
+
+
+def test_serve_targets_takes_the_same_credentials(module_redis, env, tmp_path):
+    """serve --targets: every route needs the token but the health routes, overall and per target."""
+    targets = tmp_path / "targets.toml"
+    targets.write_text("[defaults]\ndeadline = 3\ninterval = 30\n"
+                       f'[targets.one]\nbroker = "{module_redis.url(2)}"\n'
+                       f'[targets.two]\nbroker = "{module_redis.url(3)}"\n')
+    with ServeProcess("--targets", str(targets), "--auth-token-env", "PROBE_TOKEN",
+                      env={**env, "PROBE_TOKEN": TOKEN}, cwd=tmp_path) as server:
+        for path in ("/metrics", "/", OPS_ALERTS, "/openapi.json", "/targets/one/",
+                     f"/targets/one{OPS_ALERTS}", "/targets/nope/"):
+            assert_refused(server.get(path), 'Bearer realm="celery-probe"')
+            assert_refused(server.get(path, headers=bearer(WRONG_TOKEN)), 'Bearer realm="celery-probe"')
+            assert server.get(path, headers=bearer(TOKEN)).status == (404 if "nope" in path else 200), path
+        for path in (HEALTH, "/healthz", f"/targets/one{HEALTH}", "/targets/two/healthz"):
+            reply = server.get(path)
+            assert reply.status in (200, 503) and "www-authenticate" not in reply.headers, (path, reply)
+        om = server.get("/metrics", headers={**bearer(TOKEN), "Accept": TestOpenMetrics.PROMETHEUS_ACCEPT})
+        assert om.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert om.body.endswith(b"# EOF\n") and b'target="two"' in om.body
+        alerts = TestCaching.cache_control(server, f"/targets/one{OPS_ALERTS}", bearer(TOKEN))
+        assert alerts.startswith("private, max-age="), alerts
+        assert TestCaching.cache_control(server, HEALTH).startswith("public, max-age=")
+        assert "bearer authentication on every route but health" in server.log_text()
+        assert secrets_in(server.log_text()) == []

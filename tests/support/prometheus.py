@@ -1,8 +1,4 @@
-"""Debian's Prometheus (and promtool) for tests: a real server on a free loopback port.
-
-Where the program is missing the test skips, except under CI, where it fails
-(``scripts/install-test-deps`` installs Debian's ``prometheus``).
-"""
+"""Debian's real Prometheus on a free loopback port, scraping every second, queried over its API."""
 
 from __future__ import annotations
 
@@ -29,11 +25,18 @@ def program(name: str) -> str:
 
 
 class PrometheusServer(GroupProcess):
-    """Prometheus with ``config`` (a dict written as its YAML file) on a free loopback port."""
+    """Prometheus scraping ``scrape_configs`` and evaluating ``rules`` (a rules file's text) every second."""
 
-    def __init__(self, folder: Path, config: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, scrape_configs: list[dict[str, Any]], rules: str | None = None) -> None:
         self.port = free_port()
         self.folder = folder
+        config: dict[str, Any] = {
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": scrape_configs,
+        }
+        if rules is not None:
+            (folder / "rules.yml").write_text(rules)
+            config["rule_files"] = [str(folder / "rules.yml")]
         (folder / "prometheus.yml").write_text(json.dumps(config))  # JSON is YAML
         self.log = folder / "prometheus.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -61,14 +64,21 @@ class PrometheusServer(GroupProcess):
     def __exit__(self, *exc: object) -> None:
         self.stop(timeout=15)
 
-    def api(self, path: str, **params: str) -> Any:
-        query = f"?{urllib.parse.urlencode(params)}" if params else ""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}{query}", timeout=2) as reply:
-            return json.load(reply)["data"]
+    def api(self, path: str, **params: str | list[str]) -> Any:
+        """``data`` of a GET on Prometheus' HTTP API; an error answer raises with its message."""
+        query = urllib.parse.urlencode(params, doseq=True)
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/api/v1/{path}?{query}", timeout=5) as reply:
+            body = json.load(reply)
+        if body.get("status") != "success":
+            raise AssertionError(f"{path} {params}: {body}")
+        return body["data"]
 
     def query(self, expr: str) -> list[dict[str, Any]]:
-        """The instant vector of ``expr``: ``[{"metric": {...}, "value": [t, "v"]}, ...]``."""
-        return self.api("query", query=expr)["result"]
+        """The instant vector (or scalar as one row) that ``expr`` evaluates to now."""
+        data = self.api("query", query=expr)
+        if data["resultType"] in ("scalar", "string"):
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
 
     def alerts(self) -> list[dict[str, Any]]:
         return self.api("alerts")["alerts"]
@@ -80,3 +90,7 @@ class PrometheusServer(GroupProcess):
             if alert["state"] == "firing":
                 found.setdefault(alert["labels"]["alertname"], []).append(alert["labels"])
         return found
+
+    def targets_health(self) -> list[str]:
+        """The health (``up``, ``down``, ``unknown``) of every active scrape target."""
+        return [t["health"] for t in self.api("targets")["activeTargets"]]

@@ -46,6 +46,7 @@ from celery_probe.cli.options import (
     remediation_options,
     setting_option,
     setting_options,
+    targets_file_option,
 )
 from celery_probe.present.emit import emit
 from celery_probe.run.outputs import run_output_options
@@ -139,8 +140,7 @@ def all_commands() -> dict[str, click.Command]:
 @in_section(OUTPUT, run_output_options)
 @in_section(
     SEVERAL_TARGETS,
-    click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
-                 help="Probe every [targets.NAME] of this TOML file, in parallel (see docs/cli.md)."),
+    targets_file_option(),
     click.option("--parallel", metavar="N",
                  help="Worker processes for --targets (default: one per CPU, at most one per target)."),
 )

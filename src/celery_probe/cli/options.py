@@ -17,6 +17,7 @@ for a page nobody reads. Parsing stays plain click.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import click
@@ -32,10 +33,18 @@ from celery_probe.config.settings import (
 )
 from celery_probe.errors import ProbeUsageError
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
 SEVERAL_TARGETS = "Several targets"
 ALERTS = "Alerts"
 SERVER = "Server"  # serve's own options
 SERVER_AUTH = "Authentication"  # serve's credentials: only names of variables and files, never a secret
+
+
+def targets_file_option() -> Decorator:
+    """``--targets FILE``, the same option for ``run`` and ``serve`` (the file is the same)."""
+    return click.option("--targets", "targets_file", type=click.Path(path_type=Path), metavar="FILE",
+                        help="Probe every [targets.NAME] of this TOML file (see docs/cli.md).")
 # Headings of the help sections, with the line each shows under its title.
 SECTION_HELP: dict[str, str] = {
     TARGET: "What to probe and what it should have.",
@@ -51,7 +60,6 @@ SECTION_HELP: dict[str, str] = {
 }
 _SECTION = "celery_probe_section"  # the attribute of a click option naming its help section
 
-Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 
 def _refuse_empty(spec: SettingSpec) -> Callable[[click.Context, click.Parameter, Any], Any]:

@@ -55,3 +55,22 @@ def format_duration(seconds: float) -> str:
         return f"{hours}h" + (f" {minutes}m" if minutes else "")
     days, hours = divmod(hours, 24)
     return f"{days}d" + (f" {hours}h" if hours else "")
+
+
+MIN_INTERVAL, MAX_INTERVAL = 0.5, 86_400.0
+"""Bounds of ``serve``'s interval between two runs' starts (``--interval``, a target's ``interval``)."""
+
+
+def parse_interval(raw: Any, source: str) -> float:
+    """``serve``'s interval in seconds (a number or a duration), or a one-line error naming ``source``."""
+    from celery_probe.errors import ProbeUsageError
+
+    try:
+        value = parse_duration(raw.strip() if isinstance(raw, str) else raw)
+    except ValueError as exc:
+        raise ProbeUsageError(f"invalid interval {raw!r}: {exc} (from {source})") from None
+    if not MIN_INTERVAL <= value <= MAX_INTERVAL:
+        raise ProbeUsageError(
+            f"invalid interval {raw!r}: must be between {MIN_INTERVAL:g} and {MAX_INTERVAL:g} seconds (from {source})"
+        )
+    return value

@@ -86,16 +86,18 @@ def metric_families(
     now: float | None = None,
     counters: ServeLoopTotals | None = None,
     deployment: str | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> list[Metric]:
     """The metric families of ``verdict``. Pure: same inputs, same families.
 
     ``produced_at`` (Unix time) defaults to the verdict's ``checked_at``; ``now`` adds the
     verdict age; ``last_success`` is carried by the caller across runs; ``counters`` adds
     the run counters of a long-running process; ``deployment`` labels every series with it
-    (the textfile: see the module).
+    (the textfile: see the module); ``labels`` are added to every series too (``serve
+    --targets`` names each target's series with ``target``).
     """
     out: list[Metric] = []
-    scope = {"deployment": deployment} if deployment is not None else {}
+    scope = {**({"deployment": deployment} if deployment is not None else {}), **(labels or {})}
 
     def gauge(name: str, value: float | None, labels: Mapping[str, str] | None = None) -> None:
         if value is None:
@@ -192,6 +194,23 @@ def _deployment(gauge: Callable[..., None], verdict: Mapping[str, Any], base: Ma
         gauge("celery_probe_task_sla_breach", None if sla is None else float(info.get("breach") is True), labels)
 
 
+def merge_families(groups: Iterable[Iterable[Metric]]) -> list[Metric]:
+    """One family per metric name from several lists of families (one list per target).
+
+    The exposition format allows each name once (its HELP and TYPE, then every sample):
+    two families of the same name, one per target, would make the whole scrape invalid.
+    The samples' label sets differ by target, so concatenating them is enough.
+    """
+    merged: dict[str, Metric] = {}
+    for families in groups:
+        for family in families:
+            kept = merged.get(family.name)
+            if kept is None:
+                kept = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples.extend(family.samples)
+    return list(merged.values())
+
+
 def verdict_timestamp(verdict: AnyVerdict) -> float | None:
     """The verdict's ``checked_at`` as Unix time, or None."""
     return _timestamp(verdict.get("checked_at"))
@@ -206,8 +225,8 @@ def render_for(families: Iterable[Metric], accept: str | None) -> tuple[bytes, s
     """``families`` in the format a scraper's ``Accept`` header asks for, and its content type.
 
     prometheus_client's own negotiation (:func:`prometheus_client.exposition.choose_encoder`):
-    OpenMetrics when ``application/openmetrics-text`` is accepted (what Prometheus asks for
-    first since 2.49), the 0.0.4 text format otherwise.
+    OpenMetrics when ``application/openmetrics-text`` is accepted (Prometheus asks for it
+    first), the 0.0.4 text format otherwise.
     """
     encoder, content_type = choose_encoder(accept or "")
     return encoder(_registry(families)), content_type

@@ -74,9 +74,14 @@ class ProbeService:
         healthz_path: str | None = "/healthz",
         metrics_path: str | None = "/metrics",
         report_dir: Path | None = None,
+        exporter_metrics: bool = False,
     ) -> None:
+        """``exporter_metrics``: /metrics also serves celery-exporter's series
+        (:mod:`celery_probe.present.exporter_compat`)."""
         self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir)
         self.interval = interval
+        self.exporter_metrics = exporter_metrics
+        self._workers: dict[str, float] = {}  # worker -> Unix time it last answered (exporter metrics)
         # A verdict older than this means the loop stopped producing them (a run is bounded
         # by hard_timeout and its reaping by REAP_TIMEOUT): serve unknown, not old news.
         self.stale_after = interval + self.loop.hard_timeout + REAP_TIMEOUT + 1.0
@@ -164,7 +169,7 @@ class ProbeService:
         """Mark the answers as behind a credential: ops-alerts always, the health JSON if ``health``."""
         self.private_alerts, self.private_health = True, health
 
-    def _cacheable(self, *, private: bool) -> tuple[Any, float | None, str]:
+    def _cacheable(self, *, private: bool = False) -> tuple[Any, float | None, str]:
         """The verdict to serve (stale ones replaced), its age, and its Cache-Control value."""
         published, age = self._current()
         if age is None:
@@ -207,6 +212,12 @@ class ProbeService:
             last_success=self.loop.last_success, now=time.time() if last_run is not None else None,
             counters=ServeLoopTotals(self.loop.runs_started, self.loop.runs_killed),
         )
+        if self.exporter_metrics:
+            from celery_probe.present.exporter_compat import exporter_families, remember_workers
+
+            if snapshot.produced_at is not None:
+                self._workers = remember_workers(self._workers, snapshot.verdict, snapshot.produced_at)
+            families = [*families, *exporter_families(snapshot.verdict, remembered=self._workers)]
         body, content_type = render_for(families, headers.get("accept") if headers is not None else None)
         return Response(body, headers={"Content-Type": content_type, "Cache-Control": NO_STORE})
 
@@ -309,6 +320,7 @@ def make_app(
     interval: float = DEFAULT_INTERVAL,
     prefix: str = DEFAULT_PREFIX,
     report_dir: Path | None = None,
+    exporter_metrics: bool = False,
     auth: Credentials | None = None,
     protect_health: bool = False,
 ) -> Starlette:
@@ -324,7 +336,8 @@ def make_app(
     """
     from celery_probe.serve.status_view import StatusPage
 
-    service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir)
+    service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir,
+                           exporter_metrics=exporter_metrics)
     if auth is not None:
         service.protect(health=protect_health)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)

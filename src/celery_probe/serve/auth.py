@@ -21,7 +21,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -99,19 +99,20 @@ class Credentials:
 class AuthGate:
     """ASGI middleware: HTTP requests outside ``public`` need a configured credential.
 
-    ``public`` holds exact paths below the app's ``root_path`` (the health routes, unless
-    ``serve --protect-health``); every other path, an unknown one included, answers 401
+    ``public`` holds exact paths below the app's ``root_path``, or tells whether one is (the
+    health routes, unless ``serve --protect-health``); every other path, an unknown one included, answers 401
     without a credential, so the answer does not tell which routes exist. Lifespan and other
     scope types pass through.
     """
 
-    def __init__(self, app: ASGIApp, credentials: Credentials, public: Collection[str] = ()) -> None:
+    def __init__(self, app: ASGIApp, credentials: Credentials,
+                 public: Collection[str] | Callable[[str], bool] = ()) -> None:
         self.app = app
         self.credentials = credentials
-        self.public = frozenset(public)
+        self.is_public: Callable[[str], bool] = public if callable(public) else frozenset(public).__contains__
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or route_path(scope) in self.public or self.allowed(scope):
+        if scope["type"] != "http" or self.is_public(route_path(scope)) or self.allowed(scope):
             await self.app(scope, receive, send)
             return
         await refuse(self.credentials, send)

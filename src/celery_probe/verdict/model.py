@@ -247,6 +247,41 @@ class OpsAlertsDocument(TypedDict):
     celery_health: CeleryHealth
 
 
+class FleetHealthDocument(TypedDict):
+    """``serve --targets``' overall health route: the worst status and each target's health document."""
+
+    status: Status
+    targets: dict[str, HealthDocument]
+
+
+class FleetHealthzTarget(TypedDict):
+    """One target's line in the overall ``/healthz`` of ``serve --targets``."""
+
+    status: Status
+    age_s: float | None
+    checked_at: str | None
+
+
+class FleetHealthzDocument(TypedDict):
+    """``serve --targets``' load-balancer route: the worst status, and each target's."""
+
+    status: Status
+    targets: dict[str, FleetHealthzTarget]
+
+
+class FleetAlert(OpsAlert):
+    """One alert of the overall ops-alerts document of ``serve --targets``: it names its target."""
+
+    target: str
+
+
+class FleetOpsAlertsDocument(TypedDict):
+    """``serve --targets``' overall ops-alerts: every target's alerts, and each target's health."""
+
+    alerts: list[FleetAlert]
+    celery_health: dict[str, CeleryHealth]
+
+
 def empty_verdict() -> Verdict:
     """The verdict before any evidence: ``unknown``, nothing measured, no reason yet."""
     return {
