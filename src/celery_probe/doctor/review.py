@@ -8,6 +8,7 @@ from celery_probe.doctor.catalogue import RULES
 from celery_probe.doctor.facts import Facts
 from celery_probe.doctor.gather import AppConfigFailed, gather
 from celery_probe.doctor.render import Review
+from celery_probe.errors import AppLoadError
 from celery_probe.doctor.rules import NOT_CHECKED, Check, evaluate
 from celery_probe.probing.deadline import Deadline
 
@@ -16,7 +17,7 @@ def run_review(settings: Settings, deadline: Deadline) -> Review:
     target = settings.describe_target()
     try:
         facts = gather(settings, deadline)
-    except AppConfigFailed as exc:
+    except (AppConfigFailed, AppLoadError) as exc:  # the app's own code or settings failed
         checks = [Check(rule.code, NOT_CHECKED, reason=str(exc)) for rule in RULES]
         return Review(checks, target, "unknown", [], deadline.elapsed(), deadline.total, incomplete=str(exc))
     return Review(evaluate(facts), target, facts.broker.url, _names(facts), deadline.elapsed(), deadline.total,

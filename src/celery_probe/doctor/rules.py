@@ -129,7 +129,8 @@ def redis_visibility_acks_late(facts: Facts) -> Check:
     if isinstance(app, Unchecked):
         return _unchecked(code, app.reason)
     timeout = app.visibility_timeout
-    limits = [(t.name, t.time_limit) for t in app.tasks if t.time_limit is not None]
+    # A task's own limit, where it differs from the app's (Celery copies task_time_limit onto tasks).
+    limits = [(t.name, t.time_limit) for t in app.tasks if t.time_limit is not None and t.time_limit != app.time_limit]
     if app.time_limit is not None:
         limits.append(("task_time_limit", app.time_limit))
     if not app.acks_late:
