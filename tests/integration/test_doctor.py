@@ -9,7 +9,6 @@ policy under test); the quorum-queue finding is ``rabbitmq_only``, in a vhost of
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -54,8 +53,10 @@ def doctor_worker() -> Iterator[Callable[..., CeleryWorker]]:
     started: list[CeleryWorker] = []
 
     def start(env: dict[str, str], *, queues: tuple[str, ...], name: str = "doctor1@%h", app: str = "doctor_app",
-              extra: tuple[str, ...] = (), python: Path | None = None, pool: str = "solo") -> CeleryWorker:
-        kwargs: dict[str, Any] = dict(name=name, queues=queues, pool=pool, env=env, pythonpath=[APPS], extra=extra)
+              extra: tuple[str, ...] = (), python: Path | None = None, pool: str = "solo",
+              concurrency: int = 1) -> CeleryWorker:
+        kwargs: dict[str, Any] = {"name": name, "queues": queues, "pool": pool, "concurrency": concurrency,
+                                  "env": env, "pythonpath": [APPS], "extra": extra}
         worker = OldCeleryWorker(python, app, **kwargs) if python else CeleryWorker(app, **kwargs)
         started.append(worker)
         return worker.start(timeout=40)
@@ -249,7 +250,7 @@ class TestRedis:
         assert check(document, "no-time-limit")["status"] == "passed"  # the app's own settings still count
 
 
-def CeleryClient(broker: str) -> Any:  # noqa: N802 - reads like the class it builds
+def CeleryClient(broker: str) -> Any:
     """A bare Celery client of ``broker``, to send tasks as the app would."""
     from celery import Celery
 
@@ -265,7 +266,8 @@ class TestQuorumQueues:
 
     def start(self, vhost: str, doctor_worker, exchange_type: str) -> tuple[dict[str, str], CeleryWorker]:
         env = app_env(vhost, "rpc://", PROBE_TEST_EXCHANGE_TYPE=exchange_type)
-        return env, doctor_worker(env, queues=("celery",), app="quorum_test_app", pool="threads")
+        return env, doctor_worker(env, queues=("celery",), app="quorum_test_app", pool="threads",
+                                  concurrency=2)
 
     def test_countdown_tasks_on_a_direct_exchange(self, vhost_url, doctor_worker, cli):
         env, running = self.start(vhost_url, doctor_worker, "direct")

@@ -8,8 +8,8 @@ from celery_probe.doctor.catalogue import RULES
 from celery_probe.doctor.facts import Facts
 from celery_probe.doctor.gather import AppConfigFailed, gather
 from celery_probe.doctor.render import Review
-from celery_probe.errors import AppLoadError
 from celery_probe.doctor.rules import NOT_CHECKED, Check, evaluate
+from celery_probe.errors import AppLoadError
 from celery_probe.probing.deadline import Deadline
 
 
