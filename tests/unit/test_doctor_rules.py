@@ -20,7 +20,12 @@ from celery_probe.doctor.facts import (
     Unchecked,
     WorkerFacts,
 )
-from celery_probe.doctor.messages import eta_timestamp, message_eta, unacked_entry, versions_from_report
+from celery_probe.doctor.messages import (
+    eta_timestamp,
+    message_eta,
+    unacked_entry,
+    versions_from_report,
+)
 from celery_probe.doctor.render import Review, as_dict, exit_code, render_text
 from celery_probe.doctor.rules import FINDING, NOT_APPLICABLE, NOT_CHECKED, PASSED, evaluate
 
