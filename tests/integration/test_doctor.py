@@ -160,11 +160,12 @@ class TestBadInput:
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and says in lines[0], result.stderr
 
-    def test_an_app_whose_code_fails_is_incomplete(self, cli):
-        result = cli("doctor", "-A", "broken_import_app", "--format", "json")
+    @pytest.mark.parametrize("app", ["broken_import_app", "missing_config_app"])
+    def test_an_app_whose_code_or_settings_fail_is_incomplete(self, cli, app):
+        result = cli("doctor", "-A", app, "--format", "json")
         document = review(result)
         assert result.code == 4
-        assert "did not load" in document["incomplete"]
+        assert f"app {app!r} did not load" in document["incomplete"]
         assert {c["status"] for c in document["checks"]} == {"not checked"}
 
 
@@ -231,6 +232,17 @@ class TestRedis:
         if status == "finding":
             assert acks["severity"] == "critical"
             assert acks["seen"] == "task_acks_late on, visibility_timeout 60s, but task_time_limit 120s"
+
+    def test_passwords_are_never_shown(self, doctor_worker, cli):
+        with RedisServer(password="s3cret-pw-doctor") as server:
+            env = app_env(server.url(0), server.url(1), DOCTOR_SAFE="1")
+            doctor_worker(env, queues=("celery",))
+            as_json = cli("doctor", "-A", "doctor_app", "--deadline", DEADLINE, "--format", "json", env=env)
+            as_text = cli("doctor", "-A", "doctor_app", "--deadline", DEADLINE, env=env)
+        assert review(as_json)["broker"] == f"redis://:***@127.0.0.1:{server.port}/0"
+        assert as_json.code == 0 and as_text.code == 0, as_text.stdout
+        for result in (as_json, as_text):
+            assert "s3cret-pw-doctor" not in result.stdout + result.stderr
 
     def test_a_frozen_broker_does_not_hang_the_review(self, redis_server, cli):
         env = app_env(redis_server.url(0), redis_server.url(1), DOCTOR_SAFE="1")

@@ -89,6 +89,14 @@ def test_unacked_eta_is_judged_by_its_redelivery_time():
     assert by_code(facts(redis=RedisFacts("noeviction", 0, etas=[late])))["redis-visibility-timeout"].status == FINDING
 
 
+def test_the_shortest_visibility_timeout_of_app_and_workers_counts():
+    etas = [QueuedEta("celery", "proj.add", 600.0, "queue")]
+    short = worker(conf={**worker().conf, "broker_transport_options": {"visibility_timeout": 300}})
+    check = by_code(facts(workers=[worker(), short], redis=RedisFacts("noeviction", 0, etas=etas)))
+    assert check["redis-visibility-timeout"].seen.startswith("visibility_timeout 300s (set on w1@h) but 1 message")
+    assert by_code(facts(redis=RedisFacts("noeviction", 0, etas=etas)))["redis-visibility-timeout"].status == PASSED
+
+
 def test_acks_late_with_a_time_limit_beyond_the_visibility_timeout():
     app = safe_app(acks_late=True, visibility_timeout=60.0, visibility_timeout_set=True, time_limit=120.0,
                    tasks=[TaskLimit("proj.add", 120.0), TaskLimit("proj.long", 900.0)])

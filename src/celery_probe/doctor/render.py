@@ -82,7 +82,8 @@ def render_text(review: Review, *, colour: bool = False) -> str:
         return click.style(text, fg=fg, bold=bold) if colour else text
 
     workers = len(review.workers)
-    head = (f"celery-probe doctor: {review.target} on {review.broker}, {workers} worker{'s' * (workers != 1)} "
+    where = review.target if review.target == review.broker else f"{review.target} on {review.broker}"
+    head = (f"celery-probe doctor: {where}, {workers} worker{'s' * (workers != 1)} "
             f"answered, in {review.elapsed_s:.2f}s")
     lines = [head,
              f"  {_summary(review)}"]

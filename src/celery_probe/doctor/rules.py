@@ -117,10 +117,20 @@ def redis_visibility_eta(facts: Facts) -> Check:
 
 
 def _visibility_timeout(facts: Facts) -> tuple[float, str]:
+    """The shortest visibility timeout of the app and the workers, and whose it is.
+
+    Any consumer restores the unacked messages older than its own timeout, so the shortest wins.
+    """
     app = facts.app
-    if isinstance(app, AppFacts):
-        return app.visibility_timeout, "set by the app" if app.visibility_timeout_set else "default"
-    return 3600.0, "default"
+    timeout, whose = 3600.0, "default"
+    if isinstance(app, AppFacts) and app.visibility_timeout_set:
+        timeout, whose = app.visibility_timeout, "set by the app"
+    for worker in _workers(facts) or []:
+        options = worker.setting("broker_transport_options")
+        value = options.get("visibility_timeout") if isinstance(options, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < timeout:
+            timeout, whose = float(value), f"set on {worker.name}"
+    return timeout, whose
 
 
 def redis_visibility_acks_late(facts: Facts) -> Check:
@@ -128,7 +138,7 @@ def redis_visibility_acks_late(facts: Facts) -> Check:
     app = facts.app
     if isinstance(app, Unchecked):
         return _unchecked(code, app.reason)
-    timeout = app.visibility_timeout
+    timeout, _whose = _visibility_timeout(facts)
     # A task's own limit, where it differs from the app's (Celery copies task_time_limit onto tasks).
     limits = [(t.name, t.time_limit) for t in app.tasks if t.time_limit is not None and t.time_limit != app.time_limit]
     if app.time_limit is not None:
