@@ -17,7 +17,15 @@ from typing import Any
 import pytest
 
 from celery_probe.testing import CeleryWorker, RedisServer, wait_until
-from tests.support.environment import APPS, ROOT, CliResult, Target, app_env, missing_system_program
+from tests.support.environment import (
+    APPS,
+    ROOT,
+    CliResult,
+    Target,
+    app_env,
+    missing_system_program,
+    redis_state,
+)
 
 DEADLINE = "8"
 OLD_CELERY_VENV = ROOT / ".venv-celery-old"  # made by scripts/install-test-deps: celery 5.4
@@ -110,7 +118,9 @@ class TestDeployments:
         assert running.name in seen["no-time-limit"]
         assert f"broker_connection_retry_on_startup unset on the app, {running.name}" == seen["connection-retry-on-startup"]
         assert f"{stray} consumed by {running.name}" in seen["queue-drift"]
-        assert "gave no task event" in seen["task-events-off"]
+        # On a RabbitMQ where no worker ever sent events, their exchange does not even exist.
+        assert ("gave no task event" in seen["task-events-off"]
+                or "celeryev does not exist" in seen["task-events-off"]), seen["task-events-off"]
         assert f"no result backend on the app, {running.name}" in seen["no-result-backend"]
         for entry in document["findings"]:
             assert entry["why"] and entry["fix"] and entry["docs"].startswith("https://")
@@ -232,6 +242,20 @@ class TestRedis:
         if status == "finding":
             assert acks["severity"] == "critical"
             assert acks["seen"] == "task_acks_late on, visibility_timeout 60s, but task_time_limit 120s"
+
+    def test_a_review_leaves_redis_as_it_was(self, redis_server, doctor_worker, cli):
+        """Its reads take nothing; the no-op tasks of the events check leave no result, no binding."""
+        env = app_env(redis_server.url(0), redis_server.url(1), DOCTOR_SAFE="1", DOCTOR_VISIBILITY_TIMEOUT="300",
+                      CELERY_PROBE_TASK_SLA="doctor.*=2s", CELERY_PROBE_EVENTS_WINDOW="1")
+        doctor_worker(env, queues=("celery",), extra=("-E",))
+        CeleryClient(redis_server.url(0)).send_task("doctor.add", args=(1, 2), countdown=600, queue="celery")
+        args = ("doctor", "-A", "doctor_app", "--deadline", DEADLINE, "--format", "json")
+        first = cli(*args, env=env)  # creates what every remote-control call shares (kombu's binding sets)
+        assert check(review(first), "task-events-off")["status"] == "passed", first.stdout
+        before = redis_state(redis_server)
+        for _ in range(2):
+            assert cli(*args, env=env).code == 2  # the countdown beyond the visibility timeout
+        assert redis_state(redis_server) == before
 
     def test_passwords_are_never_shown(self, doctor_worker, cli):
         with RedisServer(password="s3cret-pw-doctor") as server:

@@ -152,6 +152,8 @@ def test_task_events():
     assert check.status == FINDING and "celery (its result came back)" in check.seen
     heard = EventsFacts(sent={"celery": "id"}, ran={"celery": True}, task_events_from={"celery": ["w1@h"]})
     assert by_code(facts(task_slas=["proj.*"], events=heard))["task-events-off"].status == PASSED
+    missing = by_code(facts(task_slas=["proj.*"], events=EventsFacts(missing_exchange="celeryev")))["task-events-off"]
+    assert missing.status == FINDING and "celeryev does not exist" in missing.seen
     unchecked = by_code(facts(task_slas=["proj.*"], events=Unchecked("no worker")))["task-events-off"]
     assert unchecked.status == NOT_CHECKED
 

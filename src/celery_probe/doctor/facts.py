@@ -123,6 +123,7 @@ class EventsFacts:
     ran: dict[str, bool | None] = field(default_factory=dict)  # queue -> its result came back (None: no backend)
     task_events_from: dict[str, list[str]] = field(default_factory=dict)  # queue -> workers whose events named it
     listened_s: float = 0.0
+    missing_exchange: str | None = None  # RabbitMQ: the events exchange does not exist, so no worker sends events
 
 
 @dataclass

@@ -17,7 +17,6 @@ import json
 import time
 import uuid
 from collections.abc import Iterable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from celery_probe.config.settings import Settings
@@ -40,6 +39,7 @@ from celery_probe.probing.app import bound_app, error_line, import_app, pin_urls
 from celery_probe.probing.backlog import task_name
 from celery_probe.probing.broker import redis_queue_keys
 from celery_probe.probing.deadline import Deadline, ProbeTimeout, alarm
+from celery_probe.probing.events import events_exchange_exists
 from celery_probe.probing.redis_access import key_prefix, plain_client, transport_name
 from celery_probe.probing.watchlist import routed_queues
 from celery_probe.probing.worker_config import backend_from_report, shown
@@ -295,7 +295,7 @@ def _scan_etas(channel: Any, client: Any, queues: list[str], visibility_timeout:
 def observe_task_events(app: Celery, workers: list[WorkerFacts], deadline: Deadline,
                         has_backend: bool) -> EventsFacts | Unchecked:
     """Send one ``celery.accumulate`` per consumed queue while listening to task events."""
-    from kombu import Consumer
+    from kombu import Consumer, Queue
 
     queues = sorted({q.name for w in workers for q in w.queues if not q.broadcast})[:MAX_EVENT_QUEUES]
     if not queues:
@@ -309,12 +309,30 @@ def observe_task_events(app: Celery, workers: list[WorkerFacts], deadline: Deadl
         if queue and str(event.get("type", "")).startswith("task-"):
             seen.setdefault(queue, set()).add(str(event.get("hostname") or "?"))
 
+    def on_message(message: Any) -> None:
+        try:
+            body = message.decode()
+        except Exception:  # noqa: BLE001 - an event that cannot be read names no task of ours
+            return
+        # Workers buffer task events and send them in groups: a list of events in one message.
+        for event in body if isinstance(body, list) else [body]:
+            if isinstance(event, dict):
+                on_event(event)
+
     def listen() -> None:
         with app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=0)
+            if not events_exchange_exists(conn, app.conf.event_exchange):
+                facts.missing_exchange = app.conf.event_exchange  # declaring it would leave ours behind
+                return
             channel = conn.channel()
-            receiver = app.events.Receiver(channel, handlers={"*": on_event})
-            consumers = receiver.get_consumers(partial(Consumer, channel), channel)
+            # A plain auto-delete queue on the events exchange: the receiver's own queue has an
+            # expiry, which kombu's Redis transport books in _kombu.binding_deadlines and leaves there.
+            exchange = app.events.Receiver(channel).exchange
+            listener = Queue(f"celeryev.doctor-{uuid.uuid4()}", exchange=exchange, routing_key="#",
+                             auto_delete=True, durable=False)
+            accept = sorted({"json", str(app.conf.event_serializer or "json")})
+            consumers = [Consumer(channel, queues=[listener], on_message=on_message, no_ack=True, accept=accept)]
             for consumer in consumers:
                 consumer.consume()
             _drain(conn, 0.1)  # subscribes (Redis fanout subscribes on the first drain)

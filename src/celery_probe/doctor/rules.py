@@ -300,6 +300,10 @@ def task_events(facts: Facts) -> Check:
     if facts.events is None or isinstance(facts.events, Unchecked):
         return _unchecked(code, facts.events.reason if facts.events else "the events were not listened to")
     events = facts.events
+    sla = f"task SLAs {listed(facts.task_slas)}"
+    if events.missing_exchange:
+        return _finding(code, WARNING, f"{sla}; the events exchange {events.missing_exchange} does not exist on the "
+                                       "broker, so no worker has ever sent an event")
     silent = []
     for queue, task_id in sorted(events.sent.items()):
         if events.task_events_from.get(queue):
@@ -310,7 +314,6 @@ def task_events(facts: Facts) -> Check:
         silent.append(f"{queue} ({state})")
     if not events.sent:
         return _unchecked(code, "no queue with a consumer to send a no-op task through")
-    sla = f"task SLAs {listed(facts.task_slas)}"
     if silent:
         return _finding(code, WARNING,
                         f"{sla}; a no-op task sent through {listed(silent)} gave no task event in "
