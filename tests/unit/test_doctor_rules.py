@@ -130,6 +130,14 @@ def test_no_time_limit_unless_the_workers_have_one():
     assert limited.status == PASSED
 
 
+def test_a_worker_that_did_not_answer_inspect_is_no_evidence():
+    silent = WorkerFacts("w2@h")  # answered ping, not the inspect questions
+    checks = by_code(facts(safe_app(time_limit=None, tasks=[TaskLimit("proj.add")]), workers=[worker(), silent]))
+    assert "w2@h" not in checks["no-time-limit"].seen
+    assert by_code(facts(workers=[worker(), silent]))["no-result-backend"].status == PASSED
+    assert by_code(facts(workers=[worker(), silent]))["connection-retry-on-startup"].status == PASSED
+
+
 def test_unset_settings_name_who_misses_them():
     app = safe_app(set_keys=frozenset())
     checks = by_code(facts(app, workers=[worker(conf={})]))

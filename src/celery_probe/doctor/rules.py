@@ -227,8 +227,9 @@ def no_time_limit(facts: Facts) -> Check:
         if not app_limit and unlimited:
             seen.append(f"task_time_limit and task_soft_time_limit unset on the app; tasks without a limit: "
                         f"{listed(unlimited)}")
-    worker_unlimited = [w.name for w in workers if not _worker_has_limit(w)]
+    # Only the workers whose conf or stats answered are evidence either way.
     worker_known = [w for w in workers if w.conf is not None or w.pool_timeouts is not None]
+    worker_unlimited = [w.name for w in worker_known if not _worker_has_limit(w)]
     if worker_unlimited and (seen or isinstance(app, Unchecked)):
         seen.append(f"workers without a time limit (inspect conf and stats): {listed(worker_unlimited)}")
     elif seen and worker_known and not worker_unlimited:
@@ -283,7 +284,7 @@ def no_result_backend(facts: Facts) -> Check:
     without = []
     if isinstance(app, AppFacts) and not app.result_backend:
         without.append("the app")
-    without += [w.name for w in workers if w.backend in ("disabled", None) and w.conf is not None]
+    without += [w.name for w in workers if w.backend == "disabled"]  # None: its report did not come
     if not without:
         return _passed(code, "a result backend is configured")
     severity = CRITICAL if facts.queue_slas else WARNING
