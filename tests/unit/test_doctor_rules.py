@@ -116,6 +116,13 @@ def test_quorum_queue_on_a_direct_exchange():
     assert topic.status == PASSED
 
 
+def test_quorum_detection_turned_off_on_a_worker():
+    off = worker(conf={**worker().conf, "worker_detect_quorum_queues": False},
+                 queues=[ConsumedQueue("celery", "topic", "quorum")])
+    check = by_code(facts(workers=[off], transport="amqp"))["quorum-queue-eta"]
+    assert check.status == FINDING and "worker_detect_quorum_queues off on w1@h" in check.seen
+
+
 def test_quorum_queue_with_an_old_celery_worker():
     workers = [worker(celery_version="5.4.0", queues=[ConsumedQueue("celery", "topic", "quorum")])]
     check = by_code(facts(workers=workers, transport="amqp"))["quorum-queue-eta"]

@@ -177,6 +177,10 @@ def quorum_eta(facts: Facts) -> Check:
     if direct:
         problems.append(f"quorum queue(s) {listed(direct)} on a direct exchange (native delayed delivery "
                         "needs a topic or fanout exchange)")
+    undetected = [w.name for w in workers if w.setting("worker_detect_quorum_queues") is False]
+    if undetected:
+        problems.append(f"worker_detect_quorum_queues off on {listed(undetected)} (global QoS, which quorum "
+                        "queues refuse, and no native delayed delivery)")
     old = _old_celery(facts, (5, 5))
     if old:
         problems.append(f"Celery older than 5.5 (no native delayed delivery) on {listed(old)}")
