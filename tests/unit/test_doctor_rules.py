@@ -143,6 +143,8 @@ def test_a_worker_that_did_not_answer_inspect_is_no_evidence():
     assert "w2@h" not in checks["no-time-limit"].seen
     assert by_code(facts(workers=[worker(), silent]))["no-result-backend"].status == PASSED
     assert by_code(facts(workers=[worker(), silent]))["connection-retry-on-startup"].status == PASSED
+    unknown = by_code(facts(workers=[WorkerFacts("w2@h", answered_queues=False)]))["queue-drift"]
+    assert unknown.status == NOT_CHECKED and unknown.reason == "no worker answered active_queues"
 
 
 def test_unset_settings_name_who_misses_them():

@@ -107,6 +107,7 @@ class WorkerFacts:
     pool_timeouts: tuple[float, float] | None = None  # (soft, hard) as inspect stats reports them; 0 = none
     queues: list[ConsumedQueue] = field(default_factory=list)
     scheduled: int | None = None  # countdown/ETA tasks it holds
+    answered_queues: bool = True  # False: it answered ping but not active_queues (its queues are unknown)
 
     def setting(self, key: str, default: Any = None) -> Any:
         return (self.conf or {}).get(key, default)

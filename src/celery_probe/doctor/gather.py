@@ -184,8 +184,8 @@ def ask_workers(app: Celery, deadline: Deadline) -> list[WorkerFacts] | Unchecke
 
     try:
         answers = _step(deadline, 5 * INSPECT_TIMEOUT + 1.0, "inspect", inspect)
-    except (Exception, ProbeTimeout) as exc:  # noqa: BLE001 - any failure is a reason
-        return [WorkerFacts(name) for name in names] if names else Unchecked(f"inspect: {_why(exc)}")
+    except (Exception, ProbeTimeout):  # noqa: BLE001 - they answered ping; nothing else is known of them
+        return [WorkerFacts(name, answered_queues=False) for name in names]
     return [worker_facts(name, answers) for name in names]
 
 
@@ -216,7 +216,8 @@ def worker_facts(name: str, answers: dict[str, Any]) -> WorkerFacts:
         kombu_version=kombu_version,
         backend=("disabled" if backend and backend.startswith("disabled") else shown(backend)) if backend else None,
         pool_timeouts=pool_timeouts, queues=queues,
-        scheduled=len(scheduled) if isinstance(scheduled, list) else None)
+        scheduled=len(scheduled) if isinstance(scheduled, list) else None,
+        answered_queues=name in answers["queues"])
 
 
 # ------------------------------------------------------------------------------------ Redis

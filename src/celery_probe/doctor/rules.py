@@ -357,9 +357,9 @@ def queue_drift(facts: Facts) -> Check:
     app = facts.app
     if isinstance(app, Unchecked):
         return _unchecked(code, app.reason)
-    workers = _workers(facts)
+    workers = [w for w in _workers(facts) or [] if w.answered_queues]
     if not workers:
-        return _unchecked(code, _workers_reason(facts))
+        return _unchecked(code, "no worker answered active_queues" if _workers(facts) else _workers_reason(facts))
     known = {app.default_queue, *app.declared_queues, *app.routed_queues}
     stray: dict[str, list[str]] = {}
     for worker in workers:
