@@ -722,12 +722,34 @@ def capture_targets(outputs: dict[str, str]) -> None:
         expect(code, 0, "celery-probe report --html of two targets")
 
 
+def capture_doctor(outputs: dict[str, str]) -> None:
+    """``celery-probe doctor`` on the getting-started ``proj`` with problems of its own: a Redis that
+    may evict, a worker holding a two-hour countdown task and consuming a queue proj does not know."""
+    from celery_probe.testing import CeleryWorker, RedisServer, wait_until
+
+    with ExitStack() as stack:
+        work, env, _blocks = docs_project(stack)
+        redis = RedisServer(extra=["--maxmemory", "256mb", "--maxmemory-policy", "allkeys-lru"])
+        stack.callback(redis.close)
+        redis.start()
+        env.update(CELERY_BROKER_URL=redis.url(0), CELERY_RESULT_BACKEND=redis.url(1))
+        shell = Shell(work, env)
+        worker = CeleryWorker("proj", name=WORKER_NAME, env=env, pythonpath=[work], queues=("celery", "reports-v1"))
+        stack.callback(worker.close)
+        worker.start(timeout=40)
+        shell.run("python -c 'import proj; proj.render_report.apply_async((0,), countdown=7200)'")
+        wait_until(lambda: redis.client(0).hlen("unacked") == 1, timeout=20, what="the worker holding the countdown task")
+        outputs["doctor-text"], code = shell.example("celery-probe doctor -A proj")
+        expect(code, 2, "doctor on proj with a critical finding")
+
+
 CAPTURES: dict[str, Callable[[dict[str, str]], None]] = {
     "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table(),
                                    "pytest-options": pytest_options_table()}),
     "runs": capture_runs,
     "features": capture_features,
     "targets": capture_targets,
+    "doctor": capture_doctor,
 }
 
 

@@ -28,6 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "run": {"errors", "config", "probing", "pytest_plugin", "verdict", "storage", "present", "alerting",
             "remediation", "__init__"},
     "serve": {"errors", "config", "run", "verdict", "storage", "present", "__init__"},
+    "doctor": {"errors", "config", "probing", "present.text"},
     "testing": set(),
     "beat": {"probing.beat"},  # the stable public import of an operator's Celery app
     "net": {"errors", "config"},
@@ -37,7 +38,8 @@ MAY_IMPORT: dict[str, set[str]] = {
 }
 
 # Modules that decide or render: no broker client, no network, no processes, no files of their own.
-PURE = ("numbers", "verdict", "alerting.state", "alerting.causes", "remediation.policy", "present.text",
+PURE = ("numbers", "verdict", "doctor.catalogue", "doctor.facts", "doctor.rules", "doctor.messages",
+        "doctor.render", "alerting.state", "alerting.causes", "remediation.policy", "present.text",
         "present.charts", "present.ops_alerts", "present.status_page")
 IO_LIBRARIES = {"celery", "kombu", "redis", "requests", "socket", "subprocess", "http", "smtplib",
                 "starlette", "uvicorn", "pytest", "urllib.request", "shutil", "tempfile"}
