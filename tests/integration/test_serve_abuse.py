@@ -1,7 +1,8 @@
 """A public `celery-probe serve` under abuse: floods, slow clients, generated requests.
 
 One real `celery-probe serve` process (uvicorn) against a real Redis and worker, hit over
-loopback only. tests/integration/test_serve.py already shows that 500 sequential requests start no
+loopback only (and a second one, with a short --header-timeout, for clients that never finish
+their request head). tests/integration/test_serve.py already shows that 500 sequential requests start no
 probe run; here the flood is 10,000 requests from 50 concurrent clients, the server's
 memory is watched, 50 slow clients dribble their headers while others are served, and
 schemathesis checks every answer against the server's own OpenAPI description.
@@ -14,6 +15,7 @@ import asyncio
 import json
 import math
 import os
+import socket
 import time
 from collections import Counter
 from pathlib import Path
@@ -46,8 +48,10 @@ def server(module_redis, tmp_path_factory):
     env = app_env(module_redis.url(0), module_redis.url(1))
     with CeleryWorker("probe_test_app", name="abuse@%h", env=env, pythonpath=[APPS]):
         # Generous probe limits: every run must be healthy even on a machine this test loads.
+        # --header-timeout 60: the dribbling clients below must outlast their test, not be cut by
+        # the deadline on request heads (TestHeaderDeadline has its own server for that).
         args = ["-A", "probe_test_app", "--expect-workers", "1", "--deadline", "5", "--roundtrip-slow", "4",
-                "--interval", str(INTERVAL)]
+                "--interval", str(INTERVAL), "--header-timeout", "60"]
         with ServeProcess(*args, env=env, cwd=tmp_path_factory.mktemp("abuse")) as serving:
             serving.wait_status("healthy", timeout=30)
             yield serving
@@ -182,6 +186,123 @@ class TestSlowClients:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*dribblers, return_exceptions=True), 10)
         return latencies
+
+
+HEADER_TIMEOUT = 2.0  # seconds: --header-timeout of the deadline server
+CLOSE_SLACK = 4.0  # seconds a busy host may add before the server's timer closes a socket
+IDLE_CONNECTIONS = 50
+
+
+@pytest.fixture(scope="module")
+def deadline_server(tmp_path_factory):
+    """serve with a 2 s deadline on request heads; its broker port refuses (these tests read routes only)."""
+    with ServeProcess("-A", "probe_test_app", "--deadline", "3", "--interval", "30",
+                      "--header-timeout", str(HEADER_TIMEOUT),
+                      env=app_env("redis://127.0.0.1:1/0"), cwd=tmp_path_factory.mktemp("deadline")) as serving:
+        yield serving
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def closed_by_server(sock: socket.socket, timeout: float) -> bool:
+    """Whether the server closes ``sock`` within ``timeout`` seconds (EOF or reset), reading any answer."""
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+class TestHeaderDeadline:
+    """--header-timeout: a request head not complete within the bound loses its connection."""
+
+    def test_dripping_client_is_cut_after_the_bound_while_others_are_answered(self, deadline_server):
+        sock = connect(deadline_server.port)
+        started = time.monotonic()
+        partial = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+        latencies = []
+        closed_at = None
+        try:
+            for index in range(40):  # bounded: 40 bytes at 0.2 s, 8 s in all, far past the bound
+                try:
+                    sock.sendall(partial[index:index + 1] or b"y")
+                except (BrokenPipeError, ConnectionResetError):
+                    closed_at = time.monotonic() - started
+                    break
+                if index % 5 == 0:  # meanwhile another client is answered at once
+                    reply = http_get(deadline_server.port, "/healthz", timeout=5)
+                    assert reply.status in (200, 503)
+                    latencies.append(reply.elapsed)
+                if closed_by_server(sock, 0.2):
+                    closed_at = time.monotonic() - started
+                    break
+        finally:
+            sock.close()
+        assert closed_at is not None, "the dripping client kept its connection"
+        assert HEADER_TIMEOUT - 0.1 <= closed_at <= HEADER_TIMEOUT + CLOSE_SLACK, closed_at
+        assert latencies and max(latencies) < 1.0, latencies
+
+    def test_silent_connection_is_cut_after_the_bound(self, deadline_server):
+        sock = connect(deadline_server.port)
+        started = time.monotonic()
+        try:
+            assert closed_by_server(sock, HEADER_TIMEOUT + CLOSE_SLACK)
+            took = time.monotonic() - started
+        finally:
+            sock.close()
+        assert HEADER_TIMEOUT - 0.1 <= took <= HEADER_TIMEOUT + CLOSE_SLACK, took
+
+    def test_next_keep_alive_request_gets_the_same_bound(self, deadline_server):
+        sock = connect(deadline_server.port)
+        try:
+            # Requests on one connection for longer than the bound: the deadline is per head.
+            for _ in range(5):
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = sock.recv(4096)
+                    assert chunk, "connection closed during keep-alive requests"
+                    head += chunk
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                body = head.split(b"\r\n\r\n", 1)[1]
+                while len(body) < length:
+                    body += sock.recv(4096)
+                assert head.startswith(b"HTTP/1.1 ")
+                time.sleep(0.6)  # 5 x 0.6 s = 3 s on this connection, more than its 2 s bound
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHo")  # then a head that never ends
+            started = time.monotonic()
+            assert closed_by_server(sock, HEADER_TIMEOUT + CLOSE_SLACK)
+            took = time.monotonic() - started
+        finally:
+            sock.close()
+        assert HEADER_TIMEOUT - 0.1 <= took <= HEADER_TIMEOUT + CLOSE_SLACK, took
+
+    def test_idle_half_open_connections_do_not_stop_a_request(self, deadline_server):
+        fds_before = open_fds(deadline_server.pid)
+        idle = [connect(deadline_server.port) for _ in range(IDLE_CONNECTIONS)]
+        try:
+            for sock in idle:
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: 1")
+            wait_until(lambda: open_fds(deadline_server.pid) >= fds_before + IDLE_CONNECTIONS, timeout=10,
+                       what="the server holding the idle connections")
+            reply = http_get(deadline_server.port, "/healthz", timeout=5)
+            assert reply.status in (200, 503) and reply.elapsed < 1.0, reply
+            # Then the server lets go of every one of them, not the clients.
+            wait_until(lambda: open_fds(deadline_server.pid) <= fds_before + 2,
+                       timeout=HEADER_TIMEOUT + CLOSE_SLACK + 5, what="the idle connections closed by serve")
+            assert all(closed_by_server(sock, 1.0) for sock in idle)
+        finally:
+            for sock in idle:
+                sock.close()
 
 
 class TestOpenApi:

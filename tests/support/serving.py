@@ -33,13 +33,14 @@ class Reply:
         return json.loads(self.body)
 
 
-def http_get(port: int, path: str, *, timeout: float = 2.0, conn: http.client.HTTPConnection | None = None) -> Reply:
+def http_get(port: int, path: str, *, timeout: float = 2.0, conn: http.client.HTTPConnection | None = None,
+             headers: dict[str, str] | None = None) -> Reply:
     """One GET on 127.0.0.1:port, timed; reuses ``conn`` (keep-alive) when given."""
     own = conn is None
     conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     started = time.perf_counter()
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         body = response.read()
         return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, body,
@@ -77,12 +78,13 @@ class ServeProcess:
     """`celery-probe serve …` (or ``command``) in its own session on a free loopback port."""
 
     def __init__(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-                 command: list[str] | None = None) -> None:
+                 command: list[str] | None = None, ready: tuple[int, ...] = (200, 503)) -> None:
         self.port = free_port()
         self.args = list(args)
         self.env = {**os.environ, "PYTHONPATH": str(APPS), **(env or {})}
         self.cwd = cwd
         self.command = command
+        self.ready = ready  # the /healthz statuses that mean "serving" (401 with --protect-health)
         self.log = Path(tempfile.mkstemp(prefix="celery-probe-serve-", suffix=".log")[1])
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -96,7 +98,7 @@ class ServeProcess:
         def answers() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise GaveUp(f"serve exited with {self.proc.returncode}: {self.log_text()}")
-            return http_get(self.port, "/healthz", timeout=1).status in (200, 503)
+            return http_get(self.port, "/healthz", timeout=1).status in self.ready
 
         try:
             wait_until(answers, timeout=timeout, interval=0.05, what="serve answering /healthz")
@@ -110,8 +112,8 @@ class ServeProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def get(self, path: str, timeout: float = 2.0) -> Reply:
-        return http_get(self.port, path, timeout=timeout)
+    def get(self, path: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> Reply:
+        return http_get(self.port, path, timeout=timeout, headers=headers)
 
     def health(self) -> dict[str, Any]:
         reply = self.get(HEALTH)

@@ -38,6 +38,7 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 SEVERAL_TARGETS = "Several targets"
 ALERTS = "Alerts"
 SERVER = "Server"  # serve's own options
+SERVER_AUTH = "Authentication"  # serve's credentials: only names of variables and files, never a secret
 
 
 def targets_file_option() -> Decorator:
@@ -54,6 +55,8 @@ SECTION_HELP: dict[str, str] = {
     REMEDIATION_SECTION: "A command run when down has lasted (docs/remediation.md).",
     HTTP: "Proxies, trust, client certificate and auth header of every HTTP request (docs/configuration.md).",
     SERVER: "Where serve listens and how often it probes.",
+    SERVER_AUTH: "Credentials every route but the health routes needs, read from a variable or a file, "
+                 "never from the command line (docs/serve-auth.md).",
 }
 _SECTION = "celery_probe_section"  # the attribute of a click option naming its help section
 

@@ -8,20 +8,31 @@ record and a bare exit. Needs the ``serve`` extra (Starlette, uvicorn, prometheu
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from celery_probe.cli.main import _settings_from
-from celery_probe.cli.options import SERVER, SectionedCommand, in_section, setting_options, targets_file_option
+from celery_probe.cli.options import (
+    SERVER,
+    SERVER_AUTH,
+    SectionedCommand,
+    in_section,
+    setting_options,
+    targets_file_option,
+)
 from celery_probe.config.durations import parse_interval as parse_duration_interval
 from celery_probe.errors import ProbeUsageError
-from celery_probe.config.settings import HTTP, OUTPUT, PROBES, TARGET, _parse_int, require_target
+from celery_probe.config.settings import HTTP, OUTPUT, PROBES, TARGET, _parse_env_name, _parse_int, require_target
 
 DEFAULT_PREFIX = "/api/interactions"  # repeated from celery_probe.serve.app, which needs the extra
+DEFAULT_HEADER_TIMEOUT = 10.0  # repeated from celery_probe.serve.header_deadline, which needs the extra
+MIN_HEADER_TIMEOUT, MAX_HEADER_TIMEOUT = 0.5, 3600.0
 
 
 def parse_port(raw: str) -> int:
@@ -30,6 +41,67 @@ def parse_port(raw: str) -> int:
 
 def parse_interval(raw: str) -> float:
     return parse_duration_interval(raw, "--interval")
+
+
+def parse_header_timeout(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ProbeUsageError(f"invalid header timeout {raw!r}: is not a number (from --header-timeout)") from None
+    if not math.isfinite(value) or not MIN_HEADER_TIMEOUT <= value <= MAX_HEADER_TIMEOUT:
+        raise ProbeUsageError(f"invalid header timeout {raw!r}: must be between {MIN_HEADER_TIMEOUT:g} and "
+                              f"{MAX_HEADER_TIMEOUT:g} seconds (from --header-timeout)")
+    return value
+
+
+def parse_secret_path(raw: str | None, flag: str) -> Path | None:
+    """The file a credential is read from; reading it (and every error) is at start-up."""
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise ProbeUsageError(f"invalid {flag.lstrip('-')} {raw!r}: is empty (from {flag})")
+    return Path(raw).expanduser()
+
+
+@dataclass(frozen=True)
+class _Guard:
+    """What protects the HTTP side: the credential sources, --protect-health and --header-timeout."""
+
+    header_timeout: float
+    token_env: str | None
+    token_file: Path | None
+    basic_env: str | None
+    basic_file: Path | None
+    protect_health: bool
+
+    @classmethod
+    def parse(cls, raw: dict[str, Any]) -> _Guard:
+        """Pop serve's own options from ``raw`` and check them (the names, not yet the secrets)."""
+        return cls(
+            header_timeout=parse_header_timeout(raw.pop("header_timeout")),
+            token_env=_parse_env_name("auth-token-env", raw.pop("auth_token_env"), "--auth-token-env"),
+            token_file=parse_secret_path(raw.pop("auth_token_file"), "--auth-token-file"),
+            basic_env=_parse_env_name("basic-auth-env", raw.pop("basic_auth_env"), "--basic-auth-env"),
+            basic_file=parse_secret_path(raw.pop("basic_auth_file"), "--basic-auth-file"),
+            protect_health=bool(raw.pop("protect_health")),
+        )
+
+    def credentials(self) -> Any:
+        """The credentials, read now (one line and exit 64 when they cannot be); None without any."""
+        from celery_probe.serve.credentials import load_credentials
+
+        auth = load_credentials(token_env=self.token_env, token_file=self.token_file,
+                                basic_env=self.basic_env, basic_file=self.basic_file)
+        if self.protect_health and auth is None:
+            raise ProbeUsageError("--protect-health needs a credential: --auth-token-env/-file or --basic-auth-env/-file")
+        return auth
+
+    def summary(self, auth: Any) -> str:
+        """How serve is protected, for its start-up line (the schemes, never a credential)."""
+        if auth is None:
+            return ""
+        scope = "every route" if self.protect_health else "every route but health"
+        return f"; {' or '.join(auth.schemes).lower()} authentication on {scope}"
 
 
 def parse_prefix(raw: str) -> str:
@@ -72,6 +144,21 @@ def bind(host: str, port: int) -> socket.socket:
     click.option("--exporter-metrics", is_flag=True,
                  help="/metrics also serves celery-exporter's series (celery_worker_up, celery_queue_length, ...) "
                       "for its Grafana dashboards (docs/metrics.md)."),
+    click.option("--header-timeout", default=f"{DEFAULT_HEADER_TIMEOUT:g}", show_default=True, metavar="SECONDS",
+                 help="Close a connection whose request line and headers are not all in after this long."),
+)
+@in_section(
+    SERVER_AUTH,
+    click.option("--auth-token-env", metavar="NAME",
+                 help="Require `Authorization: Bearer TOKEN`, TOKEN being variable NAME's value."),
+    click.option("--auth-token-file", metavar="PATH",
+                 help="Require `Authorization: Bearer TOKEN`, TOKEN being the content of file PATH."),
+    click.option("--basic-auth-env", metavar="NAME",
+                 help="Require basic authentication with the USER:PASSWORD in variable NAME."),
+    click.option("--basic-auth-file", metavar="PATH",
+                 help="Require basic authentication with the USER:PASSWORD in file PATH."),
+    click.option("--protect-health", is_flag=True,
+                 help="The health JSON and /healthz need the credential too (public by default)."),
 )
 def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path | None, exporter_metrics: bool,
           **raw: Any) -> int:
@@ -83,24 +170,27 @@ def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path |
     (SIGHUP reads the file again).
     """
     port_number, every, path_prefix = parse_port(port), parse_interval(interval), parse_prefix(prefix)
+    guard = _Guard.parse(raw)
     if targets_file is not None:
-        return _serve_targets(targets_file, host, port_number, every, path_prefix, exporter_metrics, raw)
+        return _serve_targets(targets_file, host, port_number, every, path_prefix, exporter_metrics, guard, raw)
     settings = _settings_from(raw, remediation=False)  # serve never remediates
     require_target(settings)
     _require_serve_extra()
     from celery_probe.serve.app import make_app
 
+    auth = guard.credentials()
     report_dir = _report_dir(settings)
     sock = bind(host, port_number)
     _log_to_stderr()
     app = make_app(settings, interval=every, prefix=path_prefix, report_dir=report_dir,
-                   exporter_metrics=exporter_metrics)
+                   exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health)
     return _run_server(app, sock, f"{path_prefix}/health/celery, /healthz, /metrics "
-                                  f"({settings.describe_target()}, a probe run every {every:g}s)")
+                                  f"({settings.describe_target()}, a probe run every {every:g}s"
+                                  f"{guard.summary(auth)})", guard.header_timeout)
 
 
 def _serve_targets(targets_file: Path, host: str, port: int, every: float, path_prefix: str,
-                   exporter_metrics: bool, raw: dict[str, Any]) -> int:
+                   exporter_metrics: bool, guard: _Guard, raw: dict[str, Any]) -> int:
     """``serve --targets FILE``: one probe loop and set of routes per target (serve/fleet.py)."""
     from celery_probe.cli.main import _cli_overrides
 
@@ -115,14 +205,16 @@ def _serve_targets(targets_file: Path, host: str, port: int, every: float, path_
     def read() -> dict[str, Any]:
         return load_serve_targets(targets_file, overrides, default_interval=every)
 
+    auth = guard.credentials()
     specs = read()
     report_dir = _report_dir(settings)  # each target's history goes in REPORT_DIR/NAME
     sock = bind(host, port)
     _log_to_stderr()
     app = make_fleet_app(specs, prefix=path_prefix, report_dir=report_dir, reload_from=read,
-                         exporter_metrics=exporter_metrics)
+                         exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health)
     return _run_server(app, sock, f"{path_prefix}/health/celery, /healthz, /metrics, /targets/NAME/... "
-                                  f"({len(specs)} targets of {targets_file}; SIGHUP reads it again)")
+                                  f"({len(specs)} targets of {targets_file}; SIGHUP reads it again"
+                                  f"{guard.summary(auth)})", guard.header_timeout)
 
 
 def _report_dir(settings: Any) -> Path | None:
@@ -146,15 +238,20 @@ def _require_serve_extra() -> None:
         ) from None
 
 
-def _run_server(app: Any, sock: socket.socket, what: str) -> int:
+def _run_server(app: Any, sock: socket.socket, what: str, header_timeout: float) -> int:
     """Run ``app`` under uvicorn on the bound ``sock``; 0 after a clean stop."""
     import uvicorn
+
+    from celery_probe.serve.header_deadline import protocol_with_header_deadline
 
     bound = sock.getsockname()
     shown = f"[{bound[0]}]" if sock.family == socket.AF_INET6 else bound[0]
     click.echo(f"celery-probe serve: http://{shown}:{bound[1]}{what}", err=True)
+    # http: uvicorn's h11 protocol plus a deadline on the request head, which uvicorn lacks
+    # (celery_probe.serve.header_deadline); access_log off: nothing of a request is logged.
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5, server_header=False)
+                            timeout_graceful_shutdown=5, server_header=False,
+                            http=protocol_with_header_deadline(header_timeout))
     server = uvicorn.Server(config)
     server.run(sockets=[sock])
     return 0 if server.started else 1

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest, write_to_textfile
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.metrics_core import Metric
 
@@ -218,6 +219,17 @@ def verdict_timestamp(verdict: AnyVerdict) -> float | None:
 def render(families: Iterable[Metric]) -> bytes:
     """The text exposition format (0.0.4) of ``families``."""
     return generate_latest(_registry(families))
+
+
+def render_for(families: Iterable[Metric], accept: str | None) -> tuple[bytes, str]:
+    """``families`` in the format a scraper's ``Accept`` header asks for, and its content type.
+
+    prometheus_client's own negotiation (:func:`prometheus_client.exposition.choose_encoder`):
+    OpenMetrics when ``application/openmetrics-text`` is accepted (Prometheus asks for it
+    first), the 0.0.4 text format otherwise.
+    """
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(_registry(families)), content_type
 
 
 def write_textfile(path: Path, families: Iterable[Metric]) -> None:

@@ -2,7 +2,9 @@
 
 Owns the ASGI app (:mod:`~celery_probe.serve.app`: health JSON, status codes, metrics,
 ops-alerts, OpenAPI), the probe loop (:mod:`~celery_probe.serve.loop`) and the status page
-it renders once per change (:mod:`~celery_probe.serve.status_view`). It may import
+it renders once per change (:mod:`~celery_probe.serve.status_view`), the optional credentials
+(:mod:`~celery_probe.serve.auth`, read by :mod:`~celery_probe.serve.credentials`) and the
+deadline on request heads uvicorn lacks (:mod:`~celery_probe.serve.header_deadline`). It may import
 config, run, verdict, storage and present; the command line that starts it is in
 :mod:`celery_probe.cli.serve`.
 

@@ -20,20 +20,23 @@ import contextlib
 import json
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from celery_probe.present.metrics import CONTENT_TYPE, ServeLoopTotals, metric_families, render
+from celery_probe.present.metrics import ServeLoopTotals, metric_families, render_for
 from celery_probe.present.ops_alerts import get_ops_alerts
+from celery_probe.serve.auth import AuthGate, Credentials, authorization_of, refuse, route_path
 from celery_probe.serve.loop import REAP_TIMEOUT, ProbeLoop, Snapshot
 from celery_probe.config.settings import REMEDIATION, Settings, require_target, resolve_settings
 from celery_probe.verdict.mapper import unknown_verdict
@@ -83,15 +86,20 @@ class ProbeService:
         # by hard_timeout and its reaping by REAP_TIMEOUT): serve unknown, not old news.
         self.stale_after = interval + self.loop.hard_timeout + REAP_TIMEOUT + 1.0
         prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-        self.paths: dict[str, Callable[[], Response]] = {
+        self.paths: dict[str, Callable[[Headers], Response]] = {
             prefix + HEALTH_PATH: self.health,
             prefix + OPS_ALERTS_PATH: self.ops_alerts,
         }
+        # The routes that stay public under authentication unless serve --protect-health.
+        self.health_paths = frozenset({prefix + HEALTH_PATH, *([healthz_path] if healthz_path else [])})
         if healthz_path:
             self.paths[healthz_path] = self.healthz
         if metrics_path:
             self.paths[metrics_path] = self.metrics
         self.openapi = openapi_document(prefix + HEALTH_PATH, prefix + OPS_ALERTS_PATH, healthz_path, metrics_path)
+        # Behind a credential an answer is private: a shared cache must not hand a stored copy
+        # to a request without one (RFC 9111 §3.5 lets it when the answer says "public").
+        self.private_health = self.private_alerts = False
         self._published: _Published | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -113,10 +121,10 @@ class ProbeService:
             await self.shutdown()
 
     def routes(self) -> list[Route]:
-        def endpoint(handler: Callable[[], Response]) -> Callable[[Request], Any]:
-            async def call(_request: Request) -> Response:
+        def endpoint(handler: Callable[[Headers], Response]) -> Callable[[Request], Any]:
+            async def call(request: Request) -> Response:
                 self.ensure_started()
-                return handler()
+                return handler(request.headers)
 
             return call
 
@@ -144,7 +152,7 @@ class ProbeService:
         return _publish(Snapshot(verdict, None, published.snapshot.produced_at, published.snapshot.produced_mono,
                                  published.snapshot.run), self.interval)
 
-    def health(self) -> Response:
+    def health(self, _headers: Headers | None = None) -> Response:
         """The latest verdict, its age and when it was produced; 200 whatever the status.
 
         ``Cache-Control: max-age`` is the time left until the next verdict is due, so a
@@ -152,21 +160,26 @@ class ProbeService:
         verdict older than the origin would (before the first run, and when stale:
         ``no-store``).
         """
-        published, age, cache = self._cacheable()
+        published, age, cache = self._cacheable(private=self.private_health)
         age_text = b"null" if age is None else f"{age:.3f}".encode()
         body = b'{"age_s": ' + age_text + b", " + published.health_tail
         return Response(body, media_type=JSON, headers={"Cache-Control": cache})
 
-    def _cacheable(self) -> tuple[Any, float | None, str]:
+    def protect(self, *, health: bool) -> None:
+        """Mark the answers as behind a credential: ops-alerts always, the health JSON if ``health``."""
+        self.private_alerts, self.private_health = True, health
+
+    def _cacheable(self, *, private: bool = False) -> tuple[Any, float | None, str]:
         """The verdict to serve (stale ones replaced), its age, and its Cache-Control value."""
         published, age = self._current()
         if age is None:
             return published, age, NO_STORE
         if age > self.stale_after:
             return self._stale(published, age), age, NO_STORE
-        return published, age, f"public, max-age={max(0, math.floor(self.interval - age))}"
+        scope = "private" if private else "public"
+        return published, age, f"{scope}, max-age={max(0, math.floor(self.interval - age))}"
 
-    def healthz(self) -> Response:
+    def healthz(self, _headers: Headers | None = None) -> Response:
         """503 when the latest verdict is ``down``, else 200, for load balancers and Kubernetes.
 
         ``degraded`` answers 200: Celery still works, so taking traffic away would turn a
@@ -187,8 +200,12 @@ class ProbeService:
         return Response(body, status_code=503 if status == "down" else 200, media_type=JSON,
                         headers={"Cache-Control": NO_STORE, "X-Celery-Probe-Status": status})
 
-    def metrics(self) -> Response:
-        """Prometheus text exposition of the latest verdict, built by :mod:`celery_probe.present.metrics`."""
+    def metrics(self, headers: Headers | None = None) -> Response:
+        """Metrics of the latest verdict, built by :mod:`celery_probe.present.metrics`.
+
+        OpenMetrics when the scraper's ``Accept`` asks for it (Prometheus does), else the
+        0.0.4 text format.
+        """
         snapshot, last_run = self.loop.snapshot, self.loop.last_run  # last_run: restored before the first run
         families = metric_families(
             snapshot.verdict, snapshot.report, produced_at=last_run,
@@ -201,11 +218,12 @@ class ProbeService:
             if snapshot.produced_at is not None:
                 self._workers = remember_workers(self._workers, snapshot.verdict, snapshot.produced_at)
             families = [*families, *exporter_families(snapshot.verdict, remembered=self._workers)]
-        return Response(render(families), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})
+        body, content_type = render_for(families, headers.get("accept") if headers is not None else None)
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": NO_STORE})
 
-    def ops_alerts(self) -> Response:
+    def ops_alerts(self, _headers: Headers | None = None) -> Response:
         """The ops-alerts document of the latest verdict (:func:`celery_probe.present.ops_alerts.get_ops_alerts`)."""
-        published, _age, cache = self._cacheable()
+        published, _age, cache = self._cacheable(private=self.private_alerts)
         return Response(published.alerts, media_type=JSON, headers={"Cache-Control": cache})
 
 
@@ -228,8 +246,9 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
     into ``components/schemas``: the description is of what the mapper builds, not a copy of it.
     """
     no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
-    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict), or no-store",
-                                "schema": {"type": "string", "pattern": r"^(no-store|public, max-age=\d+)$"}}}
+    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict; private behind "
+                                               "a credential), or no-store",
+                                "schema": {"type": "string", "pattern": r"^(no-store|(public|private), max-age=\d+)$"}}}
     schemas: dict[str, Any] = {}
     verdict = json_schema(HealthDocument, schemas)
     healthz_body = json_schema(HealthzDocument, schemas)
@@ -254,9 +273,10 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
             "503": json_answer("down", healthz_body, status_header),
         })
     if metrics:
-        paths[metrics] = get("Prometheus text exposition of the latest verdict", {
+        paths[metrics] = get("Metrics of the latest verdict: OpenMetrics when Accept asks for it, else Prometheus text", {
             "200": {"description": "metrics", "headers": no_store,
-                    "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "content": {"text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}}}},
         })
     from celery_probe import __version__
 
@@ -269,20 +289,29 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
     }
 
 
+def with_security(document: dict[str, Any], auth: Credentials, public: Collection[str]) -> dict[str, Any]:
+    """``document`` saying which schemes serve accepts, and that every route outside ``public`` may answer 401."""
+    schemes = {"Bearer": {"type": "http", "scheme": "bearer"}, "Basic": {"type": "http", "scheme": "basic"}}
+    refused = {"description": "no credential, or a wrong one",
+               "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
+               "content": {"text/plain": {"schema": {"type": "string"}}}}
+    paths: dict[str, Any] = {}
+    for path, item in document["paths"].items():
+        if path in public:
+            paths[path] = {"get": {**item["get"], "security": []}}
+        else:
+            paths[path] = {"get": {**item["get"], "responses": {**item["get"]["responses"], "401": refused}}}
+    return {**document, "paths": paths,
+            "security": [{scheme: []} for scheme in auth.schemes],
+            "components": {**document["components"],
+                           "securitySchemes": {scheme: schemes[scheme] for scheme in auth.schemes}}}
+
+
 _STATUS_PAGE_DOC = {"get": {
     "summary": "The status page: verdict, reasons, probes, status timeline and charts (HTML, no script)",
     "responses": {"200": {"description": "the page", "headers": {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}},
                           "content": {"text/html": {"schema": {"type": "string"}}}}},
 }}
-
-
-def _route_path(scope: Scope) -> str:
-    """The request path below the app's ``root_path`` (set when served under a proxy prefix)."""
-    path: str = scope["path"]
-    root = scope.get("root_path") or ""
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root):] or "/"
-    return path
 
 
 def make_app(
@@ -292,8 +321,14 @@ def make_app(
     prefix: str = DEFAULT_PREFIX,
     report_dir: Path | None = None,
     exporter_metrics: bool = False,
+    auth: Credentials | None = None,
+    protect_health: bool = False,
 ) -> Starlette:
     """A standalone ASGI app serving the verdict routes; its lifespan runs the probe loop.
+
+    With ``auth`` every route needs one of its credentials (:mod:`celery_probe.serve.auth`)
+    except the two health routes, which stay public for load balancers and Kubernetes
+    unless ``protect_health``.
 
     Mounted into another app (``app.mount("/", make_app(settings))``) it still works: the
     loop then starts with the first request, because Starlette does not run the lifespan
@@ -303,8 +338,12 @@ def make_app(
 
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir,
                            exporter_metrics=exporter_metrics)
+    if auth is not None:
+        service.protect(health=protect_health)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
     openapi_paths = {**service.openapi, "paths": {**service.openapi["paths"], STATUS_PAGE_PATH: _STATUS_PAGE_DOC}}
+    if auth is not None:
+        openapi_paths = with_security(openapi_paths, auth, set() if protect_health else service.health_paths)
     document = json.dumps(openapi_paths).encode()
 
     async def openapi(_request: Request) -> Response:
@@ -316,9 +355,11 @@ def make_app(
 
     # Only the standalone app describes itself and serves the page: in a host app, / and
     # /openapi.json are the host's.
+    gate = [] if auth is None else [
+        Middleware(AuthGate, credentials=auth, public=() if protect_health else service.health_paths)]
     app = Starlette(routes=[*service.routes(), Route(OPENAPI_PATH, openapi, methods=["GET"]),
                             Route(STATUS_PAGE_PATH, page, methods=["GET"])],
-                    lifespan=service.lifespan)
+                    middleware=gate, lifespan=service.lifespan)
     app.state.status_page = status_page
     app.state.probe = service
     return app
@@ -333,6 +374,9 @@ class ProbeMiddleware:
     without lifespan) and stops, killing a run in progress, when the host shuts down.
     Paths other than the verdict routes go to the host app unchanged. Without ``settings``
     the target comes from ``CELERY_PROBE_*`` variables and ``pyproject.toml``, as for the CLI.
+    With ``auth`` (:func:`celery_probe.serve.credentials.load_credentials`) the verdict routes
+    need a credential, the health routes only with ``protect_health``; the host's own
+    routes are the host's business.
     """
 
     def __init__(
@@ -345,23 +389,34 @@ class ProbeMiddleware:
         healthz_path: str | None = "/healthz",
         metrics_path: str | None = "/metrics",
         report_dir: Path | None = None,
+        auth: Credentials | None = None,
+        protect_health: bool = False,
     ) -> None:
         self.app = app
+        self.auth = auth
         if settings is None:  # CELERY_PROBE_* variables and [tool.celery-probe], as for the CLI
             settings = resolve_settings(ignore=REMEDIATION)  # serve never remediates
         require_target(settings)
         self.service = ProbeService(settings, interval=interval, prefix=prefix, healthz_path=healthz_path,
                                     metrics_path=metrics_path, report_dir=report_dir)
+        self.public = frozenset() if protect_health else self.service.health_paths
+        if auth is not None:
+            self.service.protect(health=protect_health)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self.app(scope, self._watch_lifespan(receive), send)
             return
         if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
-            handler = self.service.paths.get(_route_path(scope))
+            path = route_path(scope)
+            handler = self.service.paths.get(path)
             if handler is not None:
+                if self.auth is not None and path not in self.public \
+                        and not self.auth.accepts(authorization_of(scope)):
+                    await refuse(self.auth, send)
+                    return
                 self.service.ensure_started()
-                await handler()(scope, receive, send)
+                await handler(Headers(scope=scope))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 

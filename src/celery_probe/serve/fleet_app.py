@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import re
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -29,18 +30,13 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from celery_probe.present.exporter_compat import exporter_families, remember_workers
-from celery_probe.present.metrics import (
-    CONTENT_TYPE,
-    ServeLoopTotals,
-    merge_families,
-    metric_families,
-    render,
-)
+from celery_probe.present.metrics import ServeLoopTotals, merge_families, metric_families, render_for
 from celery_probe.serve.app import (
     _STATUS_PAGE_DOC,
     HEALTH_PATH,
@@ -51,7 +47,9 @@ from celery_probe.serve.app import (
     OPS_ALERTS_PATH,
     STATUS_PAGE_PATH,
     ProbeService,
+    with_security,
 )
+from celery_probe.serve.auth import AuthGate, Credentials
 from celery_probe.serve.fleet import Fleet, TargetSpec
 from celery_probe.verdict.mapper import overall_status
 from celery_probe.verdict.model import (
@@ -73,8 +71,9 @@ class FleetService:
 
     def __init__(self, specs: Mapping[str, TargetSpec], *, prefix: str, report_dir: Path | None,
                  reload_from: Callable[[], Mapping[str, TargetSpec]] | None = None,
-                 exporter_metrics: bool = False) -> None:
+                 exporter_metrics: bool = False, protected: bool = False, protect_health: bool = False) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+        self.protected, self.protect_health = protected, protect_health  # behind a credential: private caching
         self.report_dir = report_dir
         self.exporter_metrics = exporter_metrics
         self.fleet = Fleet(specs, self._service, reload_from=reload_from)
@@ -86,7 +85,10 @@ class FleetService:
         if self.report_dir is not None:
             folder = self.report_dir / spec.name
             folder.mkdir(parents=True, exist_ok=True)
-        return ProbeService(spec.settings, interval=spec.interval, prefix=self.prefix, report_dir=folder)
+        service = ProbeService(spec.settings, interval=spec.interval, prefix=self.prefix, report_dir=folder)
+        if self.protected:
+            service.protect(health=self.protect_health)
+        return service
 
     @property
     def services(self) -> dict[str, ProbeService]:
@@ -115,7 +117,7 @@ class FleetService:
         statuses: list[Status] = []
         caches: list[str] = []
         for name, service in self.services.items():
-            published, age, cache = service._cacheable()
+            published, age, cache = service._cacheable(private=service.private_health)
             statuses.append(published.snapshot.verdict.get("status") or "unknown")
             caches.append(cache)
             age_text = b"null" if age is None else f"{age:.3f}".encode()
@@ -145,8 +147,11 @@ class FleetService:
         body: FleetOpsAlertsDocument = {"alerts": alerts, "celery_health": health}  # type: ignore[typeddict-item]
         return Response(json.dumps(body, default=str).encode(), media_type=JSON, headers={"Cache-Control": NO_STORE})
 
-    def metrics(self) -> Response:
-        """Every target's series, each with its ``target`` label, in one valid exposition."""
+    def metrics(self, accept: str | None = None) -> Response:
+        """Every target's series, each with its ``target`` label, in one valid exposition.
+
+        OpenMetrics when ``accept`` asks for it, else the 0.0.4 text format, as for one target.
+        """
         now = time.time()
         groups = []
         for name, service in self.services.items():
@@ -162,7 +167,8 @@ class FleetService:
                     memory = self._workers[name] = remember_workers(memory, snapshot.verdict, snapshot.produced_at)
                 groups.append(exporter_families(snapshot.verdict, remembered=memory, labels={"target": name}))
         self._workers = {name: seen for name, seen in self._workers.items() if name in self.services}
-        return Response(render(merge_families(groups)), media_type=CONTENT_TYPE, headers={"Cache-Control": NO_STORE})
+        body, content_type = render_for(merge_families(groups), accept)
+        return Response(body, headers={"Content-Type": content_type, "Cache-Control": NO_STORE})
 
     def overview(self) -> bytes:
         """The page at ``/``: one section per target, with its status, age, reasons and links."""
@@ -214,23 +220,38 @@ class FleetService:
 
 
 def _shortest(caches: list[str]) -> str:
-    """The Cache-Control of several answers in one: no-store if any is, else the smallest max-age."""
+    """The Cache-Control of several answers in one: no-store if any is, else the smallest max-age
+    (private if any is private)."""
     ages = []
+    scope = "public"
     for cache in caches:
-        if not cache.startswith("public, max-age="):
+        if not cache.startswith(("public, max-age=", "private, max-age=")):
             return NO_STORE
+        if cache.startswith("private"):
+            scope = "private"
         ages.append(int(cache.rsplit("=", 1)[1]))
-    return f"public, max-age={min(ages)}" if ages else NO_STORE
+    return f"{scope}, max-age={min(ages)}" if ages else NO_STORE
 
 
 def make_fleet_app(specs: Mapping[str, TargetSpec], *, prefix: str, report_dir: Path | None,
                    reload_from: Callable[[], Mapping[str, TargetSpec]] | None = None,
-                   exporter_metrics: bool = False) -> Starlette:
-    """The Starlette app of ``serve --targets``; its lifespan runs every target's loop."""
+                   exporter_metrics: bool = False, auth: Credentials | None = None,
+                   protect_health: bool = False) -> Starlette:
+    """The Starlette app of ``serve --targets``; its lifespan runs every target's loop.
+
+    With ``auth`` every route needs a credential except the health routes, overall and per
+    target, which stay public unless ``protect_health`` (as for one target).
+    """
     service = FleetService(specs, prefix=prefix, report_dir=report_dir, reload_from=reload_from,
-                           exporter_metrics=exporter_metrics)
+                           exporter_metrics=exporter_metrics, protected=auth is not None,
+                           protect_health=protect_health)
     p = service.prefix
-    document = json.dumps(service.openapi()).encode()
+    each = TARGETS_PATH + "/{name}"
+    openapi_document = service.openapi()
+    if auth is not None:
+        openapi_document = with_security(openapi_document, auth, () if protect_health else {
+            p + HEALTH_PATH, "/healthz", each + p + HEALTH_PATH, each + "/healthz"})
+    document = json.dumps(openapi_document).encode()
 
     def plain(handler: Callable[[], Response]) -> Callable[[Request], Any]:
         async def call(_request: Request) -> Response:
@@ -257,21 +278,31 @@ def make_fleet_app(specs: Mapping[str, TargetSpec], *, prefix: str, report_dir: 
     async def openapi(_request: Request) -> Response:
         return Response(document, media_type=JSON)
 
-    each = TARGETS_PATH + "/{name}"
+    async def metrics(request: Request) -> Response:
+        return service.metrics(request.headers.get("accept"))
+
+    gate = [] if auth is None else [Middleware(AuthGate, credentials=auth,
+                                               public=() if protect_health else _health_route(p))]
     app = Starlette(routes=[
         Route(p + HEALTH_PATH, plain(service.health), methods=["GET"]),
         Route("/healthz", plain(service.healthz), methods=["GET"]),
         Route(p + OPS_ALERTS_PATH, plain(service.ops_alerts), methods=["GET"]),
-        Route("/metrics", plain(service.metrics), methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route(STATUS_PAGE_PATH, page, methods=["GET"]),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route(each + p + HEALTH_PATH, one("health"), methods=["GET"]),
         Route(each + "/healthz", one("healthz"), methods=["GET"]),
         Route(each + p + OPS_ALERTS_PATH, one("ops_alerts"), methods=["GET"]),
         Route(each + "/", target_page, methods=["GET"]),
-    ], lifespan=service.lifespan)
+    ], middleware=gate, lifespan=service.lifespan)
     app.state.fleet = service
     return app
+
+
+def _health_route(prefix: str) -> Callable[[str], bool]:
+    """Whether a path is a health route, overall or of a target (public unless --protect-health)."""
+    health = re.compile(rf"(?:{re.escape(TARGETS_PATH)}/[^/]+)?(?:/healthz|{re.escape(prefix + HEALTH_PATH)})")
+    return lambda path: health.fullmatch(path) is not None
 
 
 def _no_such_target(name: str) -> Response:
@@ -284,8 +315,9 @@ def fleet_openapi(prefix: str) -> dict[str, Any]:
 
     schemas: dict[str, Any] = {}
     no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
-    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict), or no-store",
-                                "schema": {"type": "string", "pattern": r"^(no-store|public, max-age=\d+)$"}}}
+    cached = {"Cache-Control": {"description": "public, max-age=N (seconds until the next verdict; private behind "
+                                               "a credential), or no-store",
+                                "schema": {"type": "string", "pattern": r"^(no-store|(public|private), max-age=\d+)$"}}}
     status_header = {**no_store, "X-Celery-Probe-Status": {"schema": json_schema(Status)}}
     name = [{"name": "name", "in": "path", "required": True, "description": "a target of the targets file",
              "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"}}]
@@ -314,8 +346,10 @@ def fleet_openapi(prefix: str) -> dict[str, Any]:
             "503": answer("a target is down", FleetHealthzDocument, status_header)}),
         prefix + OPS_ALERTS_PATH: get("Every target's alerts", {
             "200": answer("alerts naming their target, and each target's health", FleetOpsAlertsDocument, no_store)}),
-        "/metrics": get("Prometheus text exposition of every target's latest verdict, labelled target", {
-            "200": {"description": "metrics", "headers": no_store, "content": {"text/plain": {"schema": {"type": "string"}}}}}),
+        "/metrics": get("Every target's metrics, labelled target: OpenMetrics when Accept asks for it, else Prometheus text", {
+            "200": {"description": "metrics", "headers": no_store,
+                    "content": {"text/plain": {"schema": {"type": "string"}},
+                                "application/openmetrics-text": {"schema": {"type": "string"}}}}}),
         STATUS_PAGE_PATH: {"get": {**_STATUS_PAGE_DOC["get"], "summary": "A section per target (HTML, no script)"}},
         each + prefix + HEALTH_PATH: get("The target's latest verdict", {
             "200": answer("the verdict, whatever its status", HealthDocument, cached)}, per_target=True),
