@@ -274,16 +274,23 @@ def openapi_document(health: str, ops_alerts: str, healthz: str | None, metrics:
         })
     if metrics:
         paths[metrics] = get("Metrics of the latest verdict: OpenMetrics when Accept asks for it, else Prometheus text", {
-            "200": {"description": "metrics", "headers": no_store,
-                    "content": {"text/plain": {"schema": {"type": "string"}},
-                                "application/openmetrics-text": {"schema": {"type": "string"}}}},
+            "200": {"description": "metrics", "headers": no_store, "content": METRICS_CONTENT},
         })
+    return openapi_wrapper(paths, schemas, "The latest Celery health verdict; requests never start a probe run.")
+
+
+METRICS_CONTENT = {"text/plain": {"schema": {"type": "string"}},
+                   "application/openmetrics-text": {"schema": {"type": "string"}}}
+"""What /metrics answers: Prometheus text, or OpenMetrics when the scraper's Accept asks for it."""
+
+
+def openapi_wrapper(paths: dict[str, Any], schemas: dict[str, Any], description: str) -> dict[str, Any]:
+    """An OpenAPI 3.1 document of ``paths`` with the model's ``schemas`` as its components."""
     from celery_probe import __version__
 
     return {
         "openapi": "3.1.0",
-        "info": {"title": "celery-probe", "version": __version__,
-                 "description": "The latest Celery health verdict; requests never start a probe run."},
+        "info": {"title": "celery-probe", "version": __version__, "description": description},
         "paths": paths,
         "components": {"schemas": schemas},
     }

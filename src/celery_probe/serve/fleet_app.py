@@ -36,17 +36,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from celery_probe.present.exporter_compat import exporter_families, remember_workers
-from celery_probe.present.metrics import ServeLoopTotals, merge_families, metric_families, render_for
+from celery_probe.present.metrics import (
+    ServeLoopTotals,
+    merge_families,
+    metric_families,
+    render_for,
+)
 from celery_probe.serve.app import (
     _STATUS_PAGE_DOC,
     HEALTH_PATH,
     HTML,
     JSON,
+    METRICS_CONTENT,
     NO_STORE,
     OPENAPI_PATH,
     OPS_ALERTS_PATH,
     STATUS_PAGE_PATH,
     ProbeService,
+    openapi_wrapper,
     with_security,
 )
 from celery_probe.serve.auth import AuthGate, Credentials
@@ -311,7 +318,6 @@ def _no_such_target(name: str) -> Response:
 
 def fleet_openapi(prefix: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of :func:`make_fleet_app`'s routes, generated from the model."""
-    from celery_probe import __version__
 
     schemas: dict[str, Any] = {}
     no_store = {"Cache-Control": {"schema": {"type": "string", "const": NO_STORE}}}
@@ -347,9 +353,7 @@ def fleet_openapi(prefix: str) -> dict[str, Any]:
         prefix + OPS_ALERTS_PATH: get("Every target's alerts", {
             "200": answer("alerts naming their target, and each target's health", FleetOpsAlertsDocument, no_store)}),
         "/metrics": get("Every target's metrics, labelled target: OpenMetrics when Accept asks for it, else Prometheus text", {
-            "200": {"description": "metrics", "headers": no_store,
-                    "content": {"text/plain": {"schema": {"type": "string"}},
-                                "application/openmetrics-text": {"schema": {"type": "string"}}}}}),
+            "200": {"description": "metrics", "headers": no_store, "content": METRICS_CONTENT}}),
         STATUS_PAGE_PATH: {"get": {**_STATUS_PAGE_DOC["get"], "summary": "A section per target (HTML, no script)"}},
         each + prefix + HEALTH_PATH: get("The target's latest verdict", {
             "200": answer("the verdict, whatever its status", HealthDocument, cached)}, per_target=True),
@@ -359,10 +363,5 @@ def fleet_openapi(prefix: str) -> dict[str, Any]:
         each + "/": {"get": {**_STATUS_PAGE_DOC["get"], "parameters": name,
                              "responses": {**_STATUS_PAGE_DOC["get"]["responses"], "404": missing}}},
     }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "celery-probe", "version": __version__,
-                 "description": "The latest Celery health verdict of each target; requests never start a probe run."},
-        "paths": paths,
-        "components": {"schemas": schemas},
-    }
+    return openapi_wrapper(paths, schemas, "The latest Celery health verdict of each target; "
+                                           "requests never start a probe run.")
