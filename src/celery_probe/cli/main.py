@@ -117,6 +117,7 @@ LAZY_COMMANDS = {
     "check": "celery_probe.cli.check:check",
     "ingest": "celery_probe.cli.ingest:ingest",
     "report": "celery_probe.cli.report:report",
+    "worker-check": "celery_probe.cli.worker_check:worker_check",
 }
 
 
@@ -274,7 +275,7 @@ def _junit_for_usage_error(message: str, argv: list[str]) -> None:
 
 
 # The commands that print no verdict: a format from the environment or pyproject.toml is not theirs.
-FORMATLESS_COMMANDS = {"serve", "check", "ingest", "report", "demo"}
+FORMATLESS_COMMANDS = {"serve", "check", "ingest", "report", "demo", "worker-check"}
 
 
 def _nagios_mode(argv: list[str] | None) -> bool:

@@ -1,0 +1,12 @@
+"""The test suite's app with worker health files: probe_test_app plus one ``install`` line.
+
+The folder comes from the worker's ``--probe-dir`` (or ``CELERY_PROBE_WORKER_DIR``), the
+writing interval from ``CELERY_PROBE_WORKER_INTERVAL``, as an operator's app would have them.
+"""
+
+import celery_probe.worker
+from probe_test_app import app, sleep
+
+celery_probe.worker.install(app)
+
+__all__ = ["app", "sleep"]
