@@ -106,6 +106,17 @@ def read_record(folder: str, kind: str) -> tuple[object, Judgement | None]:
         return None, Judgement(EXIT_NO_EVIDENCE, f"{kind}: {path} is not valid JSON ({exc})")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists here (signal 0 sends nothing; EPERM means it exists)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 def run_check(args: CheckArgs, now: float | None = None) -> Judgement:
     if not os.path.isdir(args.folder):
         return Judgement(EXIT_USAGE, f"{args.kind}: no such folder: {args.folder} "
@@ -114,7 +125,7 @@ def run_check(args: CheckArgs, now: float | None = None) -> Judgement:
     if problem is not None:
         return problem
     return judge(record, args.kind, now=time.time() if now is None else now,
-                 max_age=args.max_age, max_busy=args.max_busy)
+                 max_age=args.max_age, max_busy=args.max_busy, pid_alive=pid_alive)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -12,11 +12,14 @@ The answer is one line for the kubelet's event log and an exit code:
   ``ready``.
 
 ``max_age`` defaults to :data:`~celery_probe.worker.evidence.MAX_AGE_INTERVALS` intervals of the
-worker that wrote the file; ``max_busy`` defaults to ``max_age``.
+worker that wrote the file; ``max_busy`` defaults to ``max_age``. Stale evidence is excused
+(connecting, busy) only while the process that wrote it still exists, when the caller can
+tell (``pid_alive``; the check runs in the worker's container, so it sees the worker's pids).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +105,7 @@ def default_max_age(record: dict[str, Any]) -> float:
 
 
 def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
-          max_busy: float | None = None) -> Judgement:
+          max_busy: float | None = None, pid_alive: Callable[[int], bool] | None = None) -> Judgement:
     """Whether ``record`` (a parsed ``kind`` file) still holds at ``now`` (unix seconds)."""
     name = FILES[kind]
     try:
@@ -115,6 +118,10 @@ def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
     age = max(0.0, now - float(record["updated"]))
     busy = _busy(record)
     fresh = age <= limit
+    excused = busy is not None or (kind == LIVENESS and record.get("state") == CONNECTING)
+    if not fresh and excused and pid_alive is not None and not pid_alive(int(record["pid"])):
+        return Judgement(EXIT_FAILED, f"{kind}: stale for {_seconds(age)} (max age {_seconds(limit)}) and "
+                                      f"the worker's pid {record['pid']} is gone, last update by {by}")
     if not fresh and busy is not None:
         task, task_id, since = busy
         running = max(0.0, now - since)

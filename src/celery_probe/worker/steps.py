@@ -79,6 +79,20 @@ def resolve_interval(given: float | None, environ: dict[str, str] | os._Environ[
     return value
 
 
+def warn_unbounded_redis(app: Any) -> None:
+    """One warning when a Redis broker has no socket timeout: a frozen broker then holds the
+    worker's loop inside kombu's own periodic Redis calls, and liveness goes stale with it."""
+    try:
+        driver = app.connection_for_read().transport.driver_type
+    except Exception:  # noqa: BLE001 - an unknown transport: nothing to advise
+        return
+    options = app.conf.broker_transport_options or {}
+    if driver == "redis" and not options.get("socket_timeout"):
+        logger.warning("celery-probe worker health: broker_transport_options has no socket_timeout; "
+                       "a frozen Redis would stall this worker's loop (and its liveness) until it "
+                       "answers again. Set e.g. {'socket_timeout': 10, 'socket_connect_timeout': 5}.")
+
+
 class WorkerHealthStep(bootsteps.StartStopStep):
     """Keeps the evidence files (see the module docstring); one per worker process."""
 
@@ -121,6 +135,7 @@ class WorkerHealthStep(bootsteps.StartStopStep):
         self.write_failing = False
         self.broker = BrokerCheck(c.app, self.interval, timeout=min(max(self.interval, 1.0), 5.0))
         self.write(now)
+        warn_unbounded_redis(c.app)
         c.timer.call_repeatedly(self.interval, self.tick)
         if self.pool == "solo":
             signals.task_prerun.connect(self.on_task_start, weak=False)
