@@ -219,3 +219,52 @@ class TestBusyWorkers:
                        what="solo liveness once the task ended")
         finally:
             client.close()
+
+
+class TestWorkerCheckCommand:
+    """The command itself, as the kubelet starts it: exit codes, one line, nothing heavy imported."""
+
+    def test_a_missing_folder_is_a_usage_error(self, tmp_path):
+        code, line = worker_check(tmp_path / "nowhere", "liveness")
+        assert code == 64 and line == f"liveness: no such folder: {tmp_path / 'nowhere'} " \
+                                      "(the worker's --probe-dir / CELERY_PROBE_WORKER_DIR)"
+
+    def test_a_missing_file_is_no_evidence(self, tmp_path):
+        code, line = worker_check(tmp_path, "readiness")
+        assert code == 2 and "no evidence yet" in line and "readiness.json does not exist" in line
+
+    @pytest.mark.parametrize("content, says", [
+        (b"{not json", "is not valid JSON"),
+        (b"\xff\xfe", "is not valid JSON"),
+        (b'{"kind": "liveness"}', "unusable evidence in liveness.json"),
+    ])
+    def test_a_corrupt_file_is_no_evidence(self, tmp_path, content, says):
+        (tmp_path / "liveness.json").write_bytes(content)
+        code, line = worker_check(tmp_path, "liveness")
+        assert code == 2 and says in line and "\n" not in line and "Traceback" not in line
+
+    def test_an_unreadable_file_is_no_evidence(self, tmp_path):
+        (tmp_path / "liveness.json").mkdir()  # a folder where the file should be: unreadable for anyone
+        code, line = worker_check(tmp_path, "liveness")
+        assert code == 2 and line.startswith("liveness: cannot read")
+
+    def test_a_bad_option_is_a_usage_error(self, tmp_path):
+        code, line = worker_check(tmp_path, "liveness", "--max-busy", "later")
+        assert code == 64 and "--max-busy 'later'" in line and "worker-check --help" in line
+
+    def test_help_goes_through_click_and_the_group_lists_it(self):
+        proc = subprocess.run([sys.executable, "-m", "celery_probe", "worker-check", "--help"],
+                              capture_output=True, text=True, timeout=30)
+        assert proc.returncode == 0 and "--max-busy" in proc.stdout and "Exit 0" in proc.stdout
+        proc = subprocess.run([sys.executable, "-m", "celery_probe", "--help"], capture_output=True, text=True,
+                              timeout=30)
+        assert "worker-check" in proc.stdout
+
+    def test_the_check_imports_neither_celery_kombu_nor_click(self, tmp_path):
+        (tmp_path / "liveness.json").write_text("{}")
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "celery_probe", "worker-check",
+                               str(tmp_path), "--liveness"], capture_output=True, text=True, timeout=30)
+        imported = {line.rpartition("|")[2].strip().split(".")[0] for line in proc.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "celery_probe" in imported, proc.stderr[-500:]
+        assert not imported & {"celery", "kombu", "click", "redis", "amqp", "pytest"}, sorted(imported)
