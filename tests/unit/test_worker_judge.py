@@ -174,7 +174,8 @@ class TestParseArgs:
         (["/p", "--liveness", "--readiness"], "exactly one of"),
         (["/p", "--liveness", "--max-age"], "--max-age needs a value"),
         (["/p", "--liveness", "--max-age", "soon"], "--max-age 'soon'"),
-        (["/p", "--liveness", "--max-age", "0"], "must be more than 0"),
+        (["/p", "--liveness", "--max-age", "0"], "above 0"),
+        (["/p", "--liveness", "--max-age", "inf"], "finite"),
         (["/p", "--liveness", "--verbose"], "no such option: --verbose"),
         (["/p", "/q", "--liveness"], "extra argument '/q'"),
     ])

@@ -10,7 +10,10 @@ standard library only); ``worker-check --help`` and every other command go to
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+
+TYPE_CHECKING = False  # no typing, no collections at run time: every millisecond is the probe's
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 HELP = {"-h", "--help"}
 

@@ -15,7 +15,9 @@ library only, so this ``__init__`` imports nothing until :func:`install` is call
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # worker-check imports this package: no typing at run time
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def install(app: Any, probe_dir: str | None = None, *, interval: float | None = None) -> type:

@@ -14,12 +14,13 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-from celery_probe.config.durations import parse_duration
 from celery_probe.worker.evidence import FILES, LIVENESS, READINESS
 from celery_probe.worker.judge import EXIT_NO_EVIDENCE, EXIT_USAGE, Judgement, judge
+
+TYPE_CHECKING = False  # no typing, collections or dataclasses at run time (dataclasses imports inspect)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 MAX_EVIDENCE_BYTES = 1_000_000  # ours are a few hundred bytes; a larger file is not ours
 
@@ -28,21 +29,36 @@ class UsageError(ValueError):
     """A bad command line (its message is the one line to print)."""
 
 
-@dataclass(frozen=True)
 class CheckArgs:
-    folder: str
-    kind: str
-    max_age: float | None = None
-    max_busy: float | None = None
+    """The parsed command line: one folder, one kind, the optional limits in seconds."""
+
+    __slots__ = ("folder", "kind", "max_age", "max_busy")
+
+    def __init__(self, folder: str, kind: str, max_age: float | None = None, max_busy: float | None = None) -> None:
+        self.folder, self.kind, self.max_age, self.max_busy = folder, kind, max_age, max_busy
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CheckArgs) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        return f"CheckArgs({self.folder!r}, {self.kind!r}, {self.max_age!r}, {self.max_busy!r})"
 
 
 def _duration(option: str, raw: str) -> float:
+    """Seconds: a plain number at once, anything else through the one duration parser (it needs
+    ``re``, which this probe otherwise never imports)."""
     try:
-        seconds = parse_duration(raw)
-    except ValueError as exc:
-        raise UsageError(f"{option} {raw!r}: {exc}") from None
-    if not seconds > 0:
-        raise UsageError(f"{option} {raw!r}: must be more than 0")
+        seconds = float(raw)
+    except ValueError:
+        from celery_probe.config.durations import parse_duration
+
+        try:
+            seconds = parse_duration(raw)
+        except ValueError as exc:
+            raise UsageError(f"{option} {raw!r}: {exc}") from None
+    if not 0 < seconds < float("inf"):
+        raise UsageError(f"{option} {raw!r}: must be a finite number of seconds above 0")
     return seconds
 
 

@@ -26,8 +26,10 @@ is set only by the solo pool, whose one loop runs each task itself:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+TYPE_CHECKING = False  # read by worker-check, which imports no typing at run time
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
 
 LIVENESS = "liveness"
 READINESS = "readiness"

@@ -19,9 +19,10 @@ tell (``pid_alive``; the check runs in the worker's container, so it sees the wo
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+TYPE_CHECKING = False  # worker-check imports neither typing nor dataclasses (and its inspect) at run time
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 from celery_probe.numbers import number
 from celery_probe.worker.evidence import (
@@ -39,10 +40,20 @@ EXIT_NO_EVIDENCE = 2  # no usable evidence file: missing, unreadable, corrupt, a
 EXIT_USAGE = 64  # bad option, or the folder does not exist
 
 
-@dataclass(frozen=True)
 class Judgement:
-    code: int
-    line: str
+    """An exit code and the one line that explains it."""
+
+    __slots__ = ("code", "line")
+
+    def __init__(self, code: int, line: str) -> None:
+        self.code = code
+        self.line = line
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Judgement) and (self.code, self.line) == (other.code, other.line)
+
+    def __repr__(self) -> str:
+        return f"Judgement({self.code!r}, {self.line!r})"
 
     @property
     def ok(self) -> bool:
