@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import celery_probe.worker
 from bench_app import app
+
+import celery_probe.worker
 
 celery_probe.worker.install(app)
 

@@ -6,8 +6,9 @@ writing interval from ``CELERY_PROBE_WORKER_INTERVAL``, as an operator's app wou
 
 import os
 
-import celery_probe.worker
 from probe_test_app import app, sleep
+
+import celery_probe.worker
 
 if os.environ.get("HEALTH_APP_MAX_RETRIES"):  # a worker that gives up reconnecting
     app.conf.broker_connection_max_retries = int(os.environ["HEALTH_APP_MAX_RETRIES"])

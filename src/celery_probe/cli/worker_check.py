@@ -26,7 +26,7 @@ from celery_probe.worker.check_cli import main as run_worker_check
 @click.pass_context
 def worker_check(ctx: click.Context, folder: str | None, kind: str | None, max_age: str | None,
                  max_busy: str | None) -> int:
-    """Judge a worker's liveness.json or readiness.json in DIR (its --probe-dir), for an exec probe.
+    """Judge the liveness or readiness file a worker keeps in DIR: no Celery, no broker.
 
     Imports neither Celery nor the app and never touches the broker. Exit 0: the evidence holds;
     1: the worker is stale, busy too long or not ready; 2: no usable evidence (missing, unreadable

@@ -84,5 +84,5 @@ class BrokerCheck:
         if connection is not None:
             try:
                 connection.release()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is dropped anyway
+            except Exception:
                 logger.debug("closing the broker check connection failed", exc_info=True)

@@ -93,7 +93,7 @@ def warn_unbounded_redis(app: Any) -> None:
                        "answers again. Set e.g. {'socket_timeout': 10, 'socket_connect_timeout': 5}.")
 
 
-class WorkerHealthStep(bootsteps.StartStopStep):
+class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Keeps the evidence files (see the module docstring); one per worker process."""
 
     label = "celery-probe worker health"
