@@ -269,3 +269,37 @@ class TestWorkerCheckCommand:
                     if line.startswith("import time:")}
         assert "celery_probe" in imported, proc.stderr[-500:]
         assert not imported & {"celery", "kombu", "click", "redis", "amqp", "pytest"}, sorted(imported)
+
+
+class TestWhereTheFolderComesFrom:
+    """``--probe-dir`` wins over ``CELERY_PROBE_WORKER_DIR``; with neither the worker only warns."""
+
+    def start(self, target: Target, env: dict[str, str], extra: tuple[str, ...] = ()) -> CeleryWorker:
+        worker = CeleryWorker("health_app", name="where@%h", queues=(target.default_queue,), pool="solo",
+                              env={**target.env(), "CELERY_PROBE_WORKER_INTERVAL": INTERVAL, **env},
+                              pythonpath=[APPS], extra=extra)
+        return worker.start(timeout=40)
+
+    def test_the_option_wins_over_the_environment(self, target: Target, tmp_path: Path):
+        worker = self.start(target, {"CELERY_PROBE_WORKER_DIR": str(tmp_path / "env")},
+                            ("--probe-dir", str(tmp_path / "option")))
+        try:
+            wait_until(lambda: passes(tmp_path / "option", "readiness"), timeout=20, what="ready in --probe-dir")
+            assert not (tmp_path / "env").exists()
+        finally:
+            worker.close()
+
+    def test_the_environment_alone_is_enough(self, target: Target, tmp_path: Path):
+        worker = self.start(target, {"CELERY_PROBE_WORKER_DIR": str(tmp_path / "env")})
+        try:
+            wait_until(lambda: passes(tmp_path / "env", "liveness"), timeout=20, what="alive in the env folder")
+        finally:
+            worker.close()
+
+    def test_no_folder_warns_once_and_writes_nothing(self, target: Target, tmp_path: Path):
+        worker = self.start(target, {"CELERY_PROBE_WORKER_DIR": ""})
+        try:
+            log = worker.logfile.read_text(errors="replace")
+            assert log.count("celery-probe worker health is off: give --probe-dir DIR") == 1, log[-2000:]
+        finally:
+            worker.close()

@@ -24,14 +24,15 @@ Who writes, and why that proves anything:
 
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 from celery import bootsteps, signals
+from celery.utils.log import get_logger
 
 from celery_probe.worker.broker_check import BrokerCheck
 from celery_probe.worker.evidence import (
@@ -51,7 +52,9 @@ from celery_probe.worker.evidence import (
 )
 from celery_probe.worker.files import write_json
 
-logger = logging.getLogger("celery_probe.worker")
+# Celery's get_logger parents it under the "celery" logger, which the worker configures (its
+# --logfile, its level) whether or not it hijacks the root logger.
+logger = get_logger("celery_probe.worker")
 
 POOL_NAMES = {"prefork": "prefork", "solo": "solo", "thread": "threads", "gevent": "gevent",
               "eventlet": "eventlet"}
@@ -62,7 +65,15 @@ def pool_name(pool: Any) -> str:
     return POOL_NAMES.get(module.rpartition(".")[2], module)
 
 
-def resolve_interval(given: float | None, environ: dict[str, str] | os._Environ[str]) -> float:
+def resolve_folder(option: str | None, given: str | None, environ: Mapping[str, str]) -> str | None:
+    """The evidence folder: ``--probe-dir``, else ``install(probe_dir=...)``, else ``CELERY_PROBE_WORKER_DIR``."""
+    for value in (option, given, environ.get(DIR_ENV)):
+        if value and value.strip():
+            return value
+    return None
+
+
+def resolve_interval(given: float | None, environ: Mapping[str, str]) -> float:
     """The writing interval: ``install(interval=...)``, else ``CELERY_PROBE_WORKER_INTERVAL``, else 5 s."""
     if given is not None:
         value, where = float(given), "install(interval=...)"
@@ -104,18 +115,20 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
     def __init__(self, c: Any, probe_dir: str | None = None, **kwargs: Any) -> None:
         super().__init__(c, **kwargs)
         self.consumer = c
-        raw = probe_dir or self.default_dir or os.environ.get(DIR_ENV) or None
+        raw = resolve_folder(probe_dir, self.default_dir, os.environ)
         self.folder: Path | None = None
+        # Said at the first start, after the banner, where an operator reads the log.
+        self.announce: tuple[Any, ...] | None = (
+            logger.warning, "celery-probe worker health is off: give --probe-dir DIR, "
+            "install(app, probe_dir=...) or %s", DIR_ENV)
         if raw is None:
-            logger.warning("celery-probe worker health is off: give --probe-dir DIR, "
-                           "install(app, probe_dir=...) or %s", DIR_ENV)
             return
         self.interval = resolve_interval(self.default_interval, os.environ)
         folder = Path(raw).expanduser()
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            logger.error("celery-probe worker health is off: cannot create %s: %s", folder, exc)
+            self.announce = (logger.error, "celery-probe worker health is off: cannot create %s: %s", folder, exc)
             return
         self.folder = folder
         self.worker = str(c.hostname)
@@ -140,11 +153,15 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
         if self.pool == "solo":
             signals.task_prerun.connect(self.on_task_start, weak=False)
             signals.task_postrun.connect(self.on_task_end, weak=False)
-        logger.info("celery-probe worker health: writing %s every %gs", folder, self.interval)
+        self.announce = (logger.info, "celery-probe worker health: writing %s every %gs", folder, self.interval)
 
     # ------------------------------------------------------------------ lifecycle (main thread)
 
     def start(self, c: Any) -> None:
+        if self.announce is not None:
+            log, *args = self.announce
+            self.announce = None
+            log(*args)
         if self.folder is None:
             return
         self.connected, self.connected_at, self.lost_reason = True, time.time(), None
