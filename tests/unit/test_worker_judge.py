@@ -34,7 +34,7 @@ def ready(age: float = 1.0, *, problem: str | None = None, busy_for: float | Non
     return readiness_record(worker="celery@web-1", pid=7, interval=5.0, now=NOW - age, ready=problem is None,
                             reason=problem, not_ready_since=NOW - 42, expected=["celery", "emails"],
                             consumed=["celery"] if problem else ["celery", "emails"],
-                            connected_at=NOW - 500, broker_ok_at=NOW - 1, busy=busy)
+                            connected_at=NOW - 500, broker_ok_at=NOW - 1, broker_check="redis PING", busy=busy)
 
 
 class TestLiveness:
@@ -56,6 +56,10 @@ class TestLiveness:
     def test_connecting_passes_however_old(self):
         result = judge(live(900, state=CONNECTING), LIVENESS, now=NOW, max_age=60)
         assert result.ok and "connecting to the broker for 100s" in result.line
+
+    def test_a_warm_shutdown_passes_however_old(self):
+        result = judge(live(900, state="stopping"), LIVENESS, now=NOW, max_age=60)
+        assert result.ok and "stopping for 100s (a warm shutdown waits for its tasks)" in result.line
 
     def test_connecting_with_its_pid_gone_fails(self):
         result = judge(live(900, state=CONNECTING), LIVENESS, now=NOW, max_age=60, pid_alive=lambda pid: False)
@@ -155,6 +159,9 @@ class TestReadinessProblem:
         problem = readiness_problem(**self.args(broker_ok_at=NOW - 9, broker_error="TimeoutError: read"))
         assert problem == "the broker has not answered a round trip for 9s (TimeoutError: read)"
         assert "yet" in readiness_problem(**self.args(broker_ok_at=None))
+
+    def test_a_transport_without_a_round_trip_is_not_judged_on_one(self):
+        assert readiness_problem(**self.args(broker_ok_at=None, broker_grace=None)) is None
 
 
 class TestParseArgs:

@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 
 
 class BrokerCheck:
-    """Every ``interval`` s, one bounded round trip; ``ok_at`` and ``error`` say how it went."""
+    """Every ``interval`` s, one bounded round trip; ``ok_at`` and ``error`` say how it went.
+
+    Only Redis and AMQP brokers have one here; for other transports ``method`` is None, no
+    thread starts, and readiness rests on the consumer's own state alone (and says so).
+    """
 
     def __init__(self, app: Any, interval: float, timeout: float) -> None:
         self.app = app
@@ -30,11 +34,21 @@ class BrokerCheck:
         self.timeout = timeout
         self.ok_at: float | None = None  # unix time of the last answer
         self.error: str | None = None  # why the last round trip failed
+        self.method = self._method()  # what the round trip is, or None: this transport has none
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connection: Any = None
 
+    def _method(self) -> str | None:
+        try:
+            driver = self.app.connection_for_read().transport.driver_type  # no I/O: names the transport
+        except Exception:  # noqa: BLE001 - an unknown transport has no round trip we know
+            return None
+        return {"redis": "redis PING", "amqp": "amqp basic.qos"}.get(driver)
+
     def start(self) -> None:
+        if self.method is None:
+            return  # SQS, memory, filesystem...: no request-and-reply of ours to time; not faked
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="celery-probe-broker-check", daemon=True)
             self._thread.start()
@@ -58,13 +72,10 @@ class BrokerCheck:
 
     def _open(self) -> Any:
         if self._connection is None:
-            driver = self.app.connection_for_read().transport.driver_type  # no I/O: names the transport
-            if driver == "redis":
+            if self.method == "redis PING":
                 bounds = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
-            elif driver == "amqp":
-                bounds = {"read_timeout": self.timeout, "write_timeout": self.timeout}
             else:
-                bounds = {}
+                bounds = {"read_timeout": self.timeout, "write_timeout": self.timeout}
             connection = self.app.connection_for_read(connect_timeout=self.timeout, transport_options=bounds)
             self._connection = connection
             connection.connect()  # one attempt: an outage is recorded now, not retried here
@@ -73,10 +84,9 @@ class BrokerCheck:
     def _round_trip(self) -> None:
         connection = self._open()
         channel = connection.default_channel
-        client = getattr(channel, "client", None)
-        if client is not None and hasattr(client, "ping"):  # Redis: PING and its PONG
-            client.ping()
-        else:  # AMQP and the rest: a synchronous method and its -ok reply
+        if self.method == "redis PING":
+            channel.client.ping()
+        else:  # AMQP: a synchronous method and its -ok reply
             channel.basic_qos(0, 0, False)
 
     def _close(self) -> None:

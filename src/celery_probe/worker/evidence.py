@@ -21,7 +21,7 @@ is set only by the solo pool, whose one loop runs each task itself:
      "updated": 1764758400.0, "ready": false, "reason": "consumer for queue 'emails' cancelled",
      "not_ready_since": 1764758358.0, "queues": {"expected": ["celery", "emails"],
      "consumed": ["celery"]}, "connected_at": 1764758000.0, "broker_ok_at": 1764758399.2,
-     "busy": null}
+     "broker_check": "redis PING", "busy": null}
 """
 
 from __future__ import annotations
@@ -64,20 +64,22 @@ def liveness_record(*, worker: str, pid: int, pool: str, interval: float, now: f
 def readiness_record(*, worker: str, pid: int, interval: float, now: float, ready: bool,
                      reason: str | None, not_ready_since: float | None, expected: Sequence[str],
                      consumed: Sequence[str], connected_at: float | None, broker_ok_at: float | None,
-                     busy: dict[str, Any] | None) -> dict[str, Any]:
+                     broker_check: str | None, busy: dict[str, Any] | None) -> dict[str, Any]:
     """What the worker says about its broker connection and its consumers at ``now``."""
     return {"kind": READINESS, "version": VERSION, "worker": worker, "pid": pid, "interval": interval,
             "updated": now, "ready": ready, "reason": None if ready else reason,
             "not_ready_since": None if ready else not_ready_since,
             "queues": {"expected": list(expected), "consumed": list(consumed)},
-            "connected_at": connected_at, "broker_ok_at": broker_ok_at, "busy": busy}
+            "connected_at": connected_at, "broker_ok_at": broker_ok_at, "broker_check": broker_check,
+            "busy": busy}
 
 
 def readiness_problem(*, connected: bool, lost_reason: str | None, expected: Sequence[str],
                       consumed: Sequence[str], cancelled: Sequence[str], broker_ok_at: float | None,
-                      broker_error: str | None, broker_grace: float, now: float) -> str | None:
+                      broker_error: str | None, broker_grace: float | None, now: float) -> str | None:
     """Why the worker is not ready, or None when it is: connected, consuming every expected
-    queue, and the broker answered a round trip within ``broker_grace`` seconds."""
+    queue, and the broker answered a round trip within ``broker_grace`` seconds (None: the
+    transport has no round trip to time, so that part is not judged)."""
     if not connected:
         return lost_reason or "not connected to the broker"
     missing = [name for name in expected if name not in consumed]
@@ -86,7 +88,7 @@ def readiness_problem(*, connected: bool, lost_reason: str | None, expected: Seq
         if gone:
             return f"consumer for queue {_names(gone)} cancelled"
         return f"not consuming queue {_names(missing)}"
-    if broker_ok_at is None or now - broker_ok_at > broker_grace:
+    if broker_grace is not None and (broker_ok_at is None or now - broker_ok_at > broker_grace):
         since = "yet" if broker_ok_at is None else f"for {now - broker_ok_at:.0f}s"
         detail = f" ({broker_error})" if broker_error else ""
         return f"the broker has not answered a round trip {since}{detail}"

@@ -5,7 +5,8 @@ The answer is one line for the kubelet's event log and an exit code:
 
 - **liveness** holds while the worker's main loop wrote the file within ``max_age`` seconds;
   also while the worker is in Celery's broker connection retry (``state: connecting``: the
-  broker is away, restarting the worker would not bring it back), and while a solo worker
+  broker is away, restarting the worker would not bring it back) or in its warm shutdown
+  (``state: stopping``: killing it would lose the tasks it waits for), and while a solo worker
   runs one task, up to ``max_busy`` seconds from the task's start (the solo pool runs the
   task inside its only loop, so the loop cannot write meanwhile).
 - **readiness** holds while the file is fresh (or the solo worker is busy, as above) and says
@@ -31,6 +32,7 @@ from celery_probe.worker.evidence import (
     LIVENESS,
     MAX_AGE_INTERVALS,
     READINESS,
+    STOPPING,
     VERSION,
 )
 
@@ -129,7 +131,7 @@ def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
     age = max(0.0, now - float(record["updated"]))
     busy = _busy(record)
     fresh = age <= limit
-    excused = busy is not None or (kind == LIVENESS and record.get("state") == CONNECTING)
+    excused = busy is not None or (kind == LIVENESS and record.get("state") in (CONNECTING, STOPPING))
     if not fresh and excused and pid_alive is not None and not pid_alive(int(record["pid"])):
         return Judgement(EXIT_FAILED, f"{kind}: stale for {_seconds(age)} (max age {_seconds(limit)}) and "
                                       f"the worker's pid {record['pid']} is gone, last update by {by}")
@@ -150,11 +152,13 @@ def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
 
 def _liveness(record: dict[str, Any], age: float, limit: float, fresh: bool, by: str,
               now: float) -> Judgement:
-    if record.get("state") == CONNECTING:
+    state = record.get("state")
+    if state in (CONNECTING, STOPPING):
         since = number(record.get("since"))
         how_long = f" for {_seconds(max(0.0, now - since))}" if since is not None else ""
-        return Judgement(EXIT_OK, f"liveness: ok, connecting to the broker{how_long} "
-                                  f"(the broker is away, not the worker), {by}")
+        doing = ("connecting to the broker", "the broker is away, not the worker") if state == CONNECTING else (
+            "stopping", "a warm shutdown waits for its tasks")
+        return Judgement(EXIT_OK, f"liveness: ok, {doing[0]}{how_long} ({doing[1]}), {by}")
     if not fresh:
         return Judgement(EXIT_FAILED, f"liveness: stale for {_seconds(age)} (max age {_seconds(limit)}), "
                                       f"last update by {by}")

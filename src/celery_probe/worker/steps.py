@@ -119,8 +119,8 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.folder: Path | None = None
         # Said at the first start, after the banner, where an operator reads the log.
         self.announce: tuple[Any, ...] | None = (
-            logger.warning, "celery-probe worker health is off: give --probe-dir DIR, "
-            "install(app, probe_dir=...) or %s", DIR_ENV)
+            logger.warning, ("celery-probe worker health is off: give --probe-dir DIR, "
+                             "install(app, probe_dir=...) or %s"), DIR_ENV)
         if raw is None:
             return
         self.interval = resolve_interval(self.default_interval, os.environ)
@@ -236,7 +236,8 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
         problem = readiness_problem(
             connected=self.connected, lost_reason=self.lost_reason, expected=expected, consumed=consumed,
             cancelled=[name for name in self.seen if name not in consumed], broker_ok_at=self.broker.ok_at,
-            broker_error=self.broker.error, broker_grace=2 * self.interval + self.broker.timeout, now=now)
+            broker_error=self.broker.error,
+            broker_grace=2 * self.interval + self.broker.timeout if self.broker.method else None, now=now)
         if problem is None:
             self.not_ready_since = None
         elif self.not_ready_since is None:
@@ -248,7 +249,8 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
                                         ready=problem is None, reason=problem,
                                         not_ready_since=self.not_ready_since, expected=expected,
                                         consumed=consumed, connected_at=self.connected_at,
-                                        broker_ok_at=self.broker.ok_at, busy=self.busy),
+                                        broker_ok_at=self.broker.ok_at, broker_check=self.broker.method,
+                                        busy=self.busy),
         }
         try:
             for kind, record in records.items():
