@@ -229,6 +229,15 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
         return [queue.name for queue in consumer.queues if consumer.consuming_from(queue.name)]
 
     def write(self, now: float) -> None:
+        """Write both files; never raise into Celery's loop (a health file must not break the worker)."""
+        try:
+            self._write(now)
+        except Exception:
+            if not self.write_failing:
+                logger.exception("celery-probe worker health: writing %s failed", self.folder)
+            self.write_failing = True
+
+    def _write(self, now: float) -> None:
         assert self.folder is not None
         consumed = self.consumed()
         self.seen.update(consumed)
