@@ -9,6 +9,8 @@ The healthy and consumer cases run against the ``--broker`` of the run, RabbitMQ
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -50,6 +52,15 @@ def keeps_passing(folder: Path, kind: str, seconds: float) -> None:
     while time.monotonic() < end:
         code, line = worker_check(folder, kind)
         assert code == 0, line
+        time.sleep(0.3)
+
+
+def keeps_passing_while(folder: Path, kind: str, worker: CeleryWorker, seconds: float) -> None:
+    """Like keeps_passing, for a worker that may exit meanwhile (checked only while it runs)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end and worker.alive():
+        code, line = worker_check(folder, kind)
+        assert code == 0 or not worker.alive(), line
         time.sleep(0.3)
 
 
@@ -203,6 +214,27 @@ class TestBusyWorkers:
             assert all_busy(), "the children were no longer busy: the check proved nothing"
         finally:
             client.close()
+
+    def test_a_warm_shutdown_waiting_for_a_task_stays_alive(self, target: Target, health_worker):
+        worker, folder = health_worker(target.env(), pool="prefork", concurrency=1,
+                                       queues=(target.default_queue,))
+        client = target.client(backend=False)
+        try:
+            client.send_task("probe_test.sleep", args=(MAX_AGE + 6,), queue=target.default_queue)
+            wait_until(lambda: (client.control.inspect(destination=[worker.name], timeout=2).active() or {})
+                       .get(worker.name), timeout=20, what="the task running")
+        finally:
+            client.close()
+        os.kill(worker.pid, signal.SIGTERM)  # the parent only: a warm shutdown waits for the task
+        line = wait_until(lambda: worker_check(folder, "liveness")[1] if "stopping" in worker_check(
+            folder, "liveness")[1] else None, timeout=10, what="liveness saying stopping")
+        assert line.startswith("liveness: ok, stopping"), line
+        assert fails(folder, "readiness") and "worker shutting down" in worker_check(folder, "readiness")[1]
+        keeps_passing_while(folder, "liveness", worker, MAX_AGE + 2)
+        assert worker.proc is not None
+        worker.proc.wait(timeout=30)
+        code, line = worker_check(folder, "liveness")
+        assert code == 1 and "is gone" in line, f"a worker that has exited must not stay alive: {line}"
 
     def test_solo_in_a_long_task_is_busy_up_to_max_busy(self, target: Target, health_worker):
         _worker, folder = health_worker(target.env(), pool="solo", concurrency=1,

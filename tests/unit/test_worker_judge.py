@@ -61,6 +61,10 @@ class TestLiveness:
         result = judge(live(900, state="stopping"), LIVENESS, now=NOW, max_age=60)
         assert result.ok and "stopping for 100s (a warm shutdown waits for its tasks)" in result.line
 
+    def test_a_stopped_worker_whose_pid_is_gone_fails_at_once(self):
+        result = judge(live(0.2, state="stopping"), LIVENESS, now=NOW, max_age=60, pid_alive=lambda pid: False)
+        assert result.code == EXIT_FAILED and result.line.startswith("liveness: stopped and the worker's pid 7")
+
     def test_connecting_with_its_pid_gone_fails(self):
         result = judge(live(900, state=CONNECTING), LIVENESS, now=NOW, max_age=60, pid_alive=lambda pid: False)
         assert result.code == EXIT_FAILED and "pid 7 is gone" in result.line

@@ -132,9 +132,11 @@ def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
     busy = _busy(record)
     fresh = age <= limit
     excused = busy is not None or (kind == LIVENESS and record.get("state") in (CONNECTING, STOPPING))
-    if not fresh and excused and pid_alive is not None and not pid_alive(int(record["pid"])):
-        return Judgement(EXIT_FAILED, f"{kind}: stale for {_seconds(age)} (max age {_seconds(limit)}) and "
-                                      f"the worker's pid {record['pid']} is gone, last update by {by}")
+    stopping = kind == LIVENESS and record.get("state") == STOPPING  # its last write comes just before exit
+    if ((not fresh and excused) or stopping) and pid_alive is not None and not pid_alive(int(record["pid"])):
+        state = "stopped" if stopping else f"stale for {_seconds(age)} (max age {_seconds(limit)})"
+        return Judgement(EXIT_FAILED, f"{kind}: {state} and the worker's pid {record['pid']} is gone, "
+                                      f"last update by {by}")
     if not fresh and busy is not None:
         task, task_id, since = busy
         running = max(0.0, now - since)
