@@ -1,3 +1,3 @@
-from celery_probe.cli.main import main
+from celery_probe.cli.entry import main
 
 main()

@@ -32,6 +32,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "testing": set(),
     "beat": {"probing.beat"},  # the stable public import of an operator's Celery app
     "net": {"errors", "config"},
+    # the worker's own health files: written inside the worker, judged by a fresh process that
+    # must not import Celery (the judge side may lean on the pure number and duration helpers only)
+    "worker": {"numbers", "config.durations"},
     "cli": {"*"},
     "__init__": {"run"},
     "__main__": {"cli"},
@@ -40,7 +43,7 @@ MAY_IMPORT: dict[str, set[str]] = {
 # Modules that decide or render: no broker client, no network, no processes, no files of their own.
 PURE = ("numbers", "verdict", "doctor.catalogue", "doctor.facts", "doctor.rules", "doctor.messages",
         "doctor.render", "alerting.state", "alerting.causes", "remediation.policy", "present.text",
-        "present.charts", "present.ops_alerts", "present.status_page")
+        "present.charts", "present.ops_alerts", "present.status_page", "worker.judge", "worker.evidence")
 IO_LIBRARIES = {"celery", "kombu", "redis", "requests", "socket", "subprocess", "http", "smtplib",
                 "starlette", "uvicorn", "pytest", "urllib.request", "shutil", "tempfile"}
 

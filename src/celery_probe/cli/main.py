@@ -119,6 +119,7 @@ LAZY_COMMANDS = {
     "ingest": "celery_probe.cli.ingest:ingest",
     "report": "celery_probe.cli.report:report",
     "doctor": "celery_probe.cli.doctor:doctor",
+    "worker-check": "celery_probe.cli.worker_check:worker_check",
 }
 
 
@@ -275,7 +276,7 @@ def _junit_for_usage_error(message: str, argv: list[str]) -> None:
 
 
 # The commands that print no verdict: a format from the environment or pyproject.toml is not theirs.
-FORMATLESS_COMMANDS = {"serve", "check", "ingest", "report", "demo", "doctor"}
+FORMATLESS_COMMANDS = {"serve", "check", "ingest", "report", "demo", "doctor", "worker-check"}
 
 
 def _nagios_mode(argv: list[str] | None) -> bool:

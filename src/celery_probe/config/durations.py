@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+TYPE_CHECKING = False  # typing is not imported at run time (worker-check starts in milliseconds)
+if TYPE_CHECKING:
+    from typing import Any
 
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|m|h|d)?", re.IGNORECASE)
