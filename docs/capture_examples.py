@@ -16,7 +16,8 @@ feature pages add a worker started with ``-E`` while tasks flow (SLA tracking), 
 brought back by a real ``--on-down`` script, a Flower process behind basic authentication, and
 ``celery-probe report --html`` of all those runs, photographed in Debian's headless Chromium
 (docs/img/status-page.png, kept under 150 KB). The CLI reference is click's own ``--help`` of
-every command, so new options appear by re-running this script. Nothing here touches a shared
+every command, so new options appear by re-running this script; the Kubernetes manifests of
+docs/deploy/kubernetes/ are copied whole into docs/kubernetes.md by the same group. Nothing here touches a shared
 broker, and everything started is stopped again.
 
 The block parsing (markers, fenced blocks marked ``<!-- test: NAME -->``) is also what
@@ -127,6 +128,18 @@ def cli_reference() -> str:
     for name in sorted(all_commands()):
         parts.append(f"### `celery-probe {name}`\n\n{fenced(f'$ celery-probe {name} --help' + chr(10) + helptext(name), 'console')}")
     return "\n\n".join(parts)
+
+
+# Files under docs/ shown whole on a page, by example name: the page shows the file as it is.
+SHIPPED_FILES = {
+    "k8s-worker-deployment": "deploy/kubernetes/worker-deployment.yaml",
+    "k8s-serve-deployment": "deploy/kubernetes/serve-deployment.yaml",
+}
+
+
+def shipped_files() -> dict[str, str]:
+    """Each file of :data:`SHIPPED_FILES` as a fenced block, so page and file never differ."""
+    return {name: fenced((DOCS / path).read_text(), "yaml") for name, path in SHIPPED_FILES.items()}
 
 
 def settings_table() -> str:
@@ -745,7 +758,7 @@ def capture_doctor(outputs: dict[str, str]) -> None:
 
 CAPTURES: dict[str, Callable[[dict[str, str]], None]] = {
     "cli": lambda out: out.update({"cli-reference": cli_reference(), "settings-table": settings_table(),
-                                   "pytest-options": pytest_options_table()}),
+                                   "pytest-options": pytest_options_table(), **shipped_files()}),
     "runs": capture_runs,
     "features": capture_features,
     "targets": capture_targets,

@@ -233,7 +233,8 @@ def test_yaml_in_the_docs_parses():
     for path in sorted(DOCS.rglob("*.md")):
         for block in re.findall(r"```yaml\n(.*?)```", path.read_text(), flags=re.DOTALL):
             if "# …" not in block:  # excerpts of a larger file are marked with "# …"
-                assert yaml.safe_load(block) is not None, path.name
+                parsed = list(yaml.safe_load_all(block))  # a manifest may hold several resources
+                assert parsed and all(doc is not None for doc in parsed), path.name
 
 
 # The nginx sample is run for real, in front of a real serve: tests/integration/test_docs_nginx.py.
