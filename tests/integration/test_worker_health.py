@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import json
 import subprocess
 import sys
 import time
@@ -252,6 +253,32 @@ class TestBusyWorkers:
                        what="solo liveness once the task ended")
         finally:
             client.close()
+
+
+class TestARestartedContainer:
+    """A restarted container keeps its emptyDir and often gives the new worker the dead one's pid."""
+
+    def test_files_of_a_process_that_is_gone_fail_however_fresh(self, target: Target, health_worker, tmp_path):
+        worker, folder = health_worker(target.env(), pool="solo", queues=(target.default_queue,))
+        assert passes(folder, "liveness") and passes(folder, "readiness")
+        stand_in = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL)  # a live process, not the worker
+        try:
+            left = tmp_path / "left-behind"
+            left.mkdir()
+            for name in ("liveness.json", "readiness.json"):
+                record = json.loads((folder / name).read_text())
+                assert isinstance(record["pid_start"], int) and record["pid"] == worker.pid
+                (left / name).write_text(json.dumps({**record, "pid": stand_in.pid}))
+            for kind in ("liveness", "readiness"):
+                code, line = worker_check(left, kind)
+                assert code == 1 and "another process has that pid now" in line, line
+            worker.stop()
+            for kind in ("liveness", "readiness"):
+                code, line = worker_check(folder, kind)
+                assert code == 1 and ("is gone" in line or "stopped" in line), line
+        finally:
+            stand_in.kill()
+            stand_in.wait(timeout=10)
 
 
 class TestWorkerCheckCommand:

@@ -193,3 +193,25 @@ class TestParseArgs:
     def test_bad_command_lines(self, argv, message):
         with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("'", "'")):
             parse_args(argv)
+
+
+class TestWhichProcessWroteIt:
+    """A fresh file names its process by pid and start time: a reused pid does not inherit it."""
+
+    def test_the_same_process_passes(self):
+        record = {**live(1), "pid_start": 4242}
+        assert judge(record, LIVENESS, now=NOW, max_age=60, started=lambda pid: 4242).ok
+
+    def test_another_process_with_that_pid_fails_however_fresh(self):
+        for kind, record in ((LIVENESS, live(1)), (READINESS, ready(1))):
+            result = judge({**record, "pid_start": 4242}, kind, now=NOW, max_age=60, started=lambda pid: 9999)
+            assert result.code == EXIT_FAILED
+            assert result.line == (f"{kind}: written 1.0s ago by celery@web-1 pid 7, which is gone "
+                                   "(another process has that pid now; a restarted worker has not written yet)")
+
+    def test_no_process_with_that_pid_fails(self):
+        result = judge({**live(1), "pid_start": 4242}, LIVENESS, now=NOW, max_age=60, started=lambda pid: None)
+        assert result.code == EXIT_FAILED and "no process has that pid now" in result.line
+
+    def test_a_record_without_a_start_time_is_judged_as_before(self):
+        assert judge(live(1), LIVENESS, now=NOW, max_age=60, started=lambda pid: None).ok

@@ -17,6 +17,7 @@ import time
 
 from celery_probe.worker.evidence import FILES, LIVENESS, READINESS
 from celery_probe.worker.judge import EXIT_NO_EVIDENCE, EXIT_USAGE, Judgement, judge
+from celery_probe.worker.proc import process_start
 
 TYPE_CHECKING = False  # no typing, collections or dataclasses at run time (dataclasses imports inspect)
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ def run_check(args: CheckArgs, now: float | None = None) -> Judgement:
     if problem is not None:
         return problem
     return judge(record, args.kind, now=time.time() if now is None else now,
-                 max_age=args.max_age, max_busy=args.max_busy, pid_alive=pid_alive)
+                 max_age=args.max_age, max_busy=args.max_busy, pid_alive=pid_alive, started=process_start)
 
 
 def main(argv: Sequence[str]) -> int:

@@ -55,18 +55,25 @@ def busy_record(task: str, task_id: str, since: float) -> dict[str, Any]:
 
 
 def liveness_record(*, worker: str, pid: int, pool: str, interval: float, now: float, state: str,
-                    since: float, busy: dict[str, Any] | None) -> dict[str, Any]:
-    """What the worker says about its own main loop at ``now``."""
-    return {"kind": LIVENESS, "version": VERSION, "worker": worker, "pid": pid, "pool": pool,
+                    since: float, busy: dict[str, Any] | None, pid_start: int | None = None) -> dict[str, Any]:
+    """What the worker says about its own main loop at ``now``.
+
+    ``pid_start`` is when the process started, in clock ticks since boot (``/proc/PID/stat``):
+    with the pid, it names the process, so a file left by a worker that died is not taken for
+    a new worker's when a restarted container gives the new one the same pid.
+    """
+    return {"kind": LIVENESS, "version": VERSION, "worker": worker, "pid": pid, "pid_start": pid_start, "pool": pool,
             "interval": interval, "updated": now, "state": state, "since": since, "busy": busy}
 
 
 def readiness_record(*, worker: str, pid: int, interval: float, now: float, ready: bool,
                      reason: str | None, not_ready_since: float | None, expected: Sequence[str],
                      consumed: Sequence[str], connected_at: float | None, broker_ok_at: float | None,
-                     broker_check: str | None, busy: dict[str, Any] | None) -> dict[str, Any]:
+                     broker_check: str | None, busy: dict[str, Any] | None,
+                     pid_start: int | None = None) -> dict[str, Any]:
     """What the worker says about its broker connection and its consumers at ``now``."""
-    return {"kind": READINESS, "version": VERSION, "worker": worker, "pid": pid, "interval": interval,
+    return {"kind": READINESS, "version": VERSION, "worker": worker, "pid": pid, "pid_start": pid_start,
+            "interval": interval,
             "updated": now, "ready": ready, "reason": None if ready else reason,
             "not_ready_since": None if ready else not_ready_since,
             "queues": {"expected": list(expected), "consumed": list(consumed)},
@@ -97,3 +104,4 @@ def readiness_problem(*, connected: bool, lost_reason: str | None, expected: Seq
 
 def _names(names: Sequence[str]) -> str:
     return ", ".join(repr(name) for name in names)
+

@@ -30,3 +30,4 @@ def write_json(folder: Path, name: str, record: dict[str, Any]) -> None:
         except OSError:
             pass
         raise
+

@@ -118,8 +118,15 @@ def default_max_age(record: dict[str, Any]) -> float:
 
 
 def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
-          max_busy: float | None = None, pid_alive: Callable[[int], bool] | None = None) -> Judgement:
-    """Whether ``record`` (a parsed ``kind`` file) still holds at ``now`` (unix seconds)."""
+          max_busy: float | None = None, pid_alive: Callable[[int], bool] | None = None,
+          started: Callable[[int], int | None] | None = None) -> Judgement:
+    """Whether ``record`` (a parsed ``kind`` file) still holds at ``now`` (unix seconds).
+
+    ``started(pid)`` gives when the process ``pid`` now running started (None: no such
+    process): a record whose ``pid_start`` differs was written by a worker that is gone,
+    however fresh it is. That is a restarted container, where the new worker often gets the
+    dead one's pid and has not written yet.
+    """
     name = FILES[kind]
     try:
         check_record(record, kind)
@@ -129,6 +136,13 @@ def judge(record: Any, kind: str, *, now: float, max_age: float | None = None,
     busy_limit = limit if max_busy is None else max_busy
     by = f"{record['worker']} pid {record['pid']}"
     age = max(0.0, now - float(record["updated"]))
+    pid_start = record.get("pid_start")
+    if started is not None and isinstance(pid_start, int) and not isinstance(pid_start, bool):
+        running = started(int(record["pid"]))
+        if running != pid_start:
+            now_there = "no process has that pid now" if running is None else "another process has that pid now"
+            return Judgement(EXIT_FAILED, f"{kind}: written {_seconds(age)} ago by {by}, which is gone "
+                                          f"({now_there}; a restarted worker has not written yet)")
     busy = _busy(record)
     fresh = age <= limit
     excused = busy is not None or (kind == LIVENESS and record.get("state") in (CONNECTING, STOPPING))

@@ -51,6 +51,7 @@ from celery_probe.worker.evidence import (
     readiness_record,
 )
 from celery_probe.worker.files import write_json
+from celery_probe.worker.proc import process_start
 
 # Celery's get_logger parents it under the "celery" logger, which the worker configures (its
 # --logfile, its level) whether or not it hijacks the root logger.
@@ -133,6 +134,7 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
         self.folder = folder
         self.worker = str(c.hostname)
         self.pid = os.getpid()
+        self.pid_start = process_start()
         self.pool = pool_name(c.pool)
         self.loop_thread = threading.get_ident()
         now = time.time()
@@ -253,13 +255,14 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self.not_ready_since = now
         records = {
             LIVENESS: liveness_record(worker=self.worker, pid=self.pid, pool=self.pool, interval=self.interval,
-                                      now=now, state=self.state, since=self.state_since, busy=self.busy),
+                                      now=now, state=self.state, since=self.state_since, busy=self.busy,
+                                      pid_start=self.pid_start),
             READINESS: readiness_record(worker=self.worker, pid=self.pid, interval=self.interval, now=now,
                                         ready=problem is None, reason=problem,
                                         not_ready_since=self.not_ready_since, expected=expected,
                                         consumed=consumed, connected_at=self.connected_at,
                                         broker_ok_at=self.broker.ok_at, broker_check=self.broker.method,
-                                        busy=self.busy),
+                                        busy=self.busy, pid_start=self.pid_start),
         }
         try:
             for kind, record in records.items():
