@@ -88,9 +88,14 @@ PRELOAD = (
     "celery_probe.probing.watchlist",
     "celery_probe.probing.worker_config",
     "celery_probe.verdict.mapper",
+    "celery_probe.verdict.drift",
+    "celery_probe.verdict.sla",
     "celery_probe.net.http",
     "pytest",
     "_pytest.config",
+    "_pytest._argcomplete",
+    "pdb",  # pytest's debugging plugin imports it in every session
+    "runpy",
     "pytest_jsonreport.plugin",
     "pytest_timeout",
     "celery",
@@ -102,6 +107,7 @@ PRELOAD = (
     "celery.loaders.app",
     "celery.fixups.django",
     "celery.events.receiver",
+    "celery.app.events",
     "celery.worker.state",
     "kombu",
     "kombu.transport.redis",
@@ -139,7 +145,25 @@ def preload() -> int:
     for name in default_plugins:
         with contextlib.suppress(ImportError):
             importlib.import_module(f"_pytest.{name}")
+    _preload_builtin_probes()
     return len(sys.modules)
+
+
+def _preload_builtin_probes() -> None:
+    """Import the built-in probe modules under the names pytest gives them (``prepend`` import
+    mode: the folder first on ``sys.path``, the file's base name), so a run's collection finds
+    them imported. They hold no bare ``assert``, so pytest's assertion rewriting, which a
+    run with operator probes turns on, would not change them."""
+    from celery_probe.run.in_process import builtin_probes_dir
+
+    folder = str(builtin_probes_dir())
+    sys.path.insert(0, folder)
+    try:
+        for path in sorted(builtin_probes_dir().glob("test_*.py")):
+            with contextlib.suppress(Exception):
+                importlib.import_module(path.stem)
+    finally:
+        sys.path.remove(folder)
 
 
 @dataclass
