@@ -222,9 +222,18 @@ class ProbeRunner:
         self._wanted = self.resident
         if not self.resident or (self._starting is not None and not self._starting.done()):
             return
+        if self.server is not None and self.server.alive:
+            return
         if self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_AFTER:
             return
         self._starting = asyncio.get_running_loop().create_task(self._start(), name="celery-probe resident start")
+
+    async def started(self) -> bool:
+        """Wait for a start in progress to end; whether a resident server is up."""
+        if self._starting is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._starting)
+        return self.server is not None and self.server.alive
 
     async def _start(self) -> None:
         server = ResidentServer(self.python)
