@@ -228,7 +228,7 @@ def leak_phase(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> 
         serve.wait_healthy()
         for mark in marks:
             limit = (mark + 10) * (args.leak_interval + args.deadline + 3.5)
-            wait_until(lambda: metrics(serve.port)["celery_probe_runs_total"] >= mark,
+            wait_until(lambda mark=mark: metrics(serve.port)["celery_probe_runs_total"] >= mark,
                        timeout=limit, interval=0.5, what=f"{mark} runs")
             own, server = serve.rss()
             sums[mark] = own + server

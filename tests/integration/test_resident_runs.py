@@ -22,7 +22,7 @@ import pytest
 
 from celery_probe.config.settings import resolve_settings
 from celery_probe.serve.loop import ProbeLoop, Snapshot
-from celery_probe.testing import CeleryWorker, RedisServer
+from celery_probe.testing import CeleryWorker
 from tests.support.environment import APPS, app_env
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
@@ -65,8 +65,8 @@ def codes(snapshot: Snapshot) -> list[str]:
     return [reason["code"] for reason in snapshot.verdict["reasons"]]
 
 
-def unstarved(snapshot: Snapshot) -> list[str]:
-    return [code for code in codes(snapshot) if code != "celery_probe_starved"]
+def starved(snapshot: Snapshot) -> bool:
+    return "celery_probe_starved" in codes(snapshot)
 
 
 def state(pid: int) -> str | None:
@@ -102,8 +102,9 @@ class TestSameVerdict:
     def test_healthy_then_frozen_broker_read_the_same_as_fresh_processes(self, deployment):
         """The resident run and a fresh process give the same status and reasons, healthy or not.
 
-        (A fresh process spends part of its deadline starting; on a busy host that can add
-        ``celery_probe_starved`` notes to its reasons, which the comparison leaves out.)
+        (A fresh process spends part of its deadline starting; on a busy host that can leave
+        later probes unattempted, with ``celery_probe_starved`` reasons: then only the status and
+        the cause are compared.)
         """
         redis, _worker = deployment
         settings = settings_for(deadline="3")
@@ -123,7 +124,8 @@ class TestSameVerdict:
                 redis.thaw()
             assert resident_frozen.verdict["status"] == fresh_frozen.verdict["status"] != "healthy"
             assert codes(resident_frozen)[0] == codes(fresh_frozen)[0] == "celery_broker_unreachable"
-            assert unstarved(resident_frozen) == unstarved(fresh_frozen), (codes(resident_frozen), codes(fresh_frozen))
+            if not starved(resident_frozen) and not starved(fresh_frozen):  # then every probe had its say
+                assert codes(resident_frozen) == codes(fresh_frozen)
             assert resident_frozen.verdict["target"] == fresh_frozen.verdict["target"]
             assert loop.runs_killed == 0  # the probes' own deadline answered, not the hard timeout
             assert (await loop.run_once()).verdict["status"] == "healthy"
@@ -262,7 +264,6 @@ class TestIsolation:
 
     def test_the_operator_app_is_imported_in_each_run_never_in_the_server_and_its_changes_are_seen(
             self, deployment, tmp_path, monkeypatch):
-        redis, _worker = deployment
         app_file = tmp_path / "changing_app.py"
 
         def write_app(queue: str) -> None:

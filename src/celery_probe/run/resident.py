@@ -37,7 +37,8 @@ Requests (``serve`` to the server) and replies, one JSON object per line:
 * ``{"op": "kill", "id": N}``: a run ``serve`` no longer waits for (shutting down)
 * ``{"op": "ready", "pid": P, "preloaded": K}``: once, after the imports
 * ``{"op": "started", "id": N, "pid": G}``
-* ``{"op": "done", "id": N, "returncode": R, "killed": bool, "stdout": B64, "stderr": B64}``
+* ``{"op": "done", "id": N, "returncode": R, "killed": bool, "stdout": B64, "stderr": B64}``,
+  or ``{"op": "done", "id": N, "error": "..."}`` when the run could not be forked
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+from celery_probe.run.forked import become_run
 
 READ_CHUNK = 65536
 
@@ -127,7 +130,7 @@ def decode(line: bytes) -> dict[str, Any]:
     """The message of one protocol line; ValueError if it is not a JSON object."""
     message = json.loads(line)
     if not isinstance(message, dict):
-        raise ValueError("not a JSON object")
+        raise ValueError("not a JSON object")  # noqa: TRY004 - callers catch what json.loads raises
     return message
 
 
@@ -240,7 +243,12 @@ class ForkServer:
         *lines, self.buffer = self.buffer.split(b"\n")
         for line in lines:
             if line.strip():
-                self._handle(decode(line))
+                try:
+                    request = decode(line)
+                except ValueError:
+                    sys.stderr.write("celery-probe: the resident runner ignored a request it cannot read\n")
+                    continue
+                self._handle(request)
 
     def _handle(self, request: dict[str, Any]) -> None:
         if request.get("op") == "run" and not self.stopping:
@@ -251,14 +259,21 @@ class ForkServer:
                     self._kill(run)
 
     def _fork(self, request: dict[str, Any]) -> None:
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing of the server's own may reach a run's output
-        pid = os.fork()
+        fds: list[int] = []
+        try:
+            out_r, out_w = os.pipe()
+            fds += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            fds += (err_r, err_w)
+            pid = os.fork()
+        except OSError as exc:  # out of processes or descriptors: this run fails, the server stays
+            for fd in fds:
+                os.close(fd)
+            self.reply({"op": "done", "id": request.get("id"), "error": f"cannot fork a probe run: {exc}"})
+            return
         if pid == 0:
-            from celery_probe.run.forked import become_run
-
             become_run(request, out_w, err_w, self.start_signals)  # never returns
         os.close(out_w)
         os.close(err_w)
@@ -268,7 +283,7 @@ class ForkServer:
             run.outputs[fd] = bytearray()
             self.selector.register(fd, selectors.EVENT_READ, run)
         self.runs[pid] = run
-        self._reply({"op": "started", "id": run.id, "pid": pid})
+        self.reply({"op": "started", "id": run.id, "pid": pid})
 
     # ------------------------------------------------------------------ runs
 
@@ -322,7 +337,7 @@ class ForkServer:
         for fd in list(run.outputs):
             self._close_output(run, fd)
         del self.runs[run.pid]
-        self._reply({
+        self.reply({
             "op": "done", "id": run.id, "returncode": os.waitstatus_to_exitcode(run.status),
             "killed": run.killed, "stdout": base64.b64encode(run.stdout).decode(),
             "stderr": base64.b64encode(run.stderr).decode(),
@@ -341,7 +356,7 @@ class ForkServer:
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(run.pid, 0)
 
-    def _reply(self, message: dict[str, Any]) -> None:
+    def reply(self, message: dict[str, Any]) -> None:
         data = encode(message)
         try:
             while data:
@@ -354,9 +369,28 @@ def _note_signal(_signum: int, _frame: Any) -> None:
     """Signals only wake the loop (through the wakeup descriptor); the loop decides."""
 
 
+def not_import_only() -> str | None:
+    """What the imports left behind that every run would share, or None.
+
+    A thread (a fork copies its locks, never the thread), a Celery app (the registry every
+    run would start with) or a socket (a connection every run would share).
+    """
+    if threading.active_count() > 1:
+        return "its imports started a thread"
+    celery_state = sys.modules.get("celery._state")
+    if celery_state is not None and (getattr(celery_state, "_apps", None) or getattr(celery_state, "default_app", None)):
+        return "its imports created a Celery app"
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                    return "its imports opened a socket"
+    return None
+
+
 def main() -> int:
     """``python -m celery_probe.run.resident``: requests on fd 0, replies on fd 1."""
-    start_signals = {sig: signal.getsignal(sig) for sig in signal.valid_signals()
+    start_signals: dict[int, Any] = {sig: signal.getsignal(sig) for sig in signal.valid_signals()
                      if sig not in (signal.SIGKILL, signal.SIGSTOP)}
     requests, replies = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
@@ -367,11 +401,12 @@ def main() -> int:
     preloaded = preload()
     gc.freeze()
     gc.enable()
-    if threading.active_count() > 1:  # a fork would copy a thread's locks, never the thread
-        sys.stderr.write("celery-probe: the resident runner's imports started threads; not forking\n")
+    problem = not_import_only()
+    if problem:
+        sys.stderr.write(f"celery-probe: the resident runner will not fork runs: {problem}\n")
         return 1
     server = ForkServer(requests, replies, start_signals)
-    server._reply({"op": "ready", "pid": os.getpid(), "preloaded": preloaded})
+    server.reply({"op": "ready", "pid": os.getpid(), "preloaded": preloaded})
     return server.serve()
 
 

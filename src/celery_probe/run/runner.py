@@ -36,7 +36,7 @@ from celery_probe.run.resident import decode, encode
 log = logging.getLogger("celery_probe.serve")
 
 READY_TIMEOUT = 60.0  # seconds for the server's imports, on a busy host
-BACKSTOP = 5.0  # seconds past a run's hard timeout before the server itself is deemed stuck
+BACKSTOP = 2.0  # seconds past a run's hard timeout before the server itself is deemed stuck
 REAP_TIMEOUT = 5.0
 RETRY_AFTER = 300.0  # seconds between attempts to start a server that could not start
 LINE_LIMIT = 64 * 1024 * 1024  # a reply carries a run's whole output
@@ -75,7 +75,14 @@ class FreshRunner:
 
 
 class ServerGone(Exception):
-    """The fork server ended (or stopped answering) before it answered a run."""
+    """The fork server ended (or stopped answering) before it answered a run.
+
+    ``before_request``: it never took the request, so the run can still be made elsewhere.
+    """
+
+    def __init__(self, message: str, *, before_request: bool = False) -> None:
+        super().__init__(message)
+        self.before_request = before_request
 
 
 class ResidentServer:
@@ -131,9 +138,9 @@ class ResidentServer:
         try:
             while line := await self.proc.stdout.readline():
                 reply = decode(line)
-                number = int(reply.get("id", -1))  # type: ignore[call-overload]
+                number = int(reply.get("id", -1))
                 if reply.get("op") == "started":
-                    self._started[number] = int(reply["pid"])  # type: ignore[call-overload]
+                    self._started[number] = int(reply["pid"])
                 elif reply.get("op") == "done" and number in self._waiting:
                     future = self._waiting.pop(number)
                     if not future.done():
@@ -146,7 +153,7 @@ class ResidentServer:
 
     async def run(self, args: Sequence[str], env: Mapping[str, str], timeout: float) -> Outcome:
         if not self.alive:
-            raise ServerGone("the resident runner is not running")
+            raise ServerGone("the resident runner is not running", before_request=True)
         assert self.proc is not None and self.proc.stdin is not None
         self._next += 1
         number = self._next
@@ -164,7 +171,7 @@ class ResidentServer:
             return Outcome(None, b"", b"", timed_out=True)
         except (ConnectionError, RuntimeError) as exc:
             self._waiting.pop(number, None)
-            raise ServerGone(f"the resident runner does not take requests ({exc})") from None
+            raise ServerGone(f"the resident runner does not take requests ({exc})", before_request=True) from None
         except asyncio.CancelledError:  # serve is stopping: the server kills that run
             self._waiting.pop(number, None)
             with contextlib.suppress(Exception):
@@ -172,6 +179,8 @@ class ResidentServer:
             raise
         finally:
             self._started.pop(number, None)
+        if "error" in reply:
+            return Outcome(None, b"", f"{reply['error']}\n".encode())
         return Outcome(
             int(reply["returncode"]),  # type: ignore[call-overload]
             base64.b64decode(str(reply["stdout"])), base64.b64decode(str(reply["stderr"])),
@@ -258,7 +267,10 @@ class ProbeRunner:
             except ServerGone as exc:
                 log.warning("celery-probe: %s; restarting it", exc)
                 await self._replace(server)
-                return Outcome(None, b"", f"{exc}\n".encode())
+                if not exc.before_request:
+                    return Outcome(None, b"", f"{exc}\n".encode())
+                self.fresh_runs += 1  # it never started: this run goes to a fresh process
+                return await self.fresh.run(args, env, timeout)
             self.resident_runs += 1
             if not server.alive:
                 await self._replace(server)

@@ -40,17 +40,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from celery_probe.run.child import PROCESS_SLACK, check_round_trip, child_arguments, child_environment
-from celery_probe.run.runner import REAP_TIMEOUT as REAP_TIMEOUT  # seconds to reap a SIGKILLed run
+from celery_probe.config.settings import Settings
+from celery_probe.run import runner
+from celery_probe.run.child import (
+    PROCESS_SLACK,
+    check_round_trip,
+    child_arguments,
+    child_environment,
+)
 from celery_probe.run.runner import ProbeRunner
 from celery_probe.storage.history import read_last_times
 from celery_probe.storage.reports import LATEST, history_entry, load_report
-from celery_probe.config.settings import Settings
 from celery_probe.verdict.mapper import unknown_verdict
 from celery_probe.verdict.model import Verdict
 
 log = logging.getLogger("celery_probe.serve")
 
+REAP_TIMEOUT = runner.REAP_TIMEOUT  # seconds to reap a SIGKILLed run (the app's staleness bound counts it)
 RECENT_RUNS = 100  # history entries kept in memory for the status page
 
 
