@@ -162,7 +162,9 @@ class Serve:
             found = metrics(self.port)
             if found.get("celery_probe_last_run_timestamp_seconds") != first:
                 return found["celery_probe_runs_total"], cpu_of(self.proc.pid)
-            time.sleep(0.05)  # polling /metrics at 20 Hz: its own cost is in serve's CPU, for both
+            # Twice a second: a run takes well under an interval, so the edge still falls between
+            # runs, and the polling's own cost (it is in serve's CPU, for both serves) stays small.
+            time.sleep(0.5)
         raise TimeoutError(f"{self.name}: no run ended within {timeout:g}s")
 
     def rss(self) -> tuple[float, float]:
