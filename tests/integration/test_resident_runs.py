@@ -385,6 +385,35 @@ class TestServerLife:
         assert state(first_server) is None
 
 
+class TestSeveralTargets:
+    def test_one_resident_server_runs_targets_with_different_settings_at_once(self, deployment):
+        """Each request carries its own settings: two loops, one server, runs side by side."""
+        from celery_probe.run.runner import ProbeRunner
+
+        runner = ProbeRunner(sys.executable)
+        one = ProbeLoop(settings_for(expect_workers="1"), interval=3600, runner=runner)
+        two = ProbeLoop(settings_for(expect_workers="2"), interval=3600, runner=runner)
+
+        async def main() -> tuple[Snapshot, Snapshot, int | None]:
+            runner.start()
+            assert await asyncio.wait_for(runner.started(), READY)
+            try:
+                assert runner.server is not None
+                pid = runner.server.pid
+                first, second = await asyncio.gather(one.run_once(), two.run_once())
+                await one.stop()  # a loop that does not own the runner leaves it running
+                assert runner.server is not None and runner.server.alive and runner.server.pid == pid
+                return first, second, pid
+            finally:
+                await runner.close()
+
+        first, second, _pid = asyncio.run(main())
+        assert runner.resident_runs == 2 and runner.fresh_runs == 0
+        assert first.verdict["status"] == "healthy", first.verdict["reasons"]
+        assert second.verdict["status"] == "degraded" and "celery_workers_missing" in codes(second), \
+            second.verdict["reasons"]
+
+
 class TestFallback:
     def test_a_server_that_cannot_start_leaves_runs_to_fresh_processes_said_once(
             self, deployment, tmp_path, caplog):

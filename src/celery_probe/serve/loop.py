@@ -87,14 +87,20 @@ class ProbeLoop:
         report_dir: Path | None = None,
         python: str = sys.executable,
         resident: bool = True,
+        runner: ProbeRunner | None = None,
     ) -> None:
-        """``resident``: once started, fork runs from a resident server (see the module)."""
+        """``resident``: once started, fork runs from a resident server (see the module).
+
+        ``runner``: one shared with other loops (several targets, each with its own settings,
+        through one resident server); its owner starts and closes it, not this loop.
+        """
         check_round_trip(settings)
         self.settings = settings
         self.interval = interval
         self.report_dir = report_dir
         self.python = python
-        self.runner = ProbeRunner(python, resident=resident)
+        self._owns_runner = runner is None
+        self.runner = runner if runner is not None else ProbeRunner(python, resident=resident)
         self.hard_timeout = settings.deadline + PROCESS_SLACK
         self.snapshot = Snapshot(unknown_verdict(
             "no probe run has finished yet: the first one starts when the server does",
@@ -133,7 +139,8 @@ class ProbeLoop:
     def start(self) -> None:
         """Start the loop (and the resident server) on the running event loop (idempotent)."""
         if not self.running:
-            self.runner.start()
+            if self._owns_runner:
+                self.runner.start()
             self._task = asyncio.get_running_loop().create_task(self._forever(), name="celery-probe loop")
 
     async def stop(self) -> None:
@@ -143,7 +150,8 @@ class ProbeLoop:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.runner.close()
+        if self._owns_runner:
+            await self.runner.close()
 
     async def _forever(self) -> None:
         while True:
