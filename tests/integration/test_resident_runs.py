@@ -25,7 +25,8 @@ from celery_probe.serve.loop import ProbeLoop, Snapshot
 from celery_probe.testing import CeleryWorker
 from tests.support.environment import APPS, app_env
 
-pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
+# Classes marked redis_only use a private redis-server (they freeze it or share it across
+# settings); TestAnyBroker runs on the broker the suite was started with.
 
 T = TypeVar("T")
 READY = 60.0  # seconds for the resident server's imports on a busy host
@@ -98,6 +99,7 @@ async def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
 
 
+@pytest.mark.redis_only
 class TestSameVerdict:
     def test_healthy_then_frozen_broker_read_the_same_as_fresh_processes(self, deployment):
         """The resident run and a fresh process give the same status and reasons, healthy or not.
@@ -148,6 +150,7 @@ def probe_hangs_once():
 '''
 
 
+@pytest.mark.redis_only
 class TestHangingRun:
     def test_a_run_stuck_past_its_watchdog_is_killed_at_the_hard_timeout_and_the_next_works(
             self, deployment, tmp_path):
@@ -238,6 +241,7 @@ def probe_leaks():
 '''
 
 
+@pytest.mark.redis_only
 class TestIsolation:
     def test_a_run_cannot_leak_state_into_the_next(self, deployment, tmp_path):
         probes = tmp_path / "probes"
@@ -297,6 +301,7 @@ class TestIsolation:
         assert all(entry["pid"] != server_pid and entry["ppid"] == server_pid for entry in imports)
 
 
+@pytest.mark.redis_only
 class TestServerLife:
     def test_a_dead_server_is_replaced_and_runs_go_on(self, deployment):
         loop = ProbeLoop(settings_for(), interval=3600)
@@ -385,6 +390,7 @@ class TestServerLife:
         assert state(first_server) is None
 
 
+@pytest.mark.redis_only
 class TestSeveralTargets:
     def test_one_resident_server_runs_targets_with_different_settings_at_once(self, deployment):
         """Each request carries its own settings: two loops, one server, runs side by side."""
@@ -414,6 +420,30 @@ class TestSeveralTargets:
             second.verdict["reasons"]
 
 
+class TestAnyBroker:
+    def test_resident_and_fresh_runs_agree_on_this_broker(self, target, monkeypatch):
+        """Redis or RabbitMQ (``--broker``): the forked run imports the transport it needs."""
+        env = target.env()
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("PYTHONPATH", str(APPS))
+        with CeleryWorker("probe_test_app", name="resident-any@%h", env=env, pythonpath=[APPS],
+                          queues=[target.default_queue]):
+            settings = settings_for(deadline="5", roundtrip_slow="4")
+            fresh = ProbeLoop(settings, interval=3600, resident=False)
+
+            async def body(loop: ProbeLoop) -> tuple[Snapshot, Snapshot]:
+                return await loop.run_once(), await fresh.run_once()
+
+            resident_run, fresh_run = with_resident(ProbeLoop(settings, interval=3600), body)
+        assert resident_run.verdict["status"] == fresh_run.verdict["status"] == "healthy", \
+            (resident_run.verdict["reasons"], fresh_run.verdict["reasons"])
+        assert resident_run.verdict["target"] == fresh_run.verdict["target"]
+        assert resident_run.report is not None and fresh_run.report is not None
+        assert [t["nodeid"] for t in resident_run.report["tests"]] == [t["nodeid"] for t in fresh_run.report["tests"]]
+
+
+@pytest.mark.redis_only
 class TestFallback:
     def test_a_server_that_cannot_start_leaves_runs_to_fresh_processes_said_once(
             self, deployment, tmp_path, caplog):
