@@ -20,6 +20,13 @@ celery_probe`` runs, so the output is the same code's output):
 
 It never returns: every path ends in ``os._exit``, so a run can never fall back into the
 server's loop.
+
+What a fork cannot redo, and so differs from a fresh interpreter: the interpreter's own start-up
+variables (``PYTHONHASHSEED``, ``PYTHONWARNINGS``, ``PYTHONDONTWRITEBYTECODE``...) are the
+server's, which it took from serve's environment, the same one serve gives fresh runs; the
+installed packages are those the server imported (serve is restarted after an upgrade); and a
+non-daemon thread a probe leaves behind is not waited for at exit (a fresh interpreter would
+wait for it until the hard timeout killed it, after the verdict was printed).
 """
 
 from __future__ import annotations
