@@ -7,7 +7,8 @@ runner's imports (:func:`celery_probe.run.resident.preload`, then ``gc.freeze()`
 ``celery_probe``'s ``__main__`` with ``run --format json``. Inside each run,
 ``time.process_time()`` is read at pytest's hooks (a plugin added to the run's ``pytest.main``
 call; instrumentation of this script only) and the CPU of each part is printed, as the median
-over the runs, beside the run's whole CPU from the kernel (the reaped child's utime + stime).
+over the runs, beside the run's whole CPU from the kernel (the reaped child's utime + stime),
+its system time and its minor page faults (``ru_minflt``: pages copied or mapped in).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -78,6 +80,8 @@ def main() -> int:
     args = parser.parse_args()
     parts: dict[str, list[float]] = {name: [] for name, _label in PARTS}
     totals: list[float] = []
+    system: list[float] = []
+    faults: list[int] = []
     with RedisServer() as redis, tempfile.TemporaryDirectory(prefix="celery-probe-phases-") as folder:
         env = {"BENCH_BROKER": redis.url(0), "BENCH_BACKEND": redis.url(1)}
         with CeleryWorker("bench_app", name="phases@%h", env={**os.environ, **env}, pythonpath=[BENCH_DIR]):
@@ -90,14 +94,16 @@ def main() -> int:
             gc.enable()
             for number in range(args.runs + 1):  # the first is a warm-up (bytecode, page cache)
                 out = Path(folder) / f"marks-{number}.json"
-                before = os.times()
+                before, faults_before = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
                 pid = os.fork()
                 if pid == 0:
                     forked_run(folder, out)
                 os.waitpid(pid, 0)
-                after = os.times()
+                after, faults_after = os.times(), resource.getrusage(resource.RUSAGE_CHILDREN).ru_minflt
                 if number == 0:
                     continue
+                system.append(after.children_system - before.children_system)
+                faults.append(faults_after - faults_before)
                 totals.append(after.children_user + after.children_system
                               - before.children_user - before.children_system)
                 marks = json.loads(out.read_text())
@@ -109,6 +115,8 @@ def main() -> int:
     for name, label in PARTS:
         print(f"  {label:45s} {statistics.median(parts[name]) * 1000:6.0f} ms")
     print(f"  {'the whole run (kernel: utime + stime)':45s} {statistics.median(totals) * 1000:6.0f} ms")
+    print(f"  {'of which in the kernel (stime)':45s} {statistics.median(system) * 1000:6.0f} ms")
+    print(f"  {'minor page faults (copy-on-write included)':45s} {statistics.median(faults):6.0f}")
     return 0
 
 
