@@ -347,6 +347,36 @@ class TestServerLife:
 
         with_resident(loop, body)
 
+    def test_runs_that_kill_the_server_each_time_end_in_fresh_processes(self, deployment, tmp_path):
+        """A crash loop (a probe that kills the resident runner) stops after a few runs."""
+        from celery_probe.run.runner import DEATHS_IN_A_ROW
+
+        probes = tmp_path / "probes"
+        probes.mkdir()
+        (probes / "probe_kills_runner.py").write_text(
+            "import os, signal\n"
+            "from pathlib import Path\n\n\n"
+            "def probe_kills_the_resident_runner():\n"
+            "    parent = os.getppid()\n"
+            "    if b'celery_probe.run.resident' in Path(f'/proc/{parent}/cmdline').read_bytes():\n"
+            "        os.kill(parent, signal.SIGKILL)\n"
+        )
+        loop = ProbeLoop(settings_for(probes=(str(probes),)), interval=3600)
+
+        async def body(loop: ProbeLoop) -> None:
+            for number in range(1, DEATHS_IN_A_ROW + 1):
+                snapshot = await loop.run_once()
+                assert snapshot.verdict["status"] == "unknown", snapshot.verdict["reasons"]
+                assert "resident runner exited" in snapshot.verdict["reasons"][0]["message"]
+                if number < DEATHS_IN_A_ROW:
+                    assert await asyncio.wait_for(loop.runner.started(), READY)
+            assert not await loop.runner.started()  # not restarted: fresh processes from now on
+            for _ in range(2):
+                assert (await loop.run_once()).verdict["status"] == "healthy"
+            assert loop.runner.fresh_runs == 2 and loop.runner.server_starts == DEATHS_IN_A_ROW
+
+        with_resident(loop, body)
+
     def test_no_zombies_and_no_descriptors_left_after_many_runs(self, deployment):
         loop = ProbeLoop(settings_for(), interval=3600)
         runs = 12

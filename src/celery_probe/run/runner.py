@@ -12,7 +12,8 @@ error, whether the hard timeout killed it), so the loop maps either to the same 
   process otherwise. The server is started in the background; runs before it is ready, and
   while it is restarted after dying, take the fresh path. If it cannot start at all, that
   is logged once and runs keep to the fresh path (a new start is tried every
-  :data:`RETRY_AFTER` seconds).
+  :data:`RETRY_AFTER` seconds); the same when :data:`DEATHS_IN_A_ROW` servers died during a
+  run (something in the runs kills it), so a crash loop never costs more than fresh processes.
 
 Each request carries its own argv, environment and working directory, so one server runs
 probe runs for any number of targets with different settings.
@@ -39,6 +40,7 @@ READY_TIMEOUT = 60.0  # seconds for the server's imports, on a busy host
 BACKSTOP = 2.0  # seconds past a run's hard timeout before the server itself is deemed stuck
 REAP_TIMEOUT = 5.0
 RETRY_AFTER = 300.0  # seconds between attempts to start a server that could not start
+DEATHS_IN_A_ROW = 3  # servers that died during a run, with no run answered between: a crash loop
 LINE_LIMIT = 64 * 1024 * 1024  # a reply carries a run's whole output
 
 
@@ -221,6 +223,7 @@ class ProbeRunner:
         self._starting: asyncio.Task[None] | None = None
         self._failed_at: float | None = None
         self._told = False
+        self._deaths = 0  # servers that died during a run since the last run one answered
         self._wanted = False  # set by start(): a caller that never starts it keeps to fresh processes
         self.resident_runs = 0
         self.fresh_runs = 0
@@ -265,13 +268,22 @@ class ProbeRunner:
             try:
                 outcome = await server.run(args, env, timeout)
             except ServerGone as exc:
-                log.warning("celery-probe: %s; restarting it", exc)
+                if not exc.before_request:
+                    self._deaths += 1
+                if self._deaths >= DEATHS_IN_A_ROW:  # something kills it at every run: stop restarting
+                    self._deaths = 0
+                    self._failed_at = time.monotonic()
+                    log.warning("celery-probe: %s, %d times in a row; each run starts a fresh process "
+                                "(the resident runner is tried again in %gs)", exc, DEATHS_IN_A_ROW, RETRY_AFTER)
+                else:
+                    log.warning("celery-probe: %s; restarting it", exc)
                 await self._replace(server)
                 if not exc.before_request:
                     return Outcome(None, b"", f"{exc}\n".encode())
                 self.fresh_runs += 1  # it never started: this run goes to a fresh process
                 return await self.fresh.run(args, env, timeout)
             self.resident_runs += 1
+            self._deaths = 0
             if not server.alive:
                 await self._replace(server)
             return outcome
