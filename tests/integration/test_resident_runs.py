@@ -377,6 +377,39 @@ class TestServerLife:
 
         with_resident(loop, body)
 
+    def test_a_killed_serve_leaves_neither_its_resident_runner_nor_a_run(self, deployment, tmp_path):
+        """serve SIGKILLed (no shutdown at all): the runner sees its request pipe close and goes,
+        and a run in progress goes with it."""
+        from tests.support.serving import ServeProcess
+
+        probes = tmp_path / "probes"
+        probes.mkdir()
+        (probes / "probe_hang.py").write_text(HANG_PROBE.replace(
+            "    if marker.exists():",
+            "    if marker.exists() and b'celery_probe.run.resident' in Path(f'/proc/{os.getppid()}/cmdline').read_bytes():"))
+        server = ServeProcess("-A", "probe_test_app", "--deadline", "20", "--probes", str(probes),
+                              "--interval", "1", cwd=tmp_path).start()
+        try:
+            def resident_runner() -> int | None:
+                for pid in server.children():
+                    try:
+                        if b"celery_probe.run.resident" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                            return pid
+                    except OSError:
+                        continue
+                return None
+
+            runner_pid = asyncio.run(until(resident_runner, READY, "the resident runner"))
+            (probes / "hang-next-run").write_text("")  # taken by a run forked from the runner only
+            run_pid = int(asyncio.run(until(
+                lambda: (probes / "hung-pid").exists() and (probes / "hung-pid").read_text(), 30, "a hung run")))
+            assert Path(f"/proc/{run_pid}/stat").read_text().rsplit(")", 1)[1].split()[1] == str(runner_pid)
+            os.killpg(server.pid, signal.SIGKILL)  # serve's own group: the runner has a session of its own
+            asyncio.run(until(lambda: state(runner_pid) in (None, "Z") and state(run_pid) in (None, "Z"), 10,
+                              "the runner and its run gone"))
+        finally:
+            server.close()
+
     def test_no_zombies_and_no_descriptors_left_after_many_runs(self, deployment):
         loop = ProbeLoop(settings_for(), interval=3600)
         runs = 12
