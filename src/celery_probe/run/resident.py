@@ -324,10 +324,13 @@ class ForkServer:
                 self.runs[pid].status = status
 
     def _kill(self, run: Run) -> None:
-        """SIGKILL the run's process group (its own session; its PID is ours until reaped)."""
+        """SIGKILL the run's process group (its own session; its PID is ours until reaped), and the
+        run itself, in case it is killed before its ``setsid`` made that group."""
         run.killed = True
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(run.pid, signal.SIGKILL)
 
     def _finish_if_done(self, run: Run) -> None:
         """A run is done when reaped and its output read to the end (as ``communicate`` waits);
