@@ -95,7 +95,6 @@ class ResidentServer:
         self.proc: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
         self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
-        self._started: dict[int, int] = {}  # run number -> pid of its process
         self._next = 0
         self._reader: asyncio.Task[None] | None = None
 
@@ -141,9 +140,7 @@ class ResidentServer:
             while line := await self.proc.stdout.readline():
                 reply = decode(line)
                 number = int(reply.get("id", -1))
-                if reply.get("op") == "started":
-                    self._started[number] = int(reply["pid"])
-                elif reply.get("op") == "done" and number in self._waiting:
+                if reply.get("op") == "done" and number in self._waiting:
                     future = self._waiting.pop(number)
                     if not future.done():
                         future.set_result(reply)
@@ -179,8 +176,6 @@ class ResidentServer:
             with contextlib.suppress(Exception):
                 self.proc.stdin.write(encode({"op": "kill", "id": number}))
             raise
-        finally:
-            self._started.pop(number, None)
         if "error" in reply:
             return Outcome(None, b"", f"{reply['error']}\n".encode())
         return Outcome(
@@ -190,7 +185,12 @@ class ResidentServer:
         )
 
     async def close(self) -> None:
-        """End the server: close its requests (it kills and reaps its runs), SIGKILL it if it lingers."""
+        """End the server: close its requests (it kills and reaps its runs), SIGKILL it if it lingers.
+
+        Runs are never killed from here by PID: they are the server's children, reaped by it, so a
+        PID seen here may already name another process. A server killed outright takes its runs
+        with it (``PR_SET_PDEATHSIG``, :mod:`celery_probe.run.forked`).
+        """
         proc, self.proc = self.proc, None
         if proc is None:
             return
@@ -201,10 +201,6 @@ class ResidentServer:
             await asyncio.wait_for(proc.wait(), REAP_TIMEOUT)
         except asyncio.TimeoutError:
             await _kill_group(proc)
-        for pid in self._started.values():  # the runs it could not kill (PDEATHSIG does too, on Linux)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-        self._started.clear()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
