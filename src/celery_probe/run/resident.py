@@ -66,6 +66,7 @@ READ_CHUNK = 65536
 # named, not imported with ``import`` statements, because the server warms ``python -m
 # celery_probe``, whose command line lives in ``cli``; this module itself does not depend on it.)
 PRELOAD = (
+    "celery_probe.cli.entry",  # `python -m celery_probe` goes through it where it exists
     "celery_probe.cli.main",
     "celery_probe.run.life",
     "celery_probe.run.in_process",
