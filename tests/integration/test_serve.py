@@ -233,27 +233,32 @@ class TestRestart:
 
 class TestCredentials:
     def test_password_never_on_a_command_line_or_in_a_response(self, tmp_path):
+        """The broker URL reaches each run in its environment: never on a command line, and
+        never in the resident runner's own environment (a run's variables are set in the run)."""
         secret = "s3cr3t-pw-for-serve"
         with RedisServer(password=secret) as redis:
             env = app_env(redis.url(0), redis.url(1))
             with CeleryWorker("probe_test_app", name="pw@%h", env=env, pythonpath=[APPS]):
                 serve_env = {**env, "CELERY_PROBE_BROKER": redis.url(0), "CELERY_PROBE_BACKEND": redis.url(1)}
                 with ServeProcess("--deadline", DEADLINE, "--interval", "0.5", env=serve_env, cwd=tmp_path) as server:
-                    def child_seen() -> tuple[bytes, bytes] | None:
-                        for pid in server.children():
+                    seen: dict[int, tuple[bytes, bytes]] = {}
+
+                    def runs_seen() -> bool:
+                        for pid in server.descendants():
                             try:
-                                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-                                environ = Path(f"/proc/{pid}/environ").read_bytes()
+                                seen.setdefault(pid, (Path(f"/proc/{pid}/cmdline").read_bytes(),
+                                                      Path(f"/proc/{pid}/environ").read_bytes()))
                             except OSError:
                                 continue  # it ended meanwhile: catch the next one
-                            if b"celery_probe" in cmdline:
-                                return cmdline, environ
-                        return None
+                        runs = [cmdline for cmdline, _environ in seen.values() if b"celery_probe" in cmdline]
+                        return len(runs) >= 3 and any(b"celery_probe.run.resident" in c for c in runs)
 
-                    cmdline, environ = wait_until(child_seen, timeout=20, interval=0.005,
-                                                  what="a probe run in progress")
-                    assert secret.encode() not in cmdline
-                    assert f"CELERY_PROBE_BROKER={redis.url(0)}".encode() in environ.split(b"\0")
+                    wait_until(runs_seen, timeout=30, interval=0.005, what="probe runs and the resident runner")
+                    for cmdline, environ in seen.values():
+                        assert secret.encode() not in cmdline
+                        if b"celery_probe.run.resident" in cmdline:
+                            assert not any(v.startswith(b"CELERY_PROBE_") for v in environ.split(b"\0"))
+                    # The run learns its broker from CELERY_PROBE_BROKER alone: healthy means it arrived.
                     server.wait_status("healthy", timeout=20)
                     for path in (HEALTH, "/healthz", "/metrics", "/api/interactions/metrics/ops-alerts"):
                         assert secret not in server.get(path).body.decode()

@@ -136,16 +136,17 @@ class ServeProcess:
         return wait_until(reached, timeout=timeout, interval=0.05, what=f"verdict {status}")
 
     def children(self) -> list[int]:
-        """Processes whose parent is this server (the probe runs in progress)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.pid:
-                    found.append(int(entry.name))
+        """Processes whose parent is this server (the resident runner, or a fresh probe run)."""
+        return [pid for pid, parent in process_parents().items() if parent == self.pid]
+
+    def descendants(self) -> list[int]:
+        """Every process below this server: the resident runner and the runs it forked."""
+        parents = process_parents()
+        found, frontier = [], [self.pid]
+        while frontier:
+            below = [pid for pid, parent in parents.items() if parent in frontier]
+            found += below
+            frontier = below
         return found
 
     def log_text(self) -> str:
@@ -173,3 +174,16 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def process_parents() -> dict[int, int]:
+    """PID to parent PID of every process (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(entry.name)] = int(fields[1])
+    return found

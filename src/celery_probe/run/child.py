@@ -37,9 +37,15 @@ ARGV_SETTINGS = ("report_dir", "format")  # given on the child's command line in
 NOT_PASSED = (*ARGV_SETTINGS, *REMEDIATION)
 
 
+def child_arguments(folder: Path) -> list[str]:
+    """The arguments of ``python -m celery_probe`` for a probe run: JSON out, reports in
+    ``folder``, never remediation (the same for a fresh process and a resident run)."""
+    return ["run", "--format", "json", "--no-on-down", "--report-dir", str(folder)]
+
+
 def child_command(python: str, folder: Path) -> list[str]:
-    """The probe run in a child process: JSON out, reports in ``folder``, never remediation."""
-    return [python, "-m", "celery_probe", "run", "--format", "json", "--no-on-down", "--report-dir", str(folder)]
+    """The probe run in a child process (see :func:`child_arguments`)."""
+    return [python, "-m", "celery_probe", *child_arguments(folder)]
 
 
 def setting_variables(values: Mapping[str, Any]) -> dict[str, str]:

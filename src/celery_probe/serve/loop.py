@@ -1,12 +1,18 @@
 """The background probe loop behind ``celery-probe serve``: one run at a time, out of process.
 
-Why a child process per run, as :mod:`celery_probe.run.child` does: the probes bound every phase
-with ``SIGALRM``, which only works on a main thread, and a frozen broker can block a kombu
-call; neither may touch the web server's event loop. So each run is ``python -m
-celery_probe run --format json`` under an asyncio subprocess with a hard timeout (the
-deadline plus :data:`~celery_probe.run.child.PROCESS_SLACK`); a run that overruns is killed with
-its process group. Broker URLs, which may carry passwords, travel in the child's
-environment, never on its command line where ``ps`` shows them.
+Why a separate process per run, as :mod:`celery_probe.run.child` does: the probes bound every
+phase with ``SIGALRM``, which only works on a main thread, and a frozen broker can block a
+kombu call; neither may touch the web server's event loop. So each run is ``python -m
+celery_probe run --format json`` in a process of its own with a hard timeout (the deadline
+plus :data:`~celery_probe.run.child.PROCESS_SLACK`); a run that overruns is killed with its
+process group. Broker URLs, which may carry passwords, travel in the run's environment,
+never on a command line where ``ps`` shows them.
+
+Once the loop is started, those processes are forked from a resident server that has
+imported pytest, Celery, kombu and redis-py once (:mod:`celery_probe.run.resident`), instead
+of each starting an interpreter: the same run for a fraction of the CPU. Runs before that
+server is ready, or while it is restarted, start a fresh process as before
+(:mod:`celery_probe.run.runner`); both give the same verdict.
 
 The loop keeps the latest :class:`Snapshot` and replaces it with one assignment when a run
 ends, so a reader sees the old verdict or the new one, never a mix. Requests only read it:
@@ -25,9 +31,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -36,16 +40,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from celery_probe.run.child import PROCESS_SLACK, check_round_trip, child_command, child_environment
+from celery_probe.config.settings import Settings
+from celery_probe.run import runner
+from celery_probe.run.child import (
+    PROCESS_SLACK,
+    check_round_trip,
+    child_arguments,
+    child_environment,
+)
+from celery_probe.run.runner import ProbeRunner
 from celery_probe.storage.history import read_last_times
 from celery_probe.storage.reports import LATEST, history_entry, load_report
-from celery_probe.config.settings import Settings
 from celery_probe.verdict.mapper import unknown_verdict
 from celery_probe.verdict.model import Verdict
 
 log = logging.getLogger("celery_probe.serve")
 
-REAP_TIMEOUT = 5.0  # seconds to wait for a SIGKILLed child to be reaped
+REAP_TIMEOUT = runner.REAP_TIMEOUT  # seconds to reap a SIGKILLed run (the app's staleness bound counts it)
 RECENT_RUNS = 100  # history entries kept in memory for the status page
 
 
@@ -75,12 +86,21 @@ class ProbeLoop:
         interval: float,
         report_dir: Path | None = None,
         python: str = sys.executable,
+        resident: bool = True,
+        runner: ProbeRunner | None = None,
     ) -> None:
+        """``resident``: once started, fork runs from a resident server (see the module).
+
+        ``runner``: one shared with other loops (several targets, each with its own settings,
+        through one resident server); its owner starts and closes it, not this loop.
+        """
         check_round_trip(settings)
         self.settings = settings
         self.interval = interval
         self.report_dir = report_dir
         self.python = python
+        self._owns_runner = runner is None
+        self.runner = runner if runner is not None else ProbeRunner(python, resident=resident)
         self.hard_timeout = settings.deadline + PROCESS_SLACK
         self.snapshot = Snapshot(unknown_verdict(
             "no probe run has finished yet: the first one starts when the server does",
@@ -117,17 +137,21 @@ class ProbeLoop:
         return self._task is not None and not self._task.done()
 
     def start(self) -> None:
-        """Start the loop on the running event loop (idempotent)."""
+        """Start the loop (and the resident server) on the running event loop (idempotent)."""
         if not self.running:
+            if self._owns_runner:
+                self.runner.start()
             self._task = asyncio.get_running_loop().create_task(self._forever(), name="celery-probe loop")
 
     async def stop(self) -> None:
-        """Stop the loop and kill a run in progress (its process group included)."""
+        """Stop the loop, kill a run in progress (its process group included), stop the resident server."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self._owns_runner:
+            await self.runner.close()
 
     async def _forever(self) -> None:
         while True:
@@ -157,29 +181,20 @@ class ProbeLoop:
             return self._publish(verdict, report, began)
 
     async def _child_run(self, folder: Path) -> tuple[Verdict, dict[str, Any] | None]:
-        command = child_command(self.python, folder)
         self.runs_started += 1
-        proc = await asyncio.create_subprocess_exec(
-            *command, env=child_environment(self.settings), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True,
-        )
-        try:
-            stdout, stderr = await asyncio.wait_for(proc.communicate(), self.hard_timeout)
-        except asyncio.TimeoutError:
+        outcome = await self.runner.run(child_arguments(folder), child_environment(self.settings),
+                                        self.hard_timeout)
+        if outcome.timed_out:
             self.runs_killed += 1
-            await _kill(proc)
             return unknown_verdict(
                 f"the probe process did not finish within {self.hard_timeout:g}s and was killed",
                 code="celery_probe_deadline_exceeded",
             ), None
-        except BaseException:  # cancelled (server shutting down): leave no probe run behind
-            await _kill(proc)
-            raise
         try:
-            verdict = json.loads(stdout)
+            verdict = json.loads(outcome.stdout)
         except ValueError:
-            lines = stderr.decode(errors="replace").strip().splitlines() or ["no output"]
-            return unknown_verdict(f"the probe process failed (exit {proc.returncode}): {lines[-1]}",
+            lines = outcome.stderr.decode(errors="replace").strip().splitlines() or ["no output"]
+            return unknown_verdict(f"the probe process failed (exit {outcome.returncode}): {lines[-1]}",
                                    code="celery_probe_error"), None
         if not isinstance(verdict, dict) or "status" not in verdict:
             return unknown_verdict("the probe process printed no verdict", code="celery_probe_error"), None
@@ -200,12 +215,3 @@ class ProbeLoop:
             why = f": {first.get('code')}: {first.get('message')}" if first else ""
             log.warning("celery-probe: %s%s", str(verdict.get("status")).upper(), why)
         return snapshot
-
-
-async def _kill(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the child's process group and reap it, within a bound."""
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(asyncio.TimeoutError, ProcessLookupError):
-        await asyncio.wait_for(proc.wait(), REAP_TIMEOUT)

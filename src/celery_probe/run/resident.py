@@ -1,0 +1,418 @@
+"""The fork server: a warm ``python -m celery_probe`` that forks one process per probe run.
+
+A probe run in a fresh interpreter spends about half a second of CPU starting Python and
+importing pytest, Celery, kombu and redis-py before it sends a single byte to the broker. A
+server that probes every 15 s pays that on every run. This process pays it once: it imports
+those modules (:data:`PRELOAD`), then waits for requests on a pipe from ``serve``
+(:mod:`celery_probe.run.runner`) and forks one process per run. That forked process
+(:mod:`celery_probe.run.forked`) becomes exactly what a fresh ``python -m celery_probe run``
+child would be (its own session, the run's environment and working directory, descriptors
+0-2 only, Python's start-up signal dispositions) and runs the same ``__main__``, so it
+prints the same JSON verdict and writes the same reports.
+
+Isolation is the fork's: every run starts from this server's memory as it was after the
+imports and nothing a run does (module globals, the Celery app registry, kombu's connection
+pools, pytest's plugin manager, signal handlers, ``os.environ``, the working directory,
+descriptors) flows back. So the server must hold nothing a run could depend on: it **only
+imports**. It never creates a Celery app, never opens a broker connection, never imports
+the operator's app module (``-A``) or their probes, never reads a run's settings: those
+happen in the forked process, after the fork, from the files as they are at that run.
+
+Why a fork server of our own rather than :mod:`multiprocessing`'s ``forkserver`` context:
+that one runs a pickled target after re-running its parent's ``__main__`` preparation in
+the child, gives the child neither its own session nor pipes for its standard output and
+error, and leaves hard timeouts and reaping to the parent, which is not the process that
+forks. Here the process that forks is the one that enforces the hard timeout (SIGKILL to
+the run's process group) and reaps, so a PID is never killed after it could be reused, and
+the protocol (one JSON object per line, :func:`encode`/:func:`decode`) carries exactly what
+a subprocess call returns: exit code, standard output and standard error.
+
+The server ends when ``serve`` closes its request pipe or sends SIGTERM: every run still
+going is killed with its process group and reaped first. A run also dies with the server
+if the server is killed (``PR_SET_PDEATHSIG`` where Linux offers it).
+
+Requests (``serve`` to the server) and replies, one JSON object per line:
+
+* ``{"op": "run", "id": N, "argv": [...], "env": {...}, "cwd": "...", "timeout": T}``
+* ``{"op": "kill", "id": N}``: a run ``serve`` no longer waits for (shutting down)
+* ``{"op": "ready", "pid": P, "preloaded": K}``: once, after the imports
+* ``{"op": "started", "id": N, "pid": G}``
+* ``{"op": "done", "id": N, "returncode": R, "killed": bool, "stdout": B64, "stderr": B64}``,
+  or ``{"op": "done", "id": N, "error": "..."}`` when the run could not be forked
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gc
+import importlib
+import json
+import os
+import selectors
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery_probe.run.forked import become_run
+
+READ_CHUNK = 65536
+
+# Imported once by the server: what a probe run imports before it touches a broker. Import
+# only, never run: none of these creates a Celery app or a connection at import. (They are
+# named, not imported with ``import`` statements, because the server warms ``python -m
+# celery_probe``, whose command line lives in ``cli``; this module itself does not depend on it.)
+PRELOAD = (
+    "celery_probe.cli.entry",  # `python -m celery_probe` goes through it where it exists
+    "celery_probe.cli.main",
+    "celery_probe.run.life",
+    "celery_probe.run.in_process",
+    "celery_probe.run.outputs",
+    "celery_probe.present.emit",
+    "celery_probe.present.text",
+    "celery_probe.storage.reports",
+    "celery_probe.alerting.options",
+    "celery_probe.pytest_plugin.plugin",
+    "celery_probe.pytest_plugin.session_state",
+    "celery_probe.pytest_plugin.timeouts",
+    "celery_probe.probing.app",
+    "celery_probe.probing.measurements",
+    "celery_probe.probing.roundtrip",
+    "celery_probe.probing.workers",
+    "celery_probe.probing.broker",
+    "celery_probe.probing.backlog",
+    "celery_probe.probing.beat",
+    "celery_probe.probing.endpoint",
+    "celery_probe.probing.events",
+    "celery_probe.probing.redis_access",
+    "celery_probe.probing.signed",
+    "celery_probe.probing.watchlist",
+    "celery_probe.probing.worker_config",
+    "celery_probe.verdict.mapper",
+    "celery_probe.verdict.drift",
+    "celery_probe.verdict.sla",
+    "celery_probe.net.http",
+    "pytest",
+    "_pytest.config",
+    "_pytest._argcomplete",
+    "pdb",  # pytest's debugging plugin imports it in every session
+    "runpy",
+    "pytest_jsonreport.plugin",
+    "pytest_timeout",
+    "celery",
+    "celery.app.base",
+    "celery.app.control",
+    "celery.app.amqp",
+    "celery.result",
+    "celery.backends.redis",
+    "celery.loaders.app",
+    "celery.fixups.django",
+    "celery.events.receiver",
+    "celery.app.events",
+    "celery.worker.state",
+    "kombu",
+    "kombu.transport.redis",
+    "kombu.transport.pyamqp",
+    "kombu.pools",
+    "redis",
+    "amqp",
+)
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One protocol message: a JSON object on one line."""
+    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """The message of one protocol line; ValueError if it is not a JSON object."""
+    message = json.loads(line)
+    if not isinstance(message, dict):
+        raise ValueError("not a JSON object")  # noqa: TRY004 - callers catch what json.loads raises
+    return message
+
+
+def preload() -> int:
+    """Import :data:`PRELOAD` and pytest's built-in plugins; the number of modules loaded.
+
+    A module that is not installed (an optional transport) is skipped: the run imports it
+    itself if it needs it, as a fresh process would.
+    """
+    for name in PRELOAD:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    from _pytest.config import default_plugins  # pytest imports these in every session
+
+    for name in default_plugins:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"_pytest.{name}")
+    _preload_builtin_probes()
+    return len(sys.modules)
+
+
+def _preload_builtin_probes() -> None:
+    """Import the built-in probe modules under the names pytest gives them (``prepend`` import
+    mode: the folder first on ``sys.path``, the file's base name), so a run's collection finds
+    them imported. They hold no bare ``assert``, so pytest's assertion rewriting, which a
+    run with operator probes turns on, would not change them."""
+    from celery_probe.run.in_process import builtin_probes_dir
+
+    folder = str(builtin_probes_dir())
+    sys.path.insert(0, folder)
+    try:
+        for path in sorted(builtin_probes_dir().glob("test_*.py")):
+            with contextlib.suppress(Exception):
+                importlib.import_module(path.stem)
+    finally:
+        sys.path.remove(folder)
+
+
+@dataclass
+class Run:
+    """One forked probe run, from fork to reaping."""
+
+    id: int
+    pid: int
+    deadline: float  # monotonic time of the hard timeout
+    stdout_fd: int
+    stderr_fd: int
+    outputs: dict[int, bytearray] = field(default_factory=dict)  # pipe fds still open -> bytes read
+    stdout: bytes = b""
+    stderr: bytes = b""
+    status: int | None = None  # wait status once reaped
+    killed: bool = False
+
+
+class ForkServer:
+    """The server's loop: requests in, one forked process per run, replies out."""
+
+    def __init__(self, requests: int, replies: int, start_signals: dict[int, Any]) -> None:
+        self.requests, self.replies = requests, replies
+        self.start_signals = start_signals  # dispositions to give back to every run
+        self.selector = selectors.DefaultSelector()
+        self.runs: dict[int, Run] = {}  # by pid
+        self.buffer = b""
+        self.stopping = False
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+
+    def serve(self) -> int:
+        signal.set_wakeup_fd(self.wake_w)
+        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _note_signal)
+        self.selector.register(self.requests, selectors.EVENT_READ, "requests")
+        self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
+        try:
+            while not (self.stopping and not self.runs):
+                self._step()
+        finally:
+            self._kill_all()
+        return 0
+
+    def _step(self) -> None:
+        timeout = None
+        pending = [run.deadline for run in self.runs.values() if not run.killed]
+        if pending:
+            timeout = max(0.0, min(pending) - time.monotonic())
+        for key, _events in self.selector.select(timeout):
+            if key.data == "requests":
+                self._read_requests()
+            elif key.data == "wake":
+                self._read_wakeups()
+            else:
+                self._read_output(key.data, key.fd)
+        self._reap()
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if not run.killed and now >= run.deadline:
+                self._kill(run)
+            self._finish_if_done(run)
+
+    # ------------------------------------------------------------------ requests
+
+    def _read_requests(self) -> None:
+        chunk = os.read(self.requests, READ_CHUNK)
+        if not chunk:  # serve closed the pipe: stop, killing what still runs
+            self.selector.unregister(self.requests)
+            self._stop()
+            return
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.strip():
+                try:
+                    request = decode(line)
+                except ValueError:
+                    sys.stderr.write("celery-probe: the resident runner ignored a request it cannot read\n")
+                    continue
+                self._handle(request)
+
+    def _handle(self, request: dict[str, Any]) -> None:
+        if request.get("op") == "run" and not self.stopping:
+            self._fork(request)
+        elif request.get("op") == "kill":
+            for run in self.runs.values():
+                if run.id == request.get("id") and not run.killed:
+                    self._kill(run)
+
+    def _fork(self, request: dict[str, Any]) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # nothing of the server's own may reach a run's output
+        fds: list[int] = []
+        try:
+            out_r, out_w = os.pipe()
+            fds += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            fds += (err_r, err_w)
+            pid = os.fork()
+        except OSError as exc:  # out of processes or descriptors: this run fails, the server stays
+            for fd in fds:
+                os.close(fd)
+            self.reply({"op": "done", "id": request.get("id"), "error": f"cannot fork a probe run: {exc}"})
+            return
+        if pid == 0:
+            become_run(request, out_w, err_w, self.start_signals)  # never returns
+        os.close(out_w)
+        os.close(err_w)
+        run = Run(int(request["id"]), pid, time.monotonic() + float(request["timeout"]), out_r, err_r)
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            run.outputs[fd] = bytearray()
+            self.selector.register(fd, selectors.EVENT_READ, run)
+        self.runs[pid] = run
+        self.reply({"op": "started", "id": run.id, "pid": pid})
+
+    # ------------------------------------------------------------------ runs
+
+    def _read_output(self, run: Run, fd: int) -> None:
+        try:
+            chunk = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        if chunk:
+            run.outputs[fd] += chunk
+        else:
+            self._close_output(run, fd)
+
+    def _close_output(self, run: Run, fd: int) -> None:
+        data = bytes(run.outputs.pop(fd))
+        if fd == run.stdout_fd:
+            run.stdout = data
+        else:
+            run.stderr = data
+        self.selector.unregister(fd)
+        os.close(fd)
+
+    def _read_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            signals = os.read(self.wake_r, READ_CHUNK)
+            if signal.SIGTERM in signals or signal.SIGINT in signals:
+                self._stop()
+
+    def _reap(self) -> None:
+        while self.runs:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.runs:
+                self.runs[pid].status = status
+
+    def _kill(self, run: Run) -> None:
+        """SIGKILL the run's process group (its own session; its PID is ours until reaped), and the
+        run itself, in case it is killed before its ``setsid`` made that group."""
+        run.killed = True
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(run.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(run.pid, signal.SIGKILL)
+
+    def _finish_if_done(self, run: Run) -> None:
+        """A run is done when reaped and its output read to the end (as ``communicate`` waits);
+        a killed one as soon as it is reaped, whatever still holds its pipes."""
+        if run.status is None or (run.outputs and not run.killed):
+            return
+        for fd in list(run.outputs):
+            self._close_output(run, fd)
+        del self.runs[run.pid]
+        self.reply({
+            "op": "done", "id": run.id, "returncode": os.waitstatus_to_exitcode(run.status),
+            "killed": run.killed, "stdout": base64.b64encode(run.stdout).decode(),
+            "stderr": base64.b64encode(run.stderr).decode(),
+        })
+
+    def _stop(self) -> None:
+        self.stopping = True
+        for run in self.runs.values():
+            if not run.killed:
+                self._kill(run)
+
+    def _kill_all(self) -> None:
+        """On the way out: no run outlives the server, none is left a zombie."""
+        for run in list(self.runs.values()):
+            self._kill(run)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(run.pid, 0)
+
+    def reply(self, message: dict[str, Any]) -> None:
+        data = encode(message)
+        try:
+            while data:
+                data = data[os.write(self.replies, data):]
+        except BrokenPipeError:  # serve is gone: nobody waits for this reply
+            self._stop()
+
+
+def _note_signal(_signum: int, _frame: Any) -> None:
+    """Signals only wake the loop (through the wakeup descriptor); the loop decides."""
+
+
+def not_import_only() -> str | None:
+    """What the imports left behind that every run would share, or None.
+
+    A thread (a fork copies its locks, never the thread), a Celery app (the registry every
+    run would start with) or a socket (a connection every run would share).
+    """
+    if threading.active_count() > 1:
+        return "its imports started a thread"
+    celery_state = sys.modules.get("celery._state")
+    if celery_state is not None and (getattr(celery_state, "_apps", None) or getattr(celery_state, "default_app", None)):
+        return "its imports created a Celery app"
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
+                    return "its imports opened a socket"
+    return None
+
+
+def main() -> int:
+    """``python -m celery_probe.run.resident``: requests on fd 0, replies on fd 1."""
+    start_signals: dict[int, Any] = {sig: signal.getsignal(sig) for sig in signal.valid_signals()
+                     if sig not in (signal.SIGKILL, signal.SIGSTOP)}
+    requests, replies = os.dup(0), os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)  # nothing may read the requests but the loop
+    os.dup2(2, 1)  # anything an import prints goes to the log, not into the replies
+    os.close(devnull)
+    gc.disable()  # freeze what the imports allocated, so runs do not copy it when they collect
+    preloaded = preload()
+    gc.freeze()
+    gc.enable()
+    problem = not_import_only()
+    if problem:
+        sys.stderr.write(f"celery-probe: the resident runner will not fork runs: {problem}\n")
+        return 1
+    server = ForkServer(requests, replies, start_signals)
+    server.reply({"op": "ready", "pid": os.getpid(), "preloaded": preloaded})
+    return server.serve()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
