@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from celery_probe.present.metrics import ServeLoopTotals, metric_families, render_for
 from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.serve.auth import AuthGate, Credentials, authorization_of, refuse, route_path
+from celery_probe.run.runner import ProbeRunner
 from celery_probe.serve.loop import REAP_TIMEOUT, ProbeLoop, Snapshot
 from celery_probe.config.settings import REMEDIATION, Settings, require_target, resolve_settings
 from celery_probe.verdict.mapper import unknown_verdict
@@ -75,10 +76,12 @@ class ProbeService:
         metrics_path: str | None = "/metrics",
         report_dir: Path | None = None,
         exporter_metrics: bool = False,
+        runner: ProbeRunner | None = None,
     ) -> None:
         """``exporter_metrics``: /metrics also serves celery-exporter's series
-        (:mod:`celery_probe.present.exporter_compat`)."""
-        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir)
+        (:mod:`celery_probe.present.exporter_compat`); ``runner``: the resident runner shared
+        by several targets' loops (``serve --targets``), else the loop has its own."""
+        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir, runner=runner)
         self.interval = interval
         self.exporter_metrics = exporter_metrics
         self._workers: dict[str, float] = {}  # worker -> Unix time it last answered (exporter metrics)

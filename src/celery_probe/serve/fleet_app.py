@@ -24,6 +24,7 @@ import html
 import json
 import re
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -42,6 +43,7 @@ from celery_probe.present.metrics import (
     metric_families,
     render_for,
 )
+from celery_probe.run.runner import ProbeRunner
 from celery_probe.serve.app import (
     _STATUS_PAGE_DOC,
     HEALTH_PATH,
@@ -83,6 +85,9 @@ class FleetService:
         self.protected, self.protect_health = protected, protect_health  # behind a credential: private caching
         self.report_dir = report_dir
         self.exporter_metrics = exporter_metrics
+        # One resident server for every target: each run still gets its own fork, settings,
+        # environment and hard timeout, and a target's hang holds only its own run.
+        self.runner = ProbeRunner(sys.executable)
         self.fleet = Fleet(specs, self._service, reload_from=reload_from)
         self._workers: dict[str, dict[str, float]] = {}  # target -> worker -> last answered (exporter metrics)
         self._pages: dict[str, Any] = {}  # target -> its StatusPage
@@ -92,7 +97,8 @@ class FleetService:
         if self.report_dir is not None:
             folder = self.report_dir / spec.name
             folder.mkdir(parents=True, exist_ok=True)
-        service = ProbeService(spec.settings, interval=spec.interval, prefix=self.prefix, report_dir=folder)
+        service = ProbeService(spec.settings, interval=spec.interval, prefix=self.prefix, report_dir=folder,
+                               runner=self.runner)
         if self.protected:
             service.protect(health=self.protect_health)
         return service
@@ -106,6 +112,7 @@ class FleetService:
         import asyncio
 
         loop = asyncio.get_running_loop()
+        self.runner.start()
         self.fleet.start()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread: no SIGHUP
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.fleet.reload()))
@@ -115,6 +122,7 @@ class FleetService:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGHUP)
             await self.fleet.stop()
+            await self.runner.close()
 
     # ------------------------------------------------------------------ overall answers
 
