@@ -1,7 +1,8 @@
 """``celery-probe doctor``: review an app, its workers and its broker for production pitfalls.
 
 Exit codes: 0 nothing above info, 1 warnings, 2 a critical finding, 4 incomplete (the broker did
-not answer, or the app's configuration failed to load), 64 usage error, 130 interrupted.
+not answer, no worker answered, or the app's configuration failed to load), 64 usage error,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -57,8 +58,8 @@ def doctor(deadline_: str | None, format_: str, **raw: Any) -> int:
     pyproject.toml, as the probes read them.
 
     Exit codes: 0 nothing above info, 1 warnings, 2 a critical finding, 4 incomplete
-    (the broker did not answer or the app's configuration failed to load; a critical
-    finding still exits 2), 64 usage error. See docs/doctor.md.
+    (the broker did not answer, no worker answered, or the app's configuration failed to
+    load; a critical finding still exits 2), 64 usage error. See docs/doctor.md.
     """
     from celery_probe.doctor.render import exit_code, render_json, render_text
     from celery_probe.doctor.review import run_review

@@ -6,8 +6,9 @@ Exit codes (also in docs/doctor.md and ``celery-probe doctor --help``):
 0     nothing above info was found
 1     warnings, nothing critical
 2     at least one critical finding
-4     the review is incomplete: the broker did not answer or the app's configuration failed
-      to load, so most checks could not be made (a critical finding among the rest still exits 2)
+4     the review is incomplete: the broker did not answer, no worker answered, or the app's
+      configuration failed to load, so the checks needing them could not be made (a critical
+      finding among the rest still exits 2)
 64    usage error (bad option, an -A path that names nothing, a malformed URL)
 ====  ==================================================================================
 
