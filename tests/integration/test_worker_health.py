@@ -230,7 +230,10 @@ class TestBusyWorkers:
         line = wait_until(lambda: worker_check(folder, "liveness")[1] if "stopping" in worker_check(
             folder, "liveness")[1] else None, timeout=10, what="liveness saying stopping")
         assert line.startswith("liveness: ok, stopping"), line
-        assert fails(folder, "readiness") and "worker shutting down" in worker_check(folder, "readiness")[1]
+        # The two files are two renames: the readiness one may land a moment after liveness's.
+        line = wait_until(lambda: fails(folder, "readiness"), timeout=5, interval=0.05,
+                          what="readiness failing")
+        assert "worker shutting down" in line, line
         keeps_passing_while(folder, "liveness", worker, MAX_AGE + 2)
         assert worker.proc is not None
         worker.proc.wait(timeout=30)

@@ -253,16 +253,19 @@ class WorkerHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
             self.not_ready_since = None
         elif self.not_ready_since is None:
             self.not_ready_since = now
+        # Readiness first: a worker that stops or loses its broker is unready no later than its
+        # liveness file says it is stopping or reconnecting: a rollout or a disruption budget sees
+        # the worker unready before any other sign of the change.
         records = {
-            LIVENESS: liveness_record(worker=self.worker, pid=self.pid, pool=self.pool, interval=self.interval,
-                                      now=now, state=self.state, since=self.state_since, busy=self.busy,
-                                      pid_start=self.pid_start),
             READINESS: readiness_record(worker=self.worker, pid=self.pid, interval=self.interval, now=now,
                                         ready=problem is None, reason=problem,
                                         not_ready_since=self.not_ready_since, expected=expected,
                                         consumed=consumed, connected_at=self.connected_at,
                                         broker_ok_at=self.broker.ok_at, broker_check=self.broker.method,
                                         busy=self.busy, pid_start=self.pid_start),
+            LIVENESS: liveness_record(worker=self.worker, pid=self.pid, pool=self.pool, interval=self.interval,
+                                      now=now, state=self.state, since=self.state_since, busy=self.busy,
+                                      pid_start=self.pid_start),
         }
         try:
             for kind, record in records.items():
