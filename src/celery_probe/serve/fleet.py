@@ -88,6 +88,10 @@ class Fleet:
         except ProbeUsageError as exc:
             log.error("celery-probe: SIGHUP: keeping the %d running targets: %s", len(self.specs), exc)
             return False
+        except Exception as exc:  # noqa: BLE001 - a reload that fails must keep serving, and say why in one line
+            log.error("celery-probe: SIGHUP: keeping the %d running targets: %s: %s", len(self.specs),
+                      type(exc).__name__, exc)
+            return False
         await self.apply(specs)
         return True
 

@@ -91,6 +91,7 @@ class FleetService:
         self.fleet = Fleet(specs, self._service, reload_from=reload_from)
         self._workers: dict[str, dict[str, float]] = {}  # target -> worker -> last answered (exporter metrics)
         self._pages: dict[str, Any] = {}  # target -> its StatusPage
+        self._reloads: set[Any] = set()  # SIGHUP reloads in progress (asyncio keeps only weak references)
 
     def _service(self, spec: TargetSpec) -> ProbeService:
         folder = None
@@ -115,7 +116,7 @@ class FleetService:
         self.runner.start()
         self.fleet.start()
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread: no SIGHUP
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.fleet.reload()))
+            loop.add_signal_handler(signal.SIGHUP, self._reload_soon, loop)
         try:
             yield
         finally:
@@ -123,6 +124,12 @@ class FleetService:
                 loop.remove_signal_handler(signal.SIGHUP)
             await self.fleet.stop()
             await self.runner.close()
+
+    def _reload_soon(self, loop: Any) -> None:
+        """SIGHUP: reload in a task the service keeps, so the event loop cannot drop it half done."""
+        task = loop.create_task(self.fleet.reload(), name="celery-probe targets reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     # ------------------------------------------------------------------ overall answers
 
