@@ -155,6 +155,9 @@ def run(verbose: bool, targets_file: Path | None, parallel: str | None, **raw: A
     Writes REPORT_DIR/latest.json (the pytest-json-report report), REPORT_DIR/verdict.json
     and one line of REPORT_DIR/history.jsonl.
     """
+    from celery_probe.run import metadata_memo
+
+    metadata_memo.install()  # before Celery, kombu and redis-py ask for the same metadata per connection
     if targets_file is not None:
         return _run_targets(targets_file, parallel, verbose, raw)
     started = Deadline(0.0)  # the deadline counts from here, before settings and app import

@@ -116,6 +116,11 @@ class Deadline:
         self.started = since.started if since is not None else time.monotonic()
         self.delay_at_start = since.delay_at_start if since is not None else run_queue_delay()
 
+    def restart(self) -> None:
+        """Count the budget from now (a run forked from a warm session starts here)."""
+        self.started = time.monotonic()
+        self.delay_at_start = run_queue_delay()
+
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 

@@ -39,6 +39,7 @@ import importlib
 import os
 import runpy
 import signal
+import socket
 import sys
 import traceback
 from typing import Any, NoReturn
@@ -47,14 +48,22 @@ PR_SET_PDEATHSIG = 1
 
 
 def become_run(request: dict[str, Any], stdout_fd: int, stderr_fd: int,
-               start_signals: dict[int, Any]) -> NoReturn:
-    """Turn this freshly forked process into the run ``request`` describes; exits with its code."""
+               start_signals: dict[int, Any], warm_socket: socket.socket | None = None) -> NoReturn:
+    """Turn this freshly forked process into the run ``request`` describes; exits with its code.
+
+    With ``warm_socket`` it prepares a warm session (:mod:`celery_probe.run.warm`) on it instead:
+    the same run, paused before its first probe, forked once per later run.
+    """
     code = 1
     try:
         os.setsid()
         _die_with_parent()
         _restore_signals(start_signals)
-        _standard_descriptors(stdout_fd, stderr_fd)
+        _standard_descriptors(stdout_fd, stderr_fd, keep=() if warm_socket is None else (warm_socket.fileno(),))
+        if warm_socket is not None:
+            from celery_probe.run import warm
+
+            warm.become_warm(warm_socket)
         code = _run_main(request)
     except BaseException:  # noqa: BLE001 - set-up failed: say why on the run's stderr, exit 1
         with contextlib.suppress(Exception):
@@ -85,12 +94,12 @@ def _restore_signals(start_signals: dict[int, Any]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def _standard_descriptors(stdout_fd: int, stderr_fd: int) -> None:
+def _standard_descriptors(stdout_fd: int, stderr_fd: int, keep: tuple[int, ...] = ()) -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     for source, target in ((devnull, 0), (stdout_fd, 1), (stderr_fd, 2)):
         os.dup2(source, target)
     for fd in _open_descriptors():
-        if fd > 2:
+        if fd > 2 and fd not in keep:
             with contextlib.suppress(OSError):
                 os.close(fd)
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from celery_probe.probing.deadline import Deadline
 from celery_probe.config.settings import Settings
+from celery_probe.probing.deadline import Deadline
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -104,22 +104,45 @@ def _isolated_pytest_env() -> Iterator[None]:
 
 
 class Watchdog:
-    """Calls ``on_expiry`` from a daemon thread unless cancelled within ``seconds``."""
+    """Calls ``on_expiry`` from a daemon thread unless cancelled within ``seconds``.
+
+    A warm session (:mod:`celery_probe.run.warm`) pauses the one in force (``current``)
+    before it forks runs, and each run restarts it: ``seconds`` count from the fork.
+    """
+
+    current: Watchdog | None = None
 
     def __init__(self, seconds: float, on_expiry: Callable[[], None]) -> None:
+        self._seconds, self._on_expiry = seconds, on_expiry
         self._cancelled = threading.Event()
-        self._thread = threading.Thread(target=self._watch, args=(seconds, on_expiry), daemon=True)
+        self._thread = self._new_thread()
 
-    def _watch(self, seconds: float, on_expiry: Callable[[], None]) -> None:
-        if not self._cancelled.wait(seconds):
-            on_expiry()
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._watch, args=(self._cancelled,), daemon=True)
+
+    def _watch(self, cancelled: threading.Event) -> None:
+        if not cancelled.wait(self._seconds):
+            self._on_expiry()
 
     def __enter__(self) -> Watchdog:
         self._thread.start()
+        Watchdog.current = self
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._cancelled.set()
+        Watchdog.current = None
+
+    def pause(self) -> None:
+        """Stop watching, and wait for the thread to end (so a fork copies no thread)."""
+        self._cancelled.set()
+        self._thread.join(1.0)
+
+    def restart(self) -> None:
+        """Watch again for ``seconds`` from now."""
+        self._cancelled = threading.Event()
+        self._thread = self._new_thread()
+        self._thread.start()
 
 
 def run_in_process(
@@ -145,9 +168,10 @@ def run_in_process(
     session = ProbeSession.one_target(settings, app, deadline, app_error=app_error,
                                       write_reports=write_reports, from_cli=True)
     args = pytest_args(settings, builtin_probes_dir(), verbose=verbose, junitxml=junitxml)
+    plugins: list[object] = [session, plugin, *_warm_plugins(deadline)]
     sink: Any = sys.stderr if verbose else io.StringIO()
     with _isolated_pytest_env(), contextlib.redirect_stdout(sink):
-        code = pytest.main(args, plugins=[session, plugin])
+        code = pytest.main(args, plugins=plugins)
     if session.verdict is None:
         from celery_probe.verdict.mapper import unknown_verdict
 
@@ -157,6 +181,15 @@ def run_in_process(
             code="celery_probe_error",
         )
     return session
+
+
+def _warm_plugins(deadline: Deadline) -> list[object]:
+    """The pause of a warm session (:mod:`celery_probe.run.warm`), when this run prepares one."""
+    from celery_probe.run import warm
+
+    if not warm.requested():
+        return []
+    return [warm.WarmPlugin(Watchdog.current, lambda _session: deadline.restart())]
 
 
 XDIST_STARTUP_ALLOWANCE = 10.0  # seconds for pytest-xdist to start its worker processes
@@ -202,8 +235,8 @@ def run_targets(
     import pytest
 
     from celery_probe.errors import AppLoadError
-    from celery_probe.pytest_plugin.session_state import ProbeSession, TargetState
     from celery_probe.probing.app import build_app
+    from celery_probe.pytest_plugin.session_state import ProbeSession, TargetState
 
     states: dict[str, TargetState] = {}
     for name, target in targets.items():

@@ -51,15 +51,22 @@ import json
 import os
 import selectors
 import signal
+import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from celery_probe.run import metadata_memo
 from celery_probe.run.forked import become_run
 
 READ_CHUNK = 65536
+MAX_WARM = 64  # warm sessions at once; targets beyond that get plain forked runs
+WARM_IDLE = 1800.0  # seconds a warm session may go unused before it ends
+UNFIT_RETRY = 600.0  # seconds before a target whose preparation was unfit is tried warm again
+WARM_CHECK_EVERY = 60.0  # seconds between looks for idle warm sessions
+WARM_BACKSTOP = 1.0  # seconds past a warm run's hard timeout before its warm session is killed
 
 # Imported once by the server: what a probe run imports before it touches a broker. Import
 # only, never run: none of these creates a Celery app or a connection at import. (They are
@@ -150,6 +157,8 @@ def preload() -> int:
         with contextlib.suppress(ImportError):
             importlib.import_module(f"_pytest.{name}")
     _preload_builtin_probes()
+    metadata_memo.install()  # after the imports: it rebinds those that took the functions by name
+    metadata_memo.warm()
     return len(sys.modules)
 
 
@@ -172,18 +181,45 @@ def _preload_builtin_probes() -> None:
 
 @dataclass
 class Run:
-    """One forked probe run, from fork to reaping."""
+    """One forked probe run, from fork to reaping (or, forked by a warm session, to its ``done``)."""
 
     id: int
-    pid: int
+    pid: int  # 0 until a warm session says which process it forked
     deadline: float  # monotonic time of the hard timeout
     stdout_fd: int
     stderr_fd: int
     outputs: dict[int, bytearray] = field(default_factory=dict)  # pipe fds still open -> bytes read
     stdout: bytes = b""
     stderr: bytes = b""
-    status: int | None = None  # wait status once reaped
+    returncode: int | None = None  # once reaped, or once its warm session reported it
     killed: bool = False
+    warm: WarmSession | None = None  # the warm session that forked it, if one did
+    request: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> object:
+        return ("warm", self.id) if self.warm is not None else self.pid
+
+
+@dataclass
+class WarmSession:
+    """A warm session (:mod:`celery_probe.run.warm`) of one target: this server's child."""
+
+    key: str  # the runs it serves: their command line, environment and working directory
+    pid: int
+    control: socket.socket
+    drains: list[int]  # its own standard output and error, read and dropped
+    prepared_by: float = 0.0  # monotonic time by which it must be ready, or be killed
+    ready: bool = False
+    run: Run | None = None  # the run it is making, at most one
+    buffer: bytes = b""
+    last_used: float = field(default_factory=time.monotonic)
+    gone: bool = False
+
+
+def warm_key(request: dict[str, Any]) -> str:
+    """What makes two runs the same preparation: command line, environment, working directory."""
+    return json.dumps([request.get("argv"), request.get("env"), request.get("cwd")], sort_keys=True)
 
 
 class ForkServer:
@@ -193,7 +229,10 @@ class ForkServer:
         self.requests, self.replies = requests, replies
         self.start_signals = start_signals  # dispositions to give back to every run
         self.selector = selectors.DefaultSelector()
-        self.runs: dict[int, Run] = {}  # by pid
+        self.runs: dict[object, Run] = {}  # by Run.key
+        self.warm: dict[str, WarmSession] = {}  # by warm_key
+        self.unfit: dict[str, float] = {}  # keys whose preparation could not be kept warm, since when
+        self.ending: set[int] = set()  # warm sessions told to end, not yet reaped
         self.buffer = b""
         self.stopping = False
         self.wake_r, self.wake_w = os.pipe()
@@ -214,15 +253,22 @@ class ForkServer:
         return 0
 
     def _step(self) -> None:
-        timeout = None
+        timeout = WARM_CHECK_EVERY if self.warm else None
         pending = [run.deadline for run in self.runs.values() if not run.killed]
+        pending += [session.prepared_by for session in self.warm.values() if not session.ready]
         if pending:
-            timeout = max(0.0, min(pending) - time.monotonic())
+            timeout = min(timeout or float("inf"), max(0.0, min(pending) - time.monotonic()))
         for key, _events in self.selector.select(timeout):
+            if self.selector.get_map().get(key.fd) is not key:
+                continue  # closed (and maybe reused) by an earlier event of this round
             if key.data == "requests":
                 self._read_requests()
             elif key.data == "wake":
                 self._read_wakeups()
+            elif isinstance(key.data, WarmSession):
+                self._read_warm(key.data)
+            elif isinstance(key.data, tuple):  # a warm session's own output: read and dropped
+                self._drain(key.data[1], key.fd)
             else:
                 self._read_output(key.data, key.fd)
         self._reap()
@@ -231,6 +277,13 @@ class ForkServer:
             if not run.killed and now >= run.deadline:
                 self._kill(run)
             self._finish_if_done(run)
+        for session in list(self.warm.values()):
+            if not session.ready and now >= session.prepared_by:  # hung in its preparation
+                self.unfit[session.key] = now
+                self._kill_warm(session)
+                self._forget_warm(session)
+            elif session.run is None and now - session.last_used > WARM_IDLE:
+                self._end_warm(session)
 
     # ------------------------------------------------------------------ requests
 
@@ -253,11 +306,33 @@ class ForkServer:
 
     def _handle(self, request: dict[str, Any]) -> None:
         if request.get("op") == "run" and not self.stopping:
-            self._fork(request)
+            self._run(request)
         elif request.get("op") == "kill":
             for run in self.runs.values():
                 if run.id == request.get("id") and not run.killed:
                     self._kill(run)
+
+    def _run(self, request: dict[str, Any]) -> None:
+        """Fork the run from its target's warm session if one is ready, plainly otherwise
+        (and then prepare a warm session for the next runs of that target)."""
+        key = warm_key(request)
+        session = self.warm.get(key)
+        if session is not None and session.ready and session.run is None and not session.gone:
+            self._run_warm(session, request)
+            return
+        self._fork(request)
+
+    def _warm_after(self, run: Run) -> None:
+        """After a plain run that passed (exit 0), prepare a warm session for its target's next runs.
+
+        Never after one that failed, gave up or was killed: its preparation could hang or fail
+        the same way, and while a target is in trouble its runs stay exactly the plain ones.
+        """
+        key = warm_key(run.request)
+        if run.killed or run.returncode != 0 or self.stopping or key in self.warm or len(self.warm) >= MAX_WARM:
+            return
+        if time.monotonic() - self.unfit.get(key, -UNFIT_RETRY) >= UNFIT_RETRY:
+            self._start_warm(key, run.request)
 
     def _fork(self, request: dict[str, Any]) -> None:
         for stream in (sys.stdout, sys.stderr):
@@ -278,13 +353,166 @@ class ForkServer:
             become_run(request, out_w, err_w, self.start_signals)  # never returns
         os.close(out_w)
         os.close(err_w)
-        run = Run(int(request["id"]), pid, time.monotonic() + float(request["timeout"]), out_r, err_r)
+        run = Run(int(request["id"]), pid, time.monotonic() + float(request["timeout"]), out_r, err_r,
+                  request=request)
         for fd in (out_r, err_r):
             os.set_blocking(fd, False)
             run.outputs[fd] = bytearray()
             self.selector.register(fd, selectors.EVENT_READ, run)
         self.runs[pid] = run
         self.reply({"op": "started", "id": run.id, "pid": pid})
+
+    # ------------------------------------------------------------------ warm sessions
+
+    def _start_warm(self, key: str, request: dict[str, Any]) -> None:
+        """Fork a warm session for the runs like ``request``: the same run, paused before its probes."""
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        fds: list[int] = []
+        try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            out_r, out_w = os.pipe()
+            fds += (out_r, out_w)
+            err_r, err_w = os.pipe()
+            fds += (err_r, err_w)
+            pid = os.fork()
+        except OSError:  # the plain runs go on; this target is tried warm again later
+            for fd in fds:
+                os.close(fd)
+            self.unfit[key] = time.monotonic()
+            return
+        if pid == 0:
+            ours.close()
+            become_run(request, out_w, err_w, self.start_signals, warm_socket=theirs)  # never returns
+        theirs.close()
+        os.close(out_w)
+        os.close(err_w)
+        session = WarmSession(key, pid, ours, [out_r, err_r], prepared_by=time.monotonic() + float(request["timeout"]))
+        ours.setblocking(False)
+        self.selector.register(ours, selectors.EVENT_READ, session)
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            self.selector.register(fd, selectors.EVENT_READ, ("drain", session))
+        self.warm[key] = session
+
+    def _run_warm(self, session: WarmSession, request: dict[str, Any]) -> None:
+        """Ask ``session`` to fork the run, handing it the run's pipes."""
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        timeout = float(request["timeout"])
+        message = encode({"op": "run", "id": request.get("id"), "timeout": timeout})
+        try:
+            socket.send_fds(session.control, [message], [out_w, err_w])
+        except OSError:
+            for fd in (out_r, out_w, err_r, err_w):
+                os.close(fd)
+            self._kill_warm(session)
+            self._forget_warm(session)
+            self._fork(request)
+            return
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(out_w)
+            with contextlib.suppress(OSError):
+                os.close(err_w)
+        run = Run(int(request["id"]), 0, time.monotonic() + timeout + WARM_BACKSTOP, out_r, err_r,
+                  warm=session, request=request)
+        for fd in (out_r, err_r):
+            os.set_blocking(fd, False)
+            run.outputs[fd] = bytearray()
+            self.selector.register(fd, selectors.EVENT_READ, run)
+        session.run = run
+        session.last_used = time.monotonic()
+        self.runs[run.key] = run
+
+    def _read_warm(self, session: WarmSession) -> None:
+        try:
+            chunk = session.control.recv(READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._warm_ended(session)
+            return
+        session.buffer += chunk
+        *lines, session.buffer = session.buffer.split(b"\n")
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                self._warm_message(session, decode(line))
+
+    def _warm_message(self, session: WarmSession, message: dict[str, Any]) -> None:
+        op, run = message.get("op"), session.run
+        if op == "ready":
+            session.ready = True
+        elif op == "unfit":
+            self.unfit[session.key] = time.monotonic()
+            sys.stderr.write(f"celery-probe: a target's runs are forked plainly: {message.get('why')}\n")
+        elif run is not None and message.get("id") == run.id:
+            if op == "started":
+                run.pid = int(message.get("pid", 0))
+                self.reply({"op": "started", "id": run.id, "pid": run.pid})
+            elif op == "done":
+                run.returncode = int(message.get("returncode", 1))
+                run.killed = run.killed or bool(message.get("killed"))
+                session.run = None
+            elif op == "stale":  # its files changed: this run is made plainly, the next session afresh
+                self._drop_run(run)
+                session.run = None
+                self._forget_warm(session)
+                self._run(run.request)
+
+    def _warm_ended(self, session: WarmSession) -> None:
+        """Its control socket closed: it exited (or was killed), with or without a run."""
+        run = session.run
+        if not session.ready:
+            self.unfit.setdefault(session.key, time.monotonic())
+        self._forget_warm(session)
+        if run is not None and run.returncode is None:
+            run.killed = True
+            run.returncode = -signal.SIGKILL
+
+    def _drop_run(self, run: Run) -> None:
+        for fd in list(run.outputs):
+            self.selector.unregister(fd)
+            os.close(fd)
+        run.outputs.clear()
+        self.runs.pop(run.key, None)
+
+    def _drain(self, session: WarmSession, fd: int) -> None:
+        try:
+            chunk = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.selector.unregister(fd)
+            os.close(fd)
+            session.drains.remove(fd)
+
+    def _end_warm(self, session: WarmSession) -> None:
+        """Tell it to end (its socket closes); it is reaped when it has."""
+        self._forget_warm(session)
+
+    def _kill_warm(self, session: WarmSession) -> None:
+        if session.pid and not session.gone:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(session.pid, signal.SIGKILL)
+
+    def _forget_warm(self, session: WarmSession) -> None:
+        """Close our ends of its socket and pipes; it is still reaped by :meth:`_reap`."""
+        if self.warm.get(session.key) is session:
+            del self.warm[session.key]
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(session.control)
+        session.control.close()
+        for fd in session.drains:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(fd)
+            os.close(fd)
+        session.drains = []
+        if session.pid and not session.gone:
+            self.ending.add(session.pid)
+        session.gone = True
 
     # ------------------------------------------------------------------ runs
 
@@ -314,7 +542,7 @@ class ForkServer:
                 self._stop()
 
     def _reap(self) -> None:
-        while self.runs:
+        while self.runs or self.warm or self.ending:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
@@ -322,12 +550,20 @@ class ForkServer:
             if pid == 0:
                 return
             if pid in self.runs:
-                self.runs[pid].status = status
+                self.runs[pid].returncode = os.waitstatus_to_exitcode(status)
+            self.ending.discard(pid)
+            for session in self.warm.values():
+                if session.pid == pid:
+                    session.gone = True
+                    session.pid = 0
 
     def _kill(self, run: Run) -> None:
         """SIGKILL the run's process group (its own session; its PID is ours until reaped), and the
         run itself, in case it is killed before its ``setsid`` made that group."""
         run.killed = True
+        if run.warm is not None:  # not our child: its warm session is, and the run dies with it
+            self._kill_warm(run.warm)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(run.pid, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -336,29 +572,42 @@ class ForkServer:
     def _finish_if_done(self, run: Run) -> None:
         """A run is done when reaped and its output read to the end (as ``communicate`` waits);
         a killed one as soon as it is reaped, whatever still holds its pipes."""
-        if run.status is None or (run.outputs and not run.killed):
+        if run.returncode is None or (run.outputs and not run.killed):
             return
         for fd in list(run.outputs):
             self._close_output(run, fd)
-        del self.runs[run.pid]
+        del self.runs[run.key]
+        if run.warm is None:
+            self._warm_after(run)
         self.reply({
-            "op": "done", "id": run.id, "returncode": os.waitstatus_to_exitcode(run.status),
+            "op": "done", "id": run.id, "returncode": run.returncode,
             "killed": run.killed, "stdout": base64.b64encode(run.stdout).decode(),
             "stderr": base64.b64encode(run.stderr).decode(),
         })
 
     def _stop(self) -> None:
         self.stopping = True
-        for run in self.runs.values():
+        for run in list(self.runs.values()):
             if not run.killed:
                 self._kill(run)
+        for session in list(self.warm.values()):
+            self._end_warm(session)
 
     def _kill_all(self) -> None:
         """On the way out: no run outlives the server, none is left a zombie."""
         for run in list(self.runs.values()):
             self._kill(run)
+            if run.warm is None:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(run.pid, 0)
+        for session in list(self.warm.values()):
+            self._kill_warm(session)
+            self._forget_warm(session)
+        for pid in list(self.ending):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
-                os.waitpid(run.pid, 0)
+                os.waitpid(pid, 0)
 
     def reply(self, message: dict[str, Any]) -> None:
         data = encode(message)

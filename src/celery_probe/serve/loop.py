@@ -75,8 +75,10 @@ class Snapshot:
 class ProbeLoop:
     """Runs the probes every ``interval`` seconds (start to start) and keeps the latest verdict.
 
-    ``report_dir`` is where runs write their files; None gives each run a private temporary
-    folder, removed afterwards, so a server running for months does not grow a history file.
+    ``report_dir`` is where runs write their files; None gives the loop a private temporary
+    folder, emptied after each run and removed at :meth:`stop`, so a server running for months
+    does not grow a history file. It is the same folder for every run, so every run of a target
+    has the same command line and can be forked from one warm session (:mod:`celery_probe.run.warm`).
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class ProbeLoop:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_RUNS)
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._scratch: Path | None = None  # the private folder when no report_dir is kept
 
     def _restore(self, report_dir: Path) -> None:
         """Take the last run and last success from the history of earlier runs (see the module).
@@ -152,6 +155,9 @@ class ProbeLoop:
                 await task
         if self._owns_runner:
             await self.runner.close()
+        scratch, self._scratch = self._scratch, None
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     async def _forever(self) -> None:
         while True:
@@ -172,13 +178,18 @@ class ProbeLoop:
         """Run the probes once in a child process and publish the verdict. One run at a time."""
         async with self._lock:
             began = time.monotonic()
-            folder = self.report_dir or Path(tempfile.mkdtemp(prefix="celery-probe-serve-"))
+            folder = self.report_dir or self._scratch_folder()
             try:
                 verdict, report = await self._child_run(folder)
             finally:
                 if self.report_dir is None:
-                    shutil.rmtree(folder, ignore_errors=True)
+                    _empty(folder)
             return self._publish(verdict, report, began)
+
+    def _scratch_folder(self) -> Path:
+        if self._scratch is None or not self._scratch.is_dir():
+            self._scratch = Path(tempfile.mkdtemp(prefix="celery-probe-serve-"))
+        return self._scratch
 
     async def _child_run(self, folder: Path) -> tuple[Verdict, dict[str, Any] | None]:
         self.runs_started += 1
@@ -215,3 +226,14 @@ class ProbeLoop:
             why = f": {first.get('code')}: {first.get('message')}" if first else ""
             log.warning("celery-probe: %s%s", str(verdict.get("status")).upper(), why)
         return snapshot
+
+
+def _empty(folder: Path) -> None:
+    """Remove what a run left in ``folder``, keeping the folder itself."""
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
