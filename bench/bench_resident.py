@@ -13,7 +13,9 @@ redis-server on a free loopback port and one solo-pool worker of ``bench/bench_a
   seconds it reads the kernel's process accounting from ``/proc/PID/stat``: utime + stime of
   serve and of every child of serve (the resident server), plus cutime + cstime of each of
   them, which is where the CPU of a process's reaped children lands (a run forked by the
-  resident server is its child; a fresh run, or a resident server that died, is serve's). Each
+  resident server is its child; a fresh run, or a resident server that died, is serve's), and
+  all four of each warm session, the resident server's live child whose children are the runs
+  forked from it (:mod:`celery_probe.run.warm`). Each
   window edge is taken just after a run ended (``celery_probe_last_run_timestamp_seconds``
   changed), so no run is half counted. CPU per run = CPU over the window / runs ended in it.
 * **Memory growth.** One resident ``serve`` at ``--leak-interval`` (default 0.5 s, serve's
@@ -79,15 +81,16 @@ class Cpu:
     serve: float = 0.0  # serve itself
     serve_children: float = 0.0  # serve's reaped children: fresh runs, dead resident servers
     server: float = 0.0  # the resident server itself
-    runs: float = 0.0  # the resident server's reaped children: forked runs
+    runs: float = 0.0  # the resident server's reaped children: forked runs, ended warm sessions
+    warm: float = 0.0  # the live warm sessions: their own CPU and their reaped runs'
 
     @property
     def total(self) -> float:
-        return self.serve + self.serve_children + self.server + self.runs
+        return self.serve + self.serve_children + self.server + self.runs + self.warm
 
     def __sub__(self, other: Cpu) -> Cpu:
         return Cpu(self.serve - other.serve, self.serve_children - other.serve_children,
-                   self.server - other.server, self.runs - other.runs)
+                   self.server - other.server, self.runs - other.runs, self.warm - other.warm)
 
 
 def stat(pid: int) -> list[int]:
@@ -112,6 +115,11 @@ def cpu_of(pid: int) -> Cpu:
             continue  # it ended meanwhile: serve reaps it, and its CPU lands in serve's cutime
         cpu.server += (c_utime + c_stime) / TICK
         cpu.runs += (c_cutime + c_cstime) / TICK
+        for warm in children(child):  # a warm session: its runs are its children, reaped by it
+            try:
+                cpu.warm += sum(stat(warm)) / TICK
+            except OSError:
+                continue  # it ended meanwhile: its CPU lands in the resident server's cutime
     return cpu
 
 
@@ -203,7 +211,7 @@ def cpu_phase(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> b
     print(f"\nCPU per probe run: serve --interval {args.interval:g} --deadline {args.deadline:g}, "
           f"window {args.window:g}s, both serves at once")
     head = ("serve", "runs", "window s", "serve", "serve's children", "resident server", "forked runs",
-            "total CPU s", "CPU per run s")
+            "warm sessions", "total CPU s", "CPU per run s")
     rows = [head]
     per_run = {}
     for serve in serves:
@@ -211,7 +219,8 @@ def cpu_phase(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> b
         runs, used = runs1 - runs0, cpu1 - cpu0
         per_run[serve.name] = used.total / runs if runs else float("nan")
         rows.append((serve.name, f"{runs:.0f}", f"{args.window:g}", f"{used.serve:.2f}", f"{used.serve_children:.2f}",
-                     f"{used.server:.2f}", f"{used.runs:.2f}", f"{used.total:.2f}", f"{per_run[serve.name]:.3f}"))
+                     f"{used.server:.2f}", f"{used.runs:.2f}", f"{used.warm:.2f}", f"{used.total:.2f}",
+                     f"{per_run[serve.name]:.3f}"))
     print(render(rows))
     ratio = per_run["fresh"] / per_run["resident"]
     print(f"resident: {per_run['resident']:.3f} s per run, {ratio:.1f}x less than a fresh process "
