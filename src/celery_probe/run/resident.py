@@ -18,6 +18,15 @@ imports**. It never creates a Celery app, never opens a broker connection, never
 the operator's app module (``-A``) or their probes, never reads a run's settings: those
 happen in the forked process, after the fork, from the files as they are at that run.
 
+After a target's plain run passes, the server also forks a **warm session** for it
+(:mod:`celery_probe.run.warm`): the same run, prepared up to pytest's first probe (settings, the
+operator's app, pytest's configuration, collection) and paused there. Later runs of that target
+(same argv, environment and working directory: :func:`warm_key`) are forked from it, so they
+skip the preparation; the server hands it each run's pipes over a Unix socket and keeps the
+same bookkeeping (output, hard timeout, ``done``). A warm session is the server's child, so it
+is killed and reaped like a run; its runs are its own children, killed at their hard timeout
+by it, and with it (``PR_SET_PDEATHSIG``) if the server has to kill it.
+
 Why a fork server of our own rather than :mod:`multiprocessing`'s ``forkserver`` context:
 that one runs a pickled target after re-running its parent's ``__main__`` preparation in
 the child, gives the child neither its own session nor pipes for its standard output and
@@ -39,6 +48,8 @@ Requests (``serve`` to the server) and replies, one JSON object per line:
 * ``{"op": "started", "id": N, "pid": G}``
 * ``{"op": "done", "id": N, "returncode": R, "killed": bool, "stdout": B64, "stderr": B64}``,
   or ``{"op": "done", "id": N, "error": "..."}`` when the run could not be forked
+
+(A run forked by a warm session is answered with the same ``started`` and ``done``.)
 """
 
 from __future__ import annotations
