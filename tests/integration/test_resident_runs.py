@@ -534,3 +534,69 @@ class TestFallback:
         assert loop.runner.fresh_runs == 2 and loop.runner.resident_runs == 0
         told = [r.getMessage() for r in caplog.records if "resident probe runs unavailable" in r.getMessage()]
         assert len(told) == 1 and "exited (code 3)" in told[0], told
+
+
+WHO_RAN_PROBE = '''
+import json, os
+from pathlib import Path
+
+
+def probe_who_ran():
+    """Record which process ran this run, and what the app module said at import."""
+    import changing_app
+
+    with open(Path(__file__).with_name("runs.jsonl"), "a") as out:
+        out.write(json.dumps({"pid": os.getpid(), "ppid": os.getppid(), "queue": changing_app.QUEUE}) + "\\n")
+'''
+
+
+@pytest.mark.redis_only
+class TestWarmSessions:
+    def test_later_runs_are_forked_from_a_warm_session_and_an_edited_app_is_seen_at_the_next_run(
+            self, deployment, tmp_path, monkeypatch):
+        app_file = tmp_path / "changing_app.py"
+
+        def write_app(queue: str) -> None:
+            app_file.write_text(f"from probe_test_app import app\nQUEUE = {queue!r}\n")
+            old = time.time() - 30  # written well before any preparation reads it
+            os.utime(app_file, (old, old))
+
+        probes = tmp_path / "probes"
+        probes.mkdir()
+        (probes / "probe_who_ran.py").write_text(WHO_RAN_PROBE)
+        old = time.time() - 30
+        os.utime(probes, (old, old))
+        monkeypatch.chdir(tmp_path)
+        write_app("first")
+        loop = ProbeLoop(settings_for(app="changing_app", probes=(str(probes),)), interval=3600)
+
+        def runs() -> list[dict[str, Any]]:
+            return [json.loads(line) for line in (probes / "runs.jsonl").read_text().splitlines()]
+
+        async def until_warm(server_pid: int, what: str) -> dict[str, Any]:
+            for _ in range(15):  # bounded: a warm session is ready within a run or two
+                snapshot = await loop.run_once()
+                assert snapshot.verdict["status"] == "healthy", snapshot.verdict["reasons"]
+                if runs()[-1]["ppid"] != server_pid:
+                    return runs()[-1]
+                await asyncio.sleep(0.5)
+            raise AssertionError(f"no run was forked from a warm session {what}: {runs()}")
+
+        async def body(loop: ProbeLoop) -> None:
+            assert loop.runner.server is not None and loop.runner.server.pid is not None
+            server_pid = loop.runner.server.pid
+            warm_run = await until_warm(server_pid, "after the first healthy run")
+            warm_session = warm_run["ppid"]
+            assert warm_session in children_of(server_pid)
+            again = await loop.run_once()
+            assert again.verdict["status"] == "healthy"
+            assert runs()[-1]["ppid"] == warm_session and runs()[-1]["pid"] != warm_run["pid"]
+            write_app("second")
+            await loop.run_once()  # the warm session sees its file changed: this run is made afresh
+            assert runs()[-1]["queue"] == "second" and runs()[-1]["ppid"] == server_pid
+            await until(lambda: warm_session not in children_of(server_pid), 10, "the stale warm session to end")
+            rewarmed = await until_warm(server_pid, "after the app changed")
+            assert rewarmed["queue"] == "second" and rewarmed["ppid"] != warm_session
+
+        with_resident(loop, body)
+        assert {entry["queue"] for entry in runs()} == {"first", "second"}

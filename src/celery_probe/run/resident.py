@@ -340,8 +340,13 @@ class ForkServer:
         the same way, and while a target is in trouble its runs stay exactly the plain ones.
         """
         key = warm_key(run.request)
-        if run.killed or run.returncode != 0 or self.stopping or key in self.warm or len(self.warm) >= MAX_WARM:
+        if run.killed or run.returncode != 0 or self.stopping or key in self.warm:
             return
+        if len(self.warm) >= MAX_WARM:  # make room: the one unused the longest goes (a target since changed)
+            idle = [session for session in self.warm.values() if session.run is None]
+            if not idle:
+                return
+            self._end_warm(min(idle, key=lambda session: session.last_used))
         if time.monotonic() - self.unfit.get(key, -UNFIT_RETRY) >= UNFIT_RETRY:
             self._start_warm(key, run.request)
 
