@@ -19,8 +19,9 @@ redis-server on a free loopback port and one solo-pool worker of ``bench/bench_a
   window edge is taken just after a run ended (``celery_probe_last_run_timestamp_seconds``
   changed), so no run is half counted. CPU per run = CPU over the window / runs ended in it.
 * **Memory growth.** One resident ``serve`` at ``--leak-interval`` (default 0.5 s, serve's
-  minimum) runs ``--leak-runs`` probe runs; the RSS of serve plus its resident server is
-  read after 100 runs and at intervals to the end.
+  minimum) runs ``--leak-runs`` probe runs; the RSS of serve plus its resident server plus
+  the server's warm session (a long-lived process too) is read after 100 runs and at
+  intervals to the end.
 
 Every process it starts is stopped on the way out, also on Ctrl-C or SIGTERM; every wait has
 a bound.
@@ -175,9 +176,11 @@ class Serve:
             time.sleep(0.5)
         raise TimeoutError(f"{self.name}: no run ended within {timeout:g}s")
 
-    def rss(self) -> tuple[float, float]:
-        """RSS in MB of serve and of its resident server (0 if none)."""
-        return rss_mb(self.proc.pid), sum(rss_mb(child) for child in children(self.proc.pid))
+    def rss(self) -> tuple[float, float, float]:
+        """RSS in MB of serve, of its resident server (0 if none) and of the server's warm sessions."""
+        servers = children(self.proc.pid)
+        warm = sum(rss_mb(session) for server in servers for session in children(server))
+        return rss_mb(self.proc.pid), sum(rss_mb(child) for child in servers), warm
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -232,7 +235,7 @@ def leak_phase(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> 
     serve = Serve("leak", resident=True, interval=args.leak_interval, deadline=args.deadline, env=env,
                   workdir=workdir)
     marks = sorted({100, *range(250, args.leak_runs, 250), args.leak_runs})
-    rows = [("runs", "serve RSS MB", "resident server RSS MB", "sum MB", "elapsed s")]
+    rows = [("runs", "serve RSS MB", "resident server RSS MB", "warm session RSS MB", "sum MB", "elapsed s")]
     started = time.monotonic()
     sums: dict[int, float] = {}
     try:
@@ -241,13 +244,14 @@ def leak_phase(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> 
             limit = (mark + 10) * (args.leak_interval + args.deadline + 3.5)
             wait_until(lambda mark=mark: metrics(serve.port)["celery_probe_runs_total"] >= mark,
                        timeout=limit, interval=0.5, what=f"{mark} runs")
-            own, server = serve.rss()
-            sums[mark] = own + server
-            rows.append((str(mark), f"{own:.1f}", f"{server:.1f}", f"{own + server:.1f}",
+            own, server, warm = serve.rss()
+            sums[mark] = own + server + warm
+            rows.append((str(mark), f"{own:.1f}", f"{server:.1f}", f"{warm:.1f}", f"{sums[mark]:.1f}",
                          f"{time.monotonic() - started:.0f}"))
     finally:
         serve.stop()
-    print(f"\nMemory: serve --interval {args.leak_interval:g} (resident), RSS of serve + its resident server")
+    print(f"\nMemory: serve --interval {args.leak_interval:g} (resident), RSS of serve + its resident server"
+          " + its warm session (shared pages counted in each)")
     print(render(rows))
     growth = sums[args.leak_runs] - sums[100]
     print(f"growth from run 100 to run {args.leak_runs}: {growth:+.1f} MB (limit 20 MB: "
