@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from celery import Celery
 
 from celery_probe.testing import CeleryWorker, RedisServer, wait_until
 from tests.support.environment import (
@@ -83,6 +84,13 @@ class TestDeployments:
     def test_a_safe_deployment_has_no_finding(self, target: Target, doctor_worker, cli):
         env = target.env(DOCTOR_SAFE="1", CELERY_PROBE_TASK_SLA="doctor.*=2s", CELERY_PROBE_EVENTS_WINDOW="1")
         doctor_worker(env, queues=(target.default_queue,), extra=("-E",))
+        # A deployment in service has run tasks: a -E worker started without heartbeats (as the
+        # test workers are) declares the events exchange with its first task event, not before.
+        client = Celery("doctor_client", broker=env["PROBE_TEST_BROKER"], backend=env.get("PROBE_TEST_BACKEND") or None)
+        try:
+            assert client.send_task("doctor.add", args=(1, 2), queue=target.default_queue).get(timeout=30) == 3
+        finally:
+            client.close()
         result = cli("doctor", "-A", "doctor_app", "--deadline", DEADLINE, "--format", "json", env=env)
         document = review(result)
         assert result.code == 0, json.dumps(document["findings"], indent=1)
