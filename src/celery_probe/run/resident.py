@@ -294,7 +294,7 @@ class ForkServer:
                 self._kill_warm(session)
                 self._forget_warm(session)
             elif session.run is None and now - session.last_used > WARM_IDLE:
-                self._end_warm(session)
+                self._forget_warm(session)
 
     # ------------------------------------------------------------------ requests
 
@@ -346,7 +346,7 @@ class ForkServer:
             idle = [session for session in self.warm.values() if session.run is None]
             if not idle:
                 return
-            self._end_warm(min(idle, key=lambda session: session.last_used))
+            self._forget_warm(min(idle, key=lambda session: session.last_used))
         if time.monotonic() - self.unfit.get(key, -UNFIT_RETRY) >= UNFIT_RETRY:
             self._start_warm(key, run.request)
 
@@ -505,10 +505,6 @@ class ForkServer:
             os.close(fd)
             session.drains.remove(fd)
 
-    def _end_warm(self, session: WarmSession) -> None:
-        """Tell it to end (its socket closes); it is reaped when it has."""
-        self._forget_warm(session)
-
     def _kill_warm(self, session: WarmSession) -> None:
         if session.pid and not session.gone:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -607,7 +603,7 @@ class ForkServer:
             if not run.killed:
                 self._kill(run)
         for session in list(self.warm.values()):
-            self._end_warm(session)
+            self._forget_warm(session)
 
     def _kill_all(self) -> None:
         """On the way out: no run outlives the server, none is left a zombie."""

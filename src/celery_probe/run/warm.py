@@ -49,7 +49,6 @@ Messages (JSON lines; see :mod:`celery_probe.run.resident` for the runner's side
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import random
@@ -64,6 +63,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from celery_probe.run.forked import _die_with_parent, _open_descriptors
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -72,7 +73,6 @@ MAX_MESSAGE = 65536
 MTIME_SLACK_NS = 1_000_000_000  # file times come from a coarser clock than time.time_ns()
 HIGH_FD = 200
 MAX_WATCHED = 20000  # paths compared before each fork (a stat each: about 1 µs)  # the control socket lives above the descriptors a run would allocate
-PR_SET_PDEATHSIG = 1
 
 # Set by the forked process that becomes a warm session (run.forked), before __main__ runs.
 control: socket.socket | None = None
@@ -147,20 +147,13 @@ def _threads_or_sockets() -> str | None:
     if threading.active_count() > 1:
         return "its preparation left a thread running"
     assert control is not None
-    for name in _fds():
+    for name in _open_descriptors():
         if name == control.fileno():
             continue
         with contextlib.suppress(OSError):
             if os.readlink(f"/proc/self/fd/{name}").startswith("socket:"):
                 return "its preparation left a socket open"
     return None
-
-
-def _fds() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc/self/fd")]
-    except OSError:
-        return []
 
 
 class Watched:
@@ -308,7 +301,7 @@ def _become_forked_run(session: pytest.Session, fds: list[int], plugin: WarmPlug
     _die_with_parent()
     _close_control()
     assert own_pipes is not None
-    for fd in _fds():  # every copy of the warm session's stdout/stderr, pytest's included
+    for fd in _open_descriptors():  # every copy of the warm session's stdout/stderr, pytest's included
         with contextlib.suppress(OSError):
             identity = _identity(fd)
             if identity == own_pipes[0]:
@@ -322,16 +315,6 @@ def _become_forked_run(session: pytest.Session, fds: list[int], plugin: WarmPlug
     plugin.reset(session)
     if plugin.watchdog is not None:
         plugin.watchdog.restart()
-
-
-def _die_with_parent() -> None:
-    """SIGKILL this run when its warm session dies (Linux)."""
-    parent = os.getppid()
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:
-        os._exit(1)
 
 
 def _fresh_session_state(session: pytest.Session) -> None:
