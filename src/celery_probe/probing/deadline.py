@@ -30,11 +30,25 @@ FAIR_WAIT_MAX = 1.0  # ...but never more than this (a healthy broker answers in 
 SCHEDSTAT = "/proc/self/schedstat"
 
 
+_schedstat: tuple[int, int] | None = None  # (pid, descriptor) of this process's own SCHEDSTAT
+
+
 def run_queue_delay() -> float | None:
-    """Seconds this process has spent runnable but not running (None where unknown)."""
+    """Seconds this process has spent runnable but not running (None where unknown).
+
+    Read at the start and end of every wait, about a hundred times a run, so the file stays
+    open and is read again from its start. ``/proc/self`` means the process that opened it:
+    a forked process opens its own.
+    """
+    global _schedstat
     try:
-        with open(SCHEDSTAT, "rb") as handle:
-            return int(handle.read().split()[1]) / 1e9
+        pid = os.getpid()
+        if _schedstat is None or _schedstat[0] != pid:
+            if _schedstat is not None:
+                os.close(_schedstat[1])  # the parent's, inherited through fork
+            _schedstat = None
+            _schedstat = (pid, os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC))
+        return int(os.pread(_schedstat[1], 256, 0).split()[1]) / 1e9
     except (OSError, IndexError, ValueError):
         return None
 

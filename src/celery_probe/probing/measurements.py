@@ -56,9 +56,8 @@ from celery_probe.probing.worker_config import (
 from celery_probe.probing.workers import (
     PingResult,
     WorkerActivity,
-    inspect_activity,
+    ask_workers,
     pidbox_bindings,
-    ping_workers,
     reask_queues,
 )
 
@@ -141,6 +140,7 @@ class Measurements:
         self.result_file_existed = self.result_file is not None and resolved(self.result_file).exists()
         self.backend_url = redact_url(_backend_url(app) or "")  # shown where the backend fails
         self._conn: Connection | None = None
+        self._activity_answers: WorkerActivity | None = None  # answered in the ping's round
         self._cache: dict[str, Any] = {}
         self.rotation: dict[str, int] | None = None  # set when round trips take turns
         self._errors: dict[str, str] = {}
@@ -235,11 +235,13 @@ class Measurements:
         def compute() -> PingResult:
             self.require_broker()
             with self.deadline.wait("the ping") as waited:
-                result = ping_workers(
+                # What the workers are doing is asked in the same round: one round, not six.
+                result, self._activity_answers = ask_workers(
                     self.app,
                     window=self.settings.ping_window,
                     expect=self.settings.expect_workers,
                     budget=self.deadline.remaining(),
+                    patience=self._inspect_patience(),
                 )
             # Silence is evidence only after a whole idle window of listening (or the fair
             # wait, if that is shorter): a reply may still have been on its way.
@@ -292,8 +294,9 @@ class Measurements:
     def activity(self) -> WorkerActivity:
         def compute() -> WorkerActivity:
             names = self.require_workers()
-            timeout = max(0.01, self.deadline.within(max(self.settings.ping_window, 1.0)))
-            activity = inspect_activity(self.app, names, timeout=timeout)
+            timeout = self._inspect_patience()
+            activity = self._activity_answers
+            assert activity is not None  # asked with the ping
             idle = [name for name in names if not activity.queues.get(name)]
             if idle and self.deadline.remaining() > REASK_AFTER + 1.0:
                 time.sleep(REASK_AFTER)  # a consumer that is (re)starting names its queues soon
@@ -301,6 +304,10 @@ class Measurements:
             return activity
 
         return self._once("activity", compute)
+
+    def _inspect_patience(self) -> float:
+        """How long a worker that answered ping may take over each of the other answers."""
+        return max(0.01, self.deadline.within(max(self.settings.ping_window, 1.0)))
 
     # -- queues ------------------------------------------------------------------------------
 
@@ -384,6 +391,7 @@ class Measurements:
                 self.settings.roundtrip_task,
                 chosen,
                 expires=max(1.0, self.settings.deadline),
+                connection=self.require_broker(),
             )
             self._cache["sent"] = trips
             # Stop waiting a little before the deadline: the probes that judge these

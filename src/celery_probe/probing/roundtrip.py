@@ -22,6 +22,7 @@ from celery_probe.errors import describe_error
 if TYPE_CHECKING:
     from celery import Celery
     from celery.result import AsyncResult
+    from kombu import Connection
 
 from celery_probe.probing.deadline import Deadline
 
@@ -106,15 +107,22 @@ def direct_route(queue: str) -> dict[str, Any]:
     return {"queue": target, "exchange": "", "routing_key": queue, "declare": []}
 
 
-def send_trips(app: Celery, task_name: str, queues: list[str], *, expires: float) -> list[Trip]:
-    """Publish one probe task per queue at once, so waiting for them overlaps."""
+def send_trips(
+    app: Celery, task_name: str, queues: list[str], *, expires: float, connection: Connection | None = None
+) -> list[Trip]:
+    """Publish one probe task per queue at once, so waiting for them overlaps.
+
+    ``connection``: the run's open broker connection, so the tasks do not open another one
+    through the app's producer pool (a connection and a channel more on every run).
+    """
     trips = []
     for queue in queues:
         token = f"celery-probe-{uuid.uuid4().hex}"
         trip = Trip(queue=queue, token=token, sent_at=time.perf_counter())
         try:
             trip.result = app.send_task(
-                task_name, args=(token,), expires=expires, retry=False, **direct_route(queue)
+                task_name, args=(token,), expires=expires, retry=False, connection=connection,
+                **direct_route(queue),
             )
         except Exception as exc:
             trip.error = f"could not publish: {describe_error(exc)}"

@@ -1,20 +1,23 @@
 """Worker ping and activity, through Celery's remote-control broadcast.
 
 ``app.control.ping(timeout=1)`` waits its whole timeout because it does not know how many
-replies to expect. Here the wait ends as soon as the expected number of workers replied
-(``limit``), and without an expectation after a short idle window: kombu's reply
-collector treats the timeout as the longest gap between two replies, so the window only
-has to cover one reply's latency, not a guess at the slowest worker.
+replies to expect. Here the wait ends as soon as the expected number of workers answered,
+and without an expectation after a short idle window: the window is the longest gap
+between two answers (as in kombu's own reply collector), so it only has to cover one
+answer's latency, not a guess at the slowest worker.
+
+The ping and the five questions of :func:`ask_workers` go out together in one round
+(:mod:`celery_probe.probing.control_round`), not as six broadcasts one after another.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from celery_probe.probing.control_round import ask_round
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -62,30 +65,36 @@ class PingResult:
         return [reply.name for reply in self.replies]
 
 
+INSPECT_QUESTIONS = ("active", "reserved", "scheduled", "active_queues", "stats")
+
+
 def ping_workers(app: Celery, *, window: float, expect: int | None, budget: float) -> PingResult:
-    """Broadcast ``ping`` and collect replies until ``expect`` arrive or ``window`` passes idle.
+    """Broadcast ``ping`` and collect replies until ``expect`` arrive or ``window`` passes idle."""
+    ping, _activity = ask_workers(app, window=window, expect=expect, budget=budget, inspect=False)
+    return ping
 
-    With an expectation the call returns on the N-th reply; with fewer workers alive it
-    returns one idle window after the last reply, leaving the rest of the deadline to the
-    other probes. ``budget`` caps the window so a short remaining deadline is honoured.
+
+def ask_workers(
+    app: Celery, *, window: float, expect: int | None, budget: float, inspect: bool = True, patience: float = 1.0
+) -> tuple[PingResult, WorkerActivity | None]:
+    """Ping every worker and, with ``inspect``, ask what it is doing, all in one round.
+
+    With an expectation the round ends when ``expect`` workers answered everything; with
+    fewer workers alive, or none expected, one idle ``window`` after the last answer, leaving
+    the rest of the deadline to the other probes. ``budget`` caps the window (and the round)
+    so a short remaining deadline is honoured. While a worker that answered still owes an
+    answer, the round waits up to ``patience`` for it (a ``stats`` takes longer than a ping).
     """
-    replies: list[WorkerReply] = []
-    started = time.perf_counter()
-
-    def on_reply(body: dict[str, Any]) -> None:
-        now = time.perf_counter()
-        stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        for name in body:
-            replies.append(WorkerReply(str(name), round((now - started) * 1000, 3), stamp))
-
+    questions = ("ping", *INSPECT_QUESTIONS) if inspect else ("ping",)
     idle = max(0.01, min(window, budget))
     with fresh_connection(app) as conn:
-        app.control.broadcast(
-            "ping", reply=True, timeout=idle, limit=expect, callback=on_reply, connection=conn
-        )
-    waited = (time.perf_counter() - started) * 1000
-    unique = {reply.name: reply for reply in replies}
-    return PingResult(sorted(unique.values(), key=lambda r: r.name), round(waited, 3), expect)
+        found = ask_round(app, conn, questions, idle=idle, patience=max(idle, patience), budget=max(idle, budget),
+                          expect=expect)
+    replies = [WorkerReply(name, arrival.after_ms, arrival.at) for name, arrival in found.first_answers.items()]
+    ping = PingResult(sorted(replies, key=lambda reply: reply.name), found.waited_ms, expect)
+    if not inspect:
+        return ping, None
+    return ping, activity_from(found.answers, ping.names)
 
 
 @dataclass
@@ -106,23 +115,11 @@ class WorkerActivity:
         return sorted(worker for worker, names in self.queues.items() if queue in names)
 
 
-def inspect_activity(app: Celery, workers: list[str], *, timeout: float) -> WorkerActivity:
-    """Ask exactly the workers that answered ping, so each call returns on the last reply."""
+def activity_from(answers: dict[str, dict[str, Any]], workers: list[str]) -> WorkerActivity:
+    """The activity of ``workers`` from their answers to :data:`INSPECT_QUESTIONS`."""
     activity = WorkerActivity()
-    if not workers:
-        return activity
-    # One connection for the five questions: each ends on the last expected reply, so no
-    # BRPOP is left in flight between them (only a silent worker makes one wait the timeout).
-    with fresh_connection(app) as conn:
-        inspect = app.control.inspect(
-            destination=workers, timeout=timeout, limit=len(workers), connection=conn
-        )
-        active = inspect.active() or {}
-        reserved = inspect.reserved() or {}
-        scheduled = inspect.scheduled() or {}
-        queues = inspect.active_queues() or {}
-        stats = inspect.stats() or {}
-    activity.answered = sorted(set(active) | set(queues))
+    active, reserved, scheduled, queues, stats = (answers.get(question) or {} for question in INSPECT_QUESTIONS)
+    activity.answered = sorted((set(active) | set(queues)) & set(workers))
     for name in workers:
         activity.active[name] = len(active.get(name) or [])
         activity.reserved[name] = len(reserved.get(name) or [])
@@ -160,8 +157,9 @@ def reask_queues(app: Celery, activity: WorkerActivity, workers: list[str], *, t
     no evidence that its queues have no consumer.
     """
     with fresh_connection(app) as conn:
-        inspect = app.control.inspect(destination=workers, timeout=timeout, limit=len(workers), connection=conn)
-        queues = inspect.active_queues() or {}
+        found = ask_round(app, conn, ("active_queues",), idle=timeout, patience=timeout, budget=timeout,
+                          destination=workers)
+    queues = found.answers["active_queues"]
     for name in workers:
         if queues.get(name):
             _record_queues(activity, name, queues.get(name))
