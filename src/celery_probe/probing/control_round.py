@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from kombu import Consumer, Producer
+from kombu.common import maybe_declare
 from kombu.utils.uuid import uuid
 
 if TYPE_CHECKING:
@@ -85,10 +86,21 @@ def ask_round(
     channel = conn.default_channel
     tickets = {uuid(): question for question in questions}
     targets = list(destination) if destination is not None else None
+    reply_queue = mailbox.reply_queue  # a new Queue at each access: the round takes it once
+    # kombu declares an auto-delete queue again at every publish and every consumer; the
+    # round declares its reply queue once, then publishes the questions as kombu's
+    # ``Mailbox._publish`` would (the remote-control wire format every worker reads).
+    maybe_declare(reply_queue(channel))
     producer = Producer(channel, auto_declare=False)  # this connection, not one more from the app's pool
-    for ticket, question in tickets.items():
-        mailbox._publish(question, {}, destination=targets, reply_ticket=ticket, channel=channel,
-                         timeout=budget, producer=producer)
+    reply_to = {"exchange": mailbox.reply_exchange.name, "routing_key": mailbox.oid}
+    expires = time.time() + budget  # a worker that reads a question later than that ignores it
+    for index, (ticket, question) in enumerate(tickets.items()):
+        producer.publish(
+            {"method": question, "arguments": {}, "destination": targets, "pattern": None, "matcher": None,
+             "ticket": ticket, "reply_to": reply_to},
+            exchange=mailbox.exchange.name, declare=[mailbox.exchange] if index == 0 else [],
+            headers={"clock": mailbox.clock.forward(), "expires": expires}, serializer=mailbox.serializer,
+        )
     first = questions[0]
 
     def on_message(body: Any, message: Any) -> None:
@@ -113,7 +125,7 @@ def ask_round(
             return set(targets) <= heard
         return expect is not None and len(heard) >= expect
 
-    consumer = Consumer(channel, [mailbox.reply_queue], accept=mailbox.accept, no_ack=True)
+    consumer = Consumer(channel, [reply_queue], accept=mailbox.accept, no_ack=True, auto_declare=False)
     consumer.register_callback(on_message)
     try:
         with consumer:
@@ -127,6 +139,6 @@ def ask_round(
                 except TimeoutError:  # socket.timeout, as kombu raises it
                     break
     finally:
-        channel.after_reply_message_received(mailbox.reply_queue.name)
+        channel.after_reply_message_received(reply_queue.name)
     found.waited_ms = round((time.perf_counter() - started) * 1000, 3)
     return found
