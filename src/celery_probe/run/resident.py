@@ -100,6 +100,7 @@ PRELOAD = (
     "celery_probe.probing.measurements",
     "celery_probe.probing.roundtrip",
     "celery_probe.probing.workers",
+    "celery_probe.probing.control_round",
     "celery_probe.probing.broker",
     "celery_probe.probing.backlog",
     "celery_probe.probing.beat",
@@ -137,6 +138,11 @@ PRELOAD = (
     "kombu.pools",
     "redis",
     "amqp",
+    # Imported on first use in every run, so in every forked run again unless imported here:
+    "secrets",  # redis-py, at each connection pool
+    "hmac",
+    "encodings.idna",  # the socket module, for a host name given as text
+    "stringprep",
 )
 
 

@@ -35,8 +35,11 @@ class QuietServer(uvicorn.Server):
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + UVICORN_TICKS_PER_TICK) % 864000
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), TICK)
+            # A timer that sets the event, not asyncio.wait_for: no task and no timeout
+            # context to build and tear down once a second.
+            timer = self._loop.call_later(TICK, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
             self._wake.clear()
             should_exit = await self.on_tick(counter)
 
