@@ -70,10 +70,12 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
             for family in text_string_to_metric_families(body.decode()) for s in family.samples}
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of ``pid`` and every descendant, live or exited (reaped into a parent's cutime)."""
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of ``pid`` itself, and of every descendant, live or exited (reaped into a
+    parent's cutime)."""
     children: dict[int, list[int]] = {}
     times: dict[int, float] = {}
+    own: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -84,11 +86,12 @@ def tree_cpu(pid: int) -> float:
         child, parent = int(entry.name), int(fields[1])
         children.setdefault(parent, []).append(child)
         times[child] = sum(int(v) for v in fields[11:15]) / TICK  # utime stime cutime cstime
+        own[child] = sum(int(v) for v in fields[11:13]) / TICK
 
     def total(node: int) -> float:
         return times.get(node, 0.0) + sum(total(c) for c in children.get(node, []))
 
-    return total(pid)
+    return own.get(pid, 0.0), total(pid) - own.get(pid, 0.0)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,7 +103,7 @@ def steady(port: int, pid: int, window: float, targets: list[str]) -> dict[str, 
     """CPU and the oldest verdict age seen by a scrape every second over ``window`` seconds."""
     first = scrape(port)
     runs0 = sum(v for (name, _t), v in first.items() if name == "celery_probe_runs_total")
-    cpu0, t0 = tree_cpu(pid), time.monotonic()
+    (serve0, rest0), t0 = tree_cpu(pid), time.monotonic()
     oldest = {t: 0.0 for t in targets}
     scrapes = 0
     while time.monotonic() - t0 < window:
@@ -112,9 +115,11 @@ def steady(port: int, pid: int, window: float, targets: list[str]) -> dict[str, 
                 oldest[target] = max(oldest[target], value)
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     elapsed = time.monotonic() - t0
-    cpu = tree_cpu(pid) - cpu0
+    serve1, rest1 = tree_cpu(pid)
+    serve_cpu = serve1 - serve0
+    cpu = serve_cpu + rest1 - rest0
     runs = sum(v for (name, _t), v in scrape(port).items() if name == "celery_probe_runs_total") - runs0
-    return {"seconds": elapsed, "cpu_s": cpu, "runs": runs, "scrapes": scrapes,
+    return {"seconds": elapsed, "cpu_s": cpu, "serve_cpu_s": serve_cpu, "runs": runs, "scrapes": scrapes,
             "oldest_age_s": max(oldest.values()), "oldest_target": max(oldest, key=oldest.__getitem__)}
 
 
@@ -213,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("|---|---|")
                 print(f"| probe runs in the window | {quiet['runs']:.0f} ({quiet['scrapes']} scrapes) |")
                 print(f"| CPU of serve and its children | {quiet['cpu_s']:.1f} s = {core:.1f} % of one core |")
+                print(f"| of which serve itself (web server, scheduling, reading reports) | {quiet['serve_cpu_s']:.1f} s |")
                 print(f"| CPU per probe run | {per_run:.3f} s |")
                 print(f"| oldest verdict at any scrape | {quiet['oldest_age_s']:.1f} s ({quiet['oldest_target']}); "
                       f"contract interval + deadline = {bound:g} s |")

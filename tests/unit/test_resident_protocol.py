@@ -33,4 +33,5 @@ def test_the_server_preloads_no_operator_code_and_no_app_module():
     """Import only: celery_probe, pytest and the client libraries, never an app or the tests' apps."""
     roots = {name.split(".")[0] for name in PRELOAD}
     assert roots <= {"celery_probe", "pytest", "_pytest", "pytest_jsonreport", "pytest_timeout", "celery", "kombu",
-                     "redis", "amqp", "pdb", "runpy"}
+                     "redis", "amqp", "pdb", "runpy",
+                     "secrets", "hmac", "encodings", "stringprep"}  # the standard library's, imported lazily by those

@@ -37,6 +37,8 @@ def split_urls(value: str) -> list[str]:
 
 def redact_url(url: str) -> str:
     """Return ``url`` with any password replaced by ``***`` (user names are kept)."""
+    if "=" not in url and ("@" not in url or "://" not in url):
+        return url  # neither pattern can match: the common case, for every string of a report
     text = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{REDACTED}@", url)
     return _QUERY_SECRET.sub(lambda m: f"{m['key']}{REDACTED}", text)
 

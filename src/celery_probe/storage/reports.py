@@ -52,8 +52,9 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def atomic_write_json(path: Path, document: Any) -> None:
-    atomic_write_text(path, json.dumps(document, indent=2, sort_keys=False, default=str) + "\n")
+def atomic_write_json(path: Path, document: Any, *, indent: int | None = 2) -> None:
+    """``indent=None`` for a large document: only the compact form has json's C encoder."""
+    atomic_write_text(path, json.dumps(document, indent=indent, sort_keys=False, default=str) + "\n")
 
 
 def append_line(path: Path, document: Any, *, max_bytes: int = HISTORY_MAX_BYTES, keep: int = HISTORY_KEEP) -> None:
@@ -158,7 +159,7 @@ def write_run_files(folder: Path, report: dict[str, Any] | None, verdict: AnyVer
     written = []
     try:
         if report is not None:
-            atomic_write_json(folder / LATEST, report)
+            atomic_write_json(folder / LATEST, report, indent=None)  # the whole report: written every run
             written.append(folder / LATEST)
         atomic_write_json(folder / VERDICT, verdict)
         written.append(folder / VERDICT)
