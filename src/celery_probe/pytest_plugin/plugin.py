@@ -215,30 +215,35 @@ def known(request: pytest.FixtureRequest) -> Any:
     So does a :class:`NoEvidence` one, with its own code (workers that refuse unsigned
     messages: ``celery_workers_refuse_unsigned``), and its consequences.
     """
-    item = request.node
+    return _Known(request.node)
 
-    class _Known:
-        def __enter__(self) -> None:
-            return None
 
-        def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
-            if isinstance(exc, Starved):
-                mark_starved(item, str(exc))
-                pytest.fail(str(exc), pytrace=False)
-            if isinstance(exc, NoEvidence):
-                mark_unknown(item, exc.code)
-                pytest.fail(str(exc), pytrace=False)
-            if isinstance(exc, StarvedFailure):
-                mark_starved(item, f"not attempted: {exc}")
-            elif isinstance(exc, UnknownFailure):
-                mark_unknown(item, exc.code)
-            if isinstance(exc, MeasurementFailed):
-                pytest.fail(str(exc), pytrace=False)
-            if isinstance(exc, KnownFailure):
-                pytest.fail(f"not attempted: {exc}", pytrace=False)
-            return False
+class _Known:
+    """The context manager behind the ``known`` fixture (a class of its own, not one per probe)."""
 
-    return _Known()
+    def __init__(self, item: pytest.Item) -> None:
+        self.item = item
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> bool:
+        item = self.item
+        if isinstance(exc, Starved):
+            mark_starved(item, str(exc))
+            pytest.fail(str(exc), pytrace=False)
+        if isinstance(exc, NoEvidence):
+            mark_unknown(item, exc.code)
+            pytest.fail(str(exc), pytrace=False)
+        if isinstance(exc, StarvedFailure):
+            mark_starved(item, f"not attempted: {exc}")
+        elif isinstance(exc, UnknownFailure):
+            mark_unknown(item, exc.code)
+        if isinstance(exc, MeasurementFailed):
+            pytest.fail(str(exc), pytrace=False)
+        if isinstance(exc, KnownFailure):
+            pytest.fail(f"not attempted: {exc}", pytrace=False)
+        return False
 
 
 _STARVED = pytest.StashKey[str]()
