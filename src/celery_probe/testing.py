@@ -30,6 +30,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class StartFailed(Exception):
+    """A helper process could not start (its port was taken, its program refused to run)."""
+
+
 class GaveUp(Exception):
     """Raised by a :func:`wait_until` check to stop polling at once (the thing died)."""
 
@@ -113,7 +117,11 @@ class GroupProcess:
 class RedisServer(GroupProcess):
     """A private ``redis-server`` on a free loopback port, persisting nothing."""
 
+    #: Free ports tried before giving up: a port found free can be taken before redis-server binds it.
+    PORT_TRIES = 3
+
     def __init__(self, port: int | None = None, *, password: str | None = None, extra: Sequence[str] = ()) -> None:
+        self.chosen_port = port is None
         self.port = port or free_port()
         self.password = password
         self.extra = list(extra)
@@ -127,7 +135,28 @@ class RedisServer(GroupProcess):
         auth = f":{self.password}@" if self.password and with_password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0, *, same_port: bool = False) -> RedisServer:
+        """Start and wait until *this* process answers on the port.
+
+        A PING alone is not proof: if another process took the port between :func:`free_port`
+        and the bind, our redis-server exits and the PING reaches someone else's server, which
+        can go away in the middle of a test. The answer's ``process_id`` must be ours; a port
+        we chose ourselves is chosen again (not on a restart: clients know it), one given to us
+        is an error.
+        """
+        for attempt in range(1, self.PORT_TRIES + 1):
+            self._spawn()
+            try:
+                wait_until(self._ours_answers, timeout=timeout, what=f"redis-server on port {self.port}")
+                return self
+            except GaveUp as lost:
+                self.stop()
+                if same_port or not self.chosen_port or attempt == self.PORT_TRIES:
+                    raise StartFailed(f"redis-server could not listen on 127.0.0.1:{self.port}: {lost}") from None
+                self.port = free_port()
+        raise AssertionError("unreachable")
+
+    def _spawn(self) -> None:
         command = [
             "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", str(self.workdir), "--protected-mode", "no",
@@ -139,8 +168,25 @@ class RedisServer(GroupProcess):
             command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_until(self.ping, timeout=timeout, what=f"redis-server on port {self.port}")
-        return self
+
+    def _ours_answers(self) -> bool:
+        """True once our redis-server answers; :class:`GaveUp` once it has exited (the bind failed)."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise GaveUp(self.log_tail() or f"redis-server exited with {self.proc.returncode}")
+        with self.client(timeout=0.5) as client:
+            answered = int(client.info("server")["process_id"])
+        if answered != self.proc.pid:
+            raise GaveUp(f"port {self.port} is answered by another redis-server (pid {answered})")
+        return True
+
+    def log_tail(self) -> str:
+        """The last line redis-server logged (why it exited)."""
+        try:
+            lines = (self.workdir / "redis.log").read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1].strip() if lines else ""
 
     def client(self, db: int = 0, timeout: float = 2.0) -> Any:
         import redis
@@ -157,7 +203,7 @@ class RedisServer(GroupProcess):
     def restart(self, timeout: float = 10.0) -> None:
         """Stop and start again on the same port (all data is gone: it persists nothing)."""
         self.stop()
-        self.start(timeout)
+        self.start(timeout, same_port=True)
 
     def close(self) -> None:
         self.stop()

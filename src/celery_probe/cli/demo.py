@@ -31,7 +31,7 @@ import click
 
 from celery_probe.errors import status_of_exit_code
 from celery_probe.present.text import use_colour
-from celery_probe.testing import CeleryWorker, GaveUp, RedisServer
+from celery_probe.testing import CeleryWorker, GaveUp, RedisServer, StartFailed
 
 DEMO_APP = "celery_probe.cli.demo_app"
 WORKER_NAME = "demo-worker@%h"
@@ -151,7 +151,7 @@ def _redis_broker(cleanup: ExitStack) -> Broker:
     cleanup.callback(server.close)  # registered first: start() may be interrupted half-way
     try:
         server.start(timeout=10.0)
-    except (TimeoutError, OSError) as exc:
+    except (TimeoutError, OSError, StartFailed) as exc:
         raise DemoError(f"could not start redis-server on port {server.port}: {exc}") from None
     return Broker(
         env={ENV_BROKER: server.url(0), ENV_BACKEND: server.url(1)},
