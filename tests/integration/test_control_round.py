@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from celery_probe.probing.workers import ask_workers, ping_workers
@@ -46,6 +48,16 @@ class TestOneRound:
         assert ping.names == [worker.name]
         assert activity is not None and activity.answered == [worker.name]
         assert 600 <= ping.waited_ms < 5000, ping.waited_ms
+
+    def test_a_round_ended_by_its_window_is_over_when_the_window_is(self, worker, client):
+        # On Redis, closing the round's connection waited for the BRPOP in flight to reach
+        # its own 1 s timeout on the server: 0.9 s more than a 0.1 s window, at every run.
+        for _ in range(2):  # bounded: the second round starts on a connection pool already warm
+            started = time.perf_counter()
+            ping, _activity = ask_workers(client, window=0.1, expect=None, budget=10.0, patience=2.0)
+            total_ms = (time.perf_counter() - started) * 1000
+            assert ping.names == [worker.name]
+            assert total_ms - ping.waited_ms < 450, (round(total_ms), ping.waited_ms)
 
     def test_an_expected_worker_that_is_missing_ends_the_round_after_the_window(self, worker, client):
         ping = ping_workers(client, window=0.6, expect=2, budget=10.0)
