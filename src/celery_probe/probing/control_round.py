@@ -39,11 +39,12 @@ MAX_MESSAGES = 100_000  # a bound on the loop only: the budget ends a round long
 
 
 @dataclass
-class Arrival:
-    """When a worker's answer to the round's first question came."""
+class WorkerReply:
+    """When a worker's answer to the round's first question (the ping) came."""
 
-    after_ms: float  # since the round began
-    at: str  # wall clock, ISO 8601 with milliseconds
+    name: str
+    latency_ms: float  # since the round's questions were published
+    answered_at: str  # wall clock, ISO 8601 with milliseconds
 
 
 @dataclass
@@ -51,7 +52,7 @@ class RoundAnswers:
     """What one round heard: question -> worker -> answer."""
 
     answers: dict[str, dict[str, Any]]
-    first_answers: dict[str, Arrival] = field(default_factory=dict)  # to the first question, by worker
+    first_answers: dict[str, WorkerReply] = field(default_factory=dict)  # to the first question, by worker
     waited_ms: float = 0.0
 
     @property
@@ -112,8 +113,8 @@ def ask_round(
             name = str(worker)
             found.answers[question].setdefault(name, answer)
             if question == first and name not in found.first_answers:
-                found.first_answers[name] = Arrival(
-                    round((time.perf_counter() - started) * 1000, 3),
+                found.first_answers[name] = WorkerReply(
+                    name, round((time.perf_counter() - started) * 1000, 3),
                     datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                 )
 

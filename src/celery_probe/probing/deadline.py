@@ -46,7 +46,7 @@ def run_queue_delay() -> float | None:
         if _schedstat is None or _schedstat[0] != pid:
             if _schedstat is not None:
                 os.close(_schedstat[1])  # the parent's, inherited through fork
-            _schedstat = None
+            _schedstat = None  # if the open below fails, no closed descriptor is left to read
             _schedstat = (pid, os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC))
         return int(os.pread(_schedstat[1], 256, 0).split()[1]) / 1e9
     except (OSError, IndexError, ValueError):

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from celery_probe.probing.control_round import ask_round
+from celery_probe.probing.control_round import WorkerReply, ask_round
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -71,15 +71,6 @@ def drop_blocking_read(channel: Any) -> None:
 
 
 @dataclass
-class WorkerReply:
-    """One worker's answer to ping."""
-
-    name: str
-    latency_ms: float
-    answered_at: str
-
-
-@dataclass
 class PingResult:
     """Who answered, how fast, and how long we listened."""
 
@@ -118,8 +109,7 @@ def ask_workers(
     with fresh_connection(app) as conn:
         found = ask_round(app, conn, questions, idle=idle, patience=max(idle, patience), budget=max(idle, budget),
                           expect=expect)
-    replies = [WorkerReply(name, arrival.after_ms, arrival.at) for name, arrival in found.first_answers.items()]
-    ping = PingResult(sorted(replies, key=lambda reply: reply.name), found.waited_ms, expect)
+    ping = PingResult(sorted(found.first_answers.values(), key=lambda reply: reply.name), found.waited_ms, expect)
     if not inspect:
         return ping, None
     return ping, activity_from(found.answers, ping.names)
