@@ -108,6 +108,11 @@ class Watchdog:
 
     A warm session (:mod:`celery_probe.run.warm`) pauses the one in force (``current``)
     before it forks runs, and each run restarts it: ``seconds`` count from the fork.
+
+    Expiry and cancelling exclude each other: once ``__exit__`` (or :meth:`pause`) has
+    returned, ``on_expiry`` never starts, and an expiry already under way is waited for.
+    Without that, a run finishing at its deadline closed the descriptor ``on_expiry`` was
+    about to write the give-up verdict to, and the write went to whatever reused its number.
     """
 
     current: Watchdog | None = None
@@ -115,14 +120,22 @@ class Watchdog:
     def __init__(self, seconds: float, on_expiry: Callable[[], None]) -> None:
         self._seconds, self._on_expiry = seconds, on_expiry
         self._cancelled = threading.Event()
+        self._lock = threading.Lock()
         self._thread = self._new_thread()
 
     def _new_thread(self) -> threading.Thread:
         return threading.Thread(target=self._watch, args=(self._cancelled,), daemon=True)
 
     def _watch(self, cancelled: threading.Event) -> None:
-        if not cancelled.wait(self._seconds):
-            self._on_expiry()
+        if cancelled.wait(self._seconds):
+            return
+        with self._lock:
+            if not cancelled.is_set():  # cancelled between the timeout and the lock: the run won
+                self._on_expiry()
+
+    def _cancel(self) -> None:
+        with self._lock:
+            self._cancelled.set()
 
     def __enter__(self) -> Watchdog:
         self._thread.start()
@@ -130,12 +143,12 @@ class Watchdog:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._cancelled.set()
+        self._cancel()
         Watchdog.current = None
 
     def pause(self) -> None:
         """Stop watching, and wait for the thread to end (so a fork copies no thread)."""
-        self._cancelled.set()
+        self._cancel()
         self._thread.join(1.0)
 
     def restart(self) -> None:
