@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 import pytest
 
 from celery_probe.config.settings import resolve_settings
+from celery_probe.run.resident import IMPORTS_CHECK_EVERY
 from celery_probe.serve.loop import ProbeLoop, Snapshot
 from celery_probe.testing import CeleryWorker
 from tests.support.environment import APPS, app_env
@@ -303,8 +304,78 @@ class TestIsolation:
         assert all(entry["pid"] != server_pid and entry["ppid"] == server_pid for entry in imports)
 
 
+# Python imports ``sitecustomize`` at start-up from the path: here it stands for any file of
+# the resident runner's imports that an upgrade replaces (celery-probe, Celery, kombu...).
+SITECUSTOMIZE = """
+import os
+if os.environ.get("PROBE_TEST_IMPORT_MARK"):
+    with open(os.environ["PROBE_TEST_IMPORT_MARK"], "a") as mark:
+        mark.write(f"{{os.getpid()}} {version}\\n")
+"""
+
+GATE_PROBE = """
+import time
+from pathlib import Path
+
+
+def probe_waits_at_the_gate():
+    here = Path(__file__).parent
+    if (here / "gate").exists():
+        (here / "at-gate").write_text("")
+        end = time.monotonic() + 8
+        while not (here / "open").exists() and time.monotonic() < end:  # bounded: 8 s
+            time.sleep(0.05)
+"""
+
+
 @pytest.mark.redis_only
 class TestServerLife:
+    def test_an_upgraded_import_moves_the_next_runs_to_a_new_server(self, deployment, tmp_path, monkeypatch):
+        site, probes = tmp_path / "site", tmp_path / "probes"
+        site.mkdir()
+        probes.mkdir()
+        custom = site / "sitecustomize.py"
+        custom.write_text(SITECUSTOMIZE.format(version="v1"))
+        (probes / "probe_gate.py").write_text(GATE_PROBE)
+        mark = tmp_path / "imported"
+        monkeypatch.setenv("PYTHONPATH", f"{site}{os.pathsep}{APPS}")
+        monkeypatch.setenv("PROBE_TEST_IMPORT_MARK", str(mark))
+        loop = ProbeLoop(settings_for(deadline="12", probes=(str(probes),)), interval=3600)
+
+        async def body(loop: ProbeLoop) -> None:
+            first = loop.runner.server
+            assert first is not None and first.pid is not None
+            assert (await loop.run_once()).verdict["status"] == "healthy"
+            custom.write_text(SITECUSTOMIZE.format(version="v2, upgraded"))
+            statuses = []
+            end = time.monotonic() + IMPORTS_CHECK_EVERY + 30
+            while time.monotonic() < end:  # bounded: the end above
+                statuses.append((await loop.run_once()).verdict["status"])
+                if first.outdated is not None:  # said during that run: the new server starts now
+                    break
+                await asyncio.sleep(0.3)
+            assert first.outdated == f"{custom} changed"
+            # A new server is starting; a run asked for now still goes to the old one, and is
+            # held at the gate until the new one is ready: the old server must finish it.
+            (probes / "gate").write_text("")
+            held = asyncio.get_running_loop().create_task(loop.run_once())
+            await until(lambda: (probes / "at-gate").exists(), 30, "the run to reach the gate")
+            assert await asyncio.wait_for(loop.runner.started(), READY)
+            second = loop.runner.server
+            assert second is not first and second is not None, "no new server after its imports changed"
+            assert not held.done() and first.alive  # the outdated server waits for its run
+            (probes / "gate").unlink()
+            (probes / "open").write_text("")
+            statuses.append((await held).verdict["status"])
+            await until(lambda: state(first.pid) is None, 15, "the outdated server to end and be reaped")
+            statuses.append((await loop.run_once()).verdict["status"])
+            assert set(statuses) == {"healthy"}  # no run lost to the change of server
+            assert loop.runner.server_starts == 2 and loop.runner.fresh_runs == 0
+            imported = mark.read_text().splitlines()
+            assert f"{first.pid} v1" in imported and f"{second.pid} v2, upgraded" in imported
+
+        with_resident(loop, body)
+
     def test_a_dead_server_is_replaced_and_runs_go_on(self, deployment):
         loop = ProbeLoop(settings_for(), interval=3600)
 

@@ -46,6 +46,8 @@ Requests (``serve`` to the server) and replies, one JSON object per line:
 * ``{"op": "kill", "id": N}``: a run ``serve`` no longer waits for (shutting down)
 * ``{"op": "ready", "pid": P, "preloaded": K}``: once, after the imports
 * ``{"op": "started", "id": N, "pid": G}``
+* ``{"op": "outdated", "why": "..."}``: once, when a file of the server's own imports changed
+  on disk; runs keep being answered, and serve sends the next ones to a new server
 * ``{"op": "done", "id": N, "returncode": R, "killed": bool, "stdout": B64, "stderr": B64}``,
   or ``{"op": "done", "id": N, "error": "..."}`` when the run could not be forked
 
@@ -70,6 +72,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery_probe.run import metadata_memo
+from celery_probe.run.file_stamps import first_change, module_files, stamps
 from celery_probe.run.forked import become_run
 
 READ_CHUNK = 65536
@@ -78,6 +81,7 @@ WARM_IDLE = 1800.0  # seconds a warm session may go unused before it ends
 UNFIT_RETRY = 600.0  # seconds before a target whose preparation was unfit is tried warm again
 WARM_CHECK_EVERY = 60.0  # seconds between looks for idle warm sessions
 WARM_BACKSTOP = 1.0  # seconds past a warm run's hard timeout before its warm session is killed
+IMPORTS_CHECK_EVERY = 10.0  # seconds between looks at the files of the server's own imports
 
 # Imported once by the server: what a probe run imports before it touches a broker. Import
 # only, never run: none of these creates a Celery app or a connection at import. (They are
@@ -244,6 +248,10 @@ class ForkServer:
 
     def __init__(self, requests: int, replies: int, start_signals: dict[int, Any]) -> None:
         self.requests, self.replies = requests, replies
+        # What the preload read: a run forked from here runs these files as they were then.
+        self.imported = stamps(module_files())
+        self.imports_checked = time.monotonic()
+        self.outdated: str | None = None  # why the imports are no longer the files on disk
         self.start_signals = start_signals  # dispositions to give back to every run
         self.selector = selectors.DefaultSelector()
         self.runs: dict[object, Run] = {}  # by Run.key
@@ -323,6 +331,7 @@ class ForkServer:
 
     def _handle(self, request: dict[str, Any]) -> None:
         if request.get("op") == "run" and not self.stopping:
+            self._check_imports()
             self._run(request)
         elif request.get("op") == "kill":
             for run in self.runs.values():
@@ -339,6 +348,19 @@ class ForkServer:
             return
         self._fork(request)
 
+    def _check_imports(self) -> None:
+        """Tell serve, once, when a file the preload imported changed (an upgrade of celery-probe,
+        Celery or another dependency): runs forked from here would run the old code. Serve
+        starts a new server and sends it the next runs; this one goes on with the runs it has.
+        Looked at when a run is asked for, at most every :data:`IMPORTS_CHECK_EVERY` seconds."""
+        now = time.monotonic()
+        if self.outdated is not None or now - self.imports_checked < IMPORTS_CHECK_EVERY:
+            return
+        self.imports_checked = now
+        self.outdated = first_change(self.imported)
+        if self.outdated is not None:
+            self.reply({"op": "outdated", "why": self.outdated})
+
     def _warm_after(self, run: Run) -> None:
         """After a plain run that passed (exit 0), prepare a warm session for its target's next runs.
 
@@ -346,8 +368,8 @@ class ForkServer:
         the same way, and while a target is in trouble its runs stay exactly the plain ones.
         """
         key = warm_key(run.request)
-        if run.killed or run.returncode != 0 or self.stopping or key in self.warm:
-            return
+        if run.killed or run.returncode != 0 or self.stopping or self.outdated or key in self.warm:
+            return  # (outdated: a new server takes the target's next runs)
         if len(self.warm) >= MAX_WARM:  # make room: the one unused the longest goes (a target since changed)
             idle = [session for session in self.warm.values() if session.run is None]
             if not idle:

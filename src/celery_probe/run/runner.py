@@ -40,6 +40,7 @@ READY_TIMEOUT = 60.0  # seconds for the server's imports, on a busy host
 BACKSTOP = 2.0  # seconds past a run's hard timeout before the server itself is deemed stuck
 REAP_TIMEOUT = 5.0
 RETRY_AFTER = 300.0  # seconds between attempts to start a server that could not start
+RETIRE_POLL = 0.1  # seconds between looks at an outdated server's runs still going
 DEATHS_IN_A_ROW = 3  # servers that died during a run, with no run answered between: a crash loop
 LINE_LIMIT = 64 * 1024 * 1024  # a reply carries a run's whole output
 
@@ -97,6 +98,8 @@ class ResidentServer:
         self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
         self._next = 0
         self._reader: asyncio.Task[None] | None = None
+        self._last_due = 0.0  # monotonic time by which every run sent so far is answered or given up
+        self.outdated: str | None = None  # set when the server says its imports changed on disk
 
     @property
     def alive(self) -> bool:
@@ -139,6 +142,9 @@ class ResidentServer:
         try:
             while line := await self.proc.stdout.readline():
                 reply = decode(line)
+                if reply.get("op") == "outdated":
+                    self.outdated = str(reply.get("why") or "a file it imported changed")
+                    continue
                 number = int(reply.get("id", -1))
                 if reply.get("op") == "done" and number in self._waiting:
                     future = self._waiting.pop(number)
@@ -158,6 +164,7 @@ class ResidentServer:
         number = self._next
         future: asyncio.Future[dict[str, object]] = asyncio.get_running_loop().create_future()
         self._waiting[number] = future
+        self._last_due = max(self._last_due, time.monotonic() + timeout + BACKSTOP)
         request = {"op": "run", "id": number, "argv": list(args), "env": dict(env), "cwd": os.getcwd(),
                    "timeout": timeout}
         try:
@@ -183,6 +190,14 @@ class ResidentServer:
             base64.b64decode(str(reply["stdout"])), base64.b64decode(str(reply["stderr"])),
             timed_out=bool(reply.get("killed")),
         )
+
+    async def retire(self) -> None:
+        """Close once every run it holds is answered; each is bounded by its own hard timeout."""
+        try:
+            while self._waiting and self.alive and time.monotonic() < self._last_due:
+                await asyncio.sleep(RETIRE_POLL)
+        finally:  # cancelled too (serve stopping): the server still goes, with whatever it runs
+            await self.close()
 
     async def close(self) -> None:
         """End the server: close its requests (it kills and reaps its runs), SIGKILL it if it lingers.
@@ -221,6 +236,8 @@ class ProbeRunner:
         self._told = False
         self._deaths = 0  # servers that died during a run since the last run one answered
         self._wanted = False  # set by start(): a caller that never starts it keeps to fresh processes
+        self._renewed_at: float | None = None  # when an outdated server was last replaced
+        self._retiring: set[asyncio.Task[None]] = set()  # outdated servers finishing their runs
         self.resident_runs = 0
         self.fresh_runs = 0
         self.server_starts = 0
@@ -256,7 +273,25 @@ class ProbeRunner:
             return
         self.server_starts += 1
         self._failed_at = None
-        self.server = server
+        old, self.server = self.server, server
+        if old is not None and old is not server:  # an outdated one: it finishes its runs, then goes
+            retiring = asyncio.get_running_loop().create_task(old.retire(), name="celery-probe resident retire")
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
+
+    def _renew(self, server: ResidentServer) -> None:
+        """Start a new server beside an outdated one (once per :data:`RETRY_AFTER` at most);
+        runs keep going to the old one until the new one is ready."""
+        if self._starting is not None and not self._starting.done():
+            return
+        now = time.monotonic()
+        if self._renewed_at is not None and now - self._renewed_at < RETRY_AFTER:
+            return
+        self._renewed_at = now
+        log.warning("celery-probe: %s since the resident runner started; starting a new one for the next "
+                    "runs (serve itself keeps the code it started with: restart serve after upgrading "
+                    "celery-probe)", server.outdated)
+        self._starting = asyncio.get_running_loop().create_task(self._start(), name="celery-probe resident start")
 
     async def run(self, args: Sequence[str], env: Mapping[str, str], timeout: float) -> Outcome:
         server = self.server
@@ -282,6 +317,8 @@ class ProbeRunner:
             self._deaths = 0
             if not server.alive:
                 await self._replace(server)
+            elif server.outdated is not None and self._wanted:
+                self._renew(server)
             return outcome
         if server is not None:  # died between runs
             log.warning("celery-probe: the resident runner exited; restarting it")
@@ -308,6 +345,10 @@ class ProbeRunner:
         server, self.server = self.server, None
         if server is not None:
             await server.close()
+        for retiring in list(self._retiring):  # outdated servers: their runs are killed too
+            retiring.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await retiring
 
 
 async def _kill_group(proc: asyncio.subprocess.Process) -> None:

@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from celery_probe.run.file_stamps import first_change, module_files, stamps
 from celery_probe.run.forked import _die_with_parent, _open_descriptors
 
 if TYPE_CHECKING:
@@ -168,11 +169,7 @@ class Watched:
     def now(cls, probe_paths: list[str]) -> Watched:
         """Every module imported since the fork from the resident runner, every folder of the
         probes (a new probe file changes its folder), every ``pyproject.toml`` from here up."""
-        paths: set[str] = set()
-        for name, module in list(sys.modules.items()):
-            path = getattr(module, "__file__", None)
-            if path and name not in modules_before:
-                paths.add(path)
+        paths = module_files(skip=modules_before)
         for root in probe_paths:
             paths.add(root)
             if os.path.isdir(root):
@@ -184,7 +181,7 @@ class Watched:
         folder = Path.cwd()
         for candidate in (folder, *folder.parents):
             paths.add(str(candidate / "pyproject.toml"))
-        files = {path: _stat(path) for path in paths}
+        files = stamps(paths)
         # A file changed since the preparation began may have been read as it was before the
         # change, and would then look unchanged ever after: such a session is stale at once.
         since = prepared_since - MTIME_SLACK_NS
@@ -196,18 +193,7 @@ class Watched:
             return f"{self.suspect} changed while the session was prepared"
         if time.monotonic() - self.born > MAX_AGE:
             return f"prepared over {MAX_AGE:g}s ago"
-        for path, seen in self.files.items():
-            if _stat(path) != seen:
-                return f"{path} changed"
-        return None
-
-
-def _stat(path: str) -> tuple[int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_size
+        return first_change(self.files)
 
 
 # ---------------------------------------------------------------------- the warm session's loop
