@@ -231,6 +231,34 @@ class TestRestart:
             redis_server.thaw()
 
 
+class TestFreshRuns:
+    def test_fresh_runs_start_every_run_as_a_new_interpreter(self, deployment, tmp_path):
+        """``--fresh-runs``: no resident runner; every run is serve's own child ``python -m celery_probe``."""
+        env, _worker = deployment
+        with ServeProcess(*serve_args("--fresh-runs", interval="0.5"), env=env, cwd=tmp_path) as server:
+            seen: dict[int, bytes] = {}
+
+            def runs_seen() -> bool:
+                for pid in server.descendants():
+                    try:
+                        seen.setdefault(pid, Path(f"/proc/{pid}/cmdline").read_bytes())
+                    except OSError:
+                        continue  # it ended meanwhile: catch the next one
+                return sum(b"celery_probe\0run\0" in cmdline for cmdline in seen.values()) >= 2
+
+            wait_until(runs_seen, timeout=30, interval=0.005, what="two fresh probe runs")
+            server.wait_status("healthy", timeout=20)
+            assert server.runs() >= 2
+            assert not any(b"celery_probe.run.resident" in cmdline for cmdline in seen.values()), seen
+            for pid in list(seen):
+                try:
+                    parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                except OSError:
+                    continue  # ended: it was seen as serve's descendant, which is all it could be
+                if b"celery_probe\0run\0" in seen[pid]:
+                    assert parent == server.pid  # serve's own child, no runner in between
+
+
 class TestCredentials:
     def test_password_never_on_a_command_line_or_in_a_response(self, tmp_path):
         """The broker URL reaches each run in its environment: never on a command line, and

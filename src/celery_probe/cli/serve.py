@@ -144,6 +144,9 @@ def bind(host: str, port: int) -> socket.socket:
     click.option("--exporter-metrics", is_flag=True,
                  help="/metrics also serves celery-exporter's series (celery_worker_up, celery_queue_length, ...) "
                       "for its Grafana dashboards (docs/metrics.md)."),
+    click.option("--fresh-runs", is_flag=True,
+                 help="Start every probe run as a fresh interpreter: no resident runner forking runs, "
+                      "no warm sessions (slower and costlier: docs/production.md)."),
     click.option("--header-timeout", default=f"{DEFAULT_HEADER_TIMEOUT:g}", show_default=True, metavar="SECONDS",
                  help="Close a connection whose request line and headers are not all in after this long."),
 )
@@ -161,7 +164,7 @@ def bind(host: str, port: int) -> socket.socket:
                  help="The health JSON and /healthz need the credential too (public by default)."),
 )
 def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path | None, exporter_metrics: bool,
-          **raw: Any) -> int:
+          fresh_runs: bool, **raw: Any) -> int:
     """Serve the latest verdict over HTTP: health JSON, /healthz, /metrics and ops-alerts.
 
     Probes run in the background every INTERVAL seconds, one at a time per target, each in
@@ -172,7 +175,8 @@ def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path |
     port_number, every, path_prefix = parse_port(port), parse_interval(interval), parse_prefix(prefix)
     guard = _Guard.parse(raw)
     if targets_file is not None:
-        return _serve_targets(targets_file, host, port_number, every, path_prefix, exporter_metrics, guard, raw)
+        return _serve_targets(targets_file, host, port_number, every, path_prefix, exporter_metrics, guard, raw,
+                              resident=not fresh_runs)
     settings = _settings_from(raw, remediation=False)  # serve never remediates
     require_target(settings)
     _require_serve_extra()
@@ -183,14 +187,15 @@ def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path |
     sock = bind(host, port_number)
     _log_to_stderr()
     app = make_app(settings, interval=every, prefix=path_prefix, report_dir=report_dir,
-                   exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health)
+                   exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health,
+                   resident=not fresh_runs)
     return _run_server(app, sock, f"{path_prefix}/health/celery, /healthz, /metrics "
                                   f"({settings.describe_target()}, a probe run every {every:g}s"
                                   f"{guard.summary(auth)})", guard.header_timeout)
 
 
 def _serve_targets(targets_file: Path, host: str, port: int, every: float, path_prefix: str,
-                   exporter_metrics: bool, guard: _Guard, raw: dict[str, Any]) -> int:
+                   exporter_metrics: bool, guard: _Guard, raw: dict[str, Any], *, resident: bool) -> int:
     """``serve --targets FILE``: one probe loop and set of routes per target (serve/fleet.py)."""
     from celery_probe.cli.main import _cli_overrides
 
@@ -211,7 +216,8 @@ def _serve_targets(targets_file: Path, host: str, port: int, every: float, path_
     sock = bind(host, port)
     _log_to_stderr()
     app = make_fleet_app(specs, prefix=path_prefix, report_dir=report_dir, reload_from=read,
-                         exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health)
+                         exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health,
+                         resident=resident)
     return _run_server(app, sock, f"{path_prefix}/health/celery, /healthz, /metrics, /targets/NAME/... "
                                   f"({len(specs)} targets of {targets_file}; SIGHUP reads it again"
                                   f"{guard.summary(auth)})", guard.header_timeout)

@@ -77,11 +77,13 @@ class ProbeService:
         report_dir: Path | None = None,
         exporter_metrics: bool = False,
         runner: ProbeRunner | None = None,
+        resident: bool = True,
     ) -> None:
         """``exporter_metrics``: /metrics also serves celery-exporter's series
         (:mod:`celery_probe.present.exporter_compat`); ``runner``: the resident runner shared
-        by several targets' loops (``serve --targets``), else the loop has its own."""
-        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir, runner=runner)
+        by several targets' loops (``serve --targets``), else the loop has its own, forking
+        runs from a resident runner unless ``resident`` is false (``serve --fresh-runs``)."""
+        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir, runner=runner, resident=resident)
         self.interval = interval
         self.exporter_metrics = exporter_metrics
         self._workers: dict[str, float] = {}  # worker -> Unix time it last answered (exporter metrics)
@@ -333,6 +335,7 @@ def make_app(
     exporter_metrics: bool = False,
     auth: Credentials | None = None,
     protect_health: bool = False,
+    resident: bool = True,
 ) -> Starlette:
     """A standalone ASGI app serving the verdict routes; its lifespan runs the probe loop.
 
@@ -347,7 +350,7 @@ def make_app(
     from celery_probe.serve.status_view import StatusPage
 
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir,
-                           exporter_metrics=exporter_metrics)
+                           exporter_metrics=exporter_metrics, resident=resident)
     if auth is not None:
         service.protect(health=protect_health)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)
