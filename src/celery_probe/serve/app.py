@@ -165,7 +165,7 @@ class ProbeService:
         verdict older than the origin would (before the first run, and when stale:
         ``no-store``).
         """
-        published, age, cache = self._cacheable(private=self.private_health)
+        published, age, cache = self.served(private=self.private_health)
         age_text = b"null" if age is None else f"{age:.3f}".encode()
         body = b'{"age_s": ' + age_text + b", " + published.health_tail
         return Response(body, media_type=JSON, headers={"Cache-Control": cache})
@@ -174,8 +174,12 @@ class ProbeService:
         """Mark the answers as behind a credential: ops-alerts always, the health JSON if ``health``."""
         self.private_alerts, self.private_health = True, health
 
-    def _cacheable(self, *, private: bool = False) -> tuple[Any, float | None, str]:
-        """The verdict to serve (stale ones replaced), its age, and its Cache-Control value."""
+    def served(self, *, private: bool = False) -> tuple[_Published, float | None, str]:
+        """The verdict to serve (stale ones replaced), its age, and its Cache-Control value.
+
+        Every answer of this target, and the fleet's overall answers, read it once per request,
+        so a verdict that turns stale between two reads cannot show two statuses on one page.
+        """
         published, age = self._current()
         if age is None:
             return published, age, NO_STORE
@@ -192,18 +196,20 @@ class ProbeService:
         evidence (starting, misconfigured, stale), which is not evidence that Celery is down;
         the body and the ``X-Celery-Probe-Status`` header still say ``unknown``.
         """
-        published, age = self._current()
-        if age is not None and age > self.stale_after:
-            published = self._stale(published, age)
+        document = self.healthz_document()
+        status = document["status"]
+        return Response(json.dumps(document).encode(), status_code=503 if status == "down" else 200,
+                        media_type=JSON, headers={"Cache-Control": NO_STORE, "X-Celery-Probe-Status": status})
+
+    def healthz_document(self) -> HealthzDocument:
+        """What ``/healthz`` says of this target: its status, the verdict's age and its time."""
+        published, age, _cache = self.served()
         verdict = published.snapshot.verdict
-        status = str(verdict.get("status") or "unknown")
-        body = json.dumps({
-            "status": status,
+        return {
+            "status": verdict.get("status") or "unknown",
             "age_s": None if age is None else round(age, 3),
             "checked_at": verdict.get("checked_at"),
-        }).encode()
-        return Response(body, status_code=503 if status == "down" else 200, media_type=JSON,
-                        headers={"Cache-Control": NO_STORE, "X-Celery-Probe-Status": status})
+        }
 
     def metrics(self, headers: Headers | None = None) -> Response:
         """Metrics of the latest verdict, built by :mod:`celery_probe.present.metrics`.
@@ -228,7 +234,7 @@ class ProbeService:
 
     def ops_alerts(self, _headers: Headers | None = None) -> Response:
         """The ops-alerts document of the latest verdict (:func:`celery_probe.present.ops_alerts.get_ops_alerts`)."""
-        published, _age, cache = self._cacheable(private=self.private_alerts)
+        published, _age, cache = self.served(private=self.private_alerts)
         return Response(published.alerts, media_type=JSON, headers={"Cache-Control": cache})
 
 

@@ -140,7 +140,7 @@ class FleetService:
         statuses: list[Status] = []
         caches: list[str] = []
         for name, service in self.services.items():
-            published, age, cache = service._cacheable(private=service.private_health)
+            published, age, cache = service.served(private=service.private_health)
             statuses.append(published.snapshot.verdict.get("status") or "unknown")
             caches.append(cache)
             age_text = b"null" if age is None else f"{age:.3f}".encode()
@@ -151,9 +151,7 @@ class FleetService:
 
     def healthz(self) -> Response:
         """The worst status, 503 when it is ``down``; each target's status, age and time."""
-        targets: dict[str, Any] = {}
-        for name, service in self.services.items():
-            targets[name] = json.loads(service.healthz().body)
+        targets = {name: service.healthz_document() for name, service in self.services.items()}
         status = overall_status([t["status"] for t in targets.values()])
         document: FleetHealthzDocument = {"status": status, "targets": targets}
         return Response(json.dumps(document).encode(), status_code=503 if status == "down" else 200,
@@ -163,7 +161,7 @@ class FleetService:
         alerts: list[dict[str, Any]] = []
         health: dict[str, Any] = {}
         for name, service in self.services.items():
-            published, _age, _cache = service._cacheable()
+            published, _age, _cache = service.served()
             document = json.loads(published.alerts)
             alerts.extend({**alert, "target": name} for alert in document.get("alerts") or [])
             health[name] = document.get("celery_health")
@@ -196,10 +194,12 @@ class FleetService:
     def overview(self) -> bytes:
         """The page at ``/``: one section per target, with its status, age, reasons and links."""
         rows = []
+        statuses: list[Status] = []
         for name, service in self.services.items():
-            published, age, _cache = service._cacheable()
+            published, age, _cache = service.served()
             verdict = published.snapshot.verdict
             status = str(verdict.get("status") or "unknown")
+            statuses.append(status)  # type: ignore[arg-type]
             reasons = [r for r in verdict.get("reasons") or [] if r.get("severity") != "info"]
             why = "".join(f"<li><code>{html.escape(str(r.get('code')))}</code> {html.escape(str(r.get('message')))}</li>"
                           for r in reasons[:5]) or "<li>no reason to worry</li>"
@@ -210,8 +210,6 @@ class FleetService:
                 f'<h2><a href="{link}">{html.escape(name)}</a>: <span class="status">{html.escape(status)}</span></h2>'
                 f"<p>checked {html.escape(shown_age)}, a run every {service.interval:g}s</p><ul>{why}</ul></section>"
             )
-        statuses: list[Status] = [
-            s._cacheable()[0].snapshot.verdict.get("status") or "unknown" for s in self.services.values()]
         overall = overall_status(statuses)
         page = (
             '<!doctype html><html lang="en"><head><meta charset="utf-8">'
