@@ -8,8 +8,8 @@ redis-server on a free loopback port and one solo-pool worker of ``bench/bench_a
 * **CPU per probe run.** Two ``celery-probe serve`` processes probe that deployment at the
   same ``--interval``, at the same time, half an interval apart: one as shipped (runs forked
   from its resident server, :mod:`celery_probe.run.resident`), one whose loop starts a fresh
-  ``python -m celery_probe run`` per run, as serve did before (the launcher below sets
-  ``ProbeLoop``'s ``resident`` default to False; nothing else differs). Over ``--window``
+  ``python -m celery_probe run`` per run, as serve did before (``serve --fresh-runs``; nothing
+  else differs). Over ``--window``
   seconds it reads the kernel's process accounting from ``/proc/PID/stat``: utime + stime of
   serve and of every child of serve (the resident server), plus cutime + cstime of each of
   them, which is where the CPU of a process's reaped children lands (a run forked by the
@@ -55,15 +55,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 START_TIMEOUT = 60.0
 TICK = os.sysconf("SC_CLK_TCK")
 # serve as before: every run a fresh interpreter (the loop's resident default turned off).
-FRESH_LAUNCHER = (
-    "import sys\n"
-    "from celery_probe.serve.loop import ProbeLoop\n"
-    "ProbeLoop.__init__.__kwdefaults__['resident'] = False\n"
-    "from celery_probe.cli.main import main\n"
-    "main(sys.argv[1:])\n"
-)
-
-
 def metrics(port: int) -> dict[str, float]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -137,10 +128,10 @@ class Serve:
     def __init__(self, name: str, *, resident: bool, interval: float, deadline: float, env: dict[str, str],
                  workdir: Path) -> None:
         self.name, self.port = name, free_port()
-        launcher = ["-m", "celery_probe"] if resident else ["-c", FRESH_LAUNCHER]
+        how = [] if resident else ["--fresh-runs"]
         self.log = open(workdir / f"{name}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, *launcher, "serve", "-A", "bench_app", "--expect-workers", "1",
+            [sys.executable, "-m", "celery_probe", "serve", *how, "-A", "bench_app", "--expect-workers", "1",
              "--port", str(self.port), "--interval", str(interval), "--deadline", str(deadline)],
             env=env, cwd=workdir, stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log,
             start_new_session=True,

@@ -22,6 +22,7 @@ import pytest
 
 from celery_probe.config.settings import resolve_settings
 from celery_probe.run.resident import IMPORTS_CHECK_EVERY
+from celery_probe.run.runner import RunMode
 from celery_probe.serve.loop import ProbeLoop, Snapshot
 from celery_probe.testing import CeleryWorker
 from tests.support.environment import APPS, app_env
@@ -113,7 +114,7 @@ class TestSameVerdict:
         settings = settings_for(deadline="3")
 
         async def body(loop: ProbeLoop) -> None:
-            fresh = ProbeLoop(settings, interval=3600, resident=False)
+            fresh = ProbeLoop(settings, interval=3600, runs=RunMode(resident=False))
             resident_healthy, fresh_healthy = await loop.run_once(), await fresh.run_once()
             assert loop.runner.resident_runs == 1 and fresh.runner.fresh_runs == 1
             assert resident_healthy.verdict["status"] == fresh_healthy.verdict["status"] == "healthy"
@@ -570,7 +571,7 @@ class TestAnyBroker:
         with CeleryWorker("probe_test_app", name="resident-any@%h", env=env, pythonpath=[APPS],
                           queues=[target.default_queue]):
             settings = settings_for(deadline="5", roundtrip_slow="4")
-            fresh = ProbeLoop(settings, interval=3600, resident=False)
+            fresh = ProbeLoop(settings, interval=3600, runs=RunMode(resident=False))
 
             async def body(loop: ProbeLoop) -> tuple[Snapshot, Snapshot]:
                 return await loop.run_once(), await fresh.run_once()
@@ -671,3 +672,74 @@ class TestWarmSessions:
 
         with_resident(loop, body)
         assert {entry["queue"] for entry in runs()} == {"first", "second"}
+
+
+WHERE_PROBE = '''
+import json, os
+
+
+def probe_where():
+    """Record which process made this run, and its parent."""
+    with open(os.environ["PROBE_TEST_RUNS"], "a") as out:
+        out.write(json.dumps({"pid": os.getpid(), "ppid": os.getppid()}) + "\\n")
+'''
+
+
+@pytest.mark.redis_only
+class TestWarmRoom:
+    def test_targets_beyond_the_room_keep_to_plain_forks_and_a_target_gone_gives_its_room_up(
+            self, deployment, tmp_path, monkeypatch):
+        """Three targets taking turns, room for two warm sessions: the first two keep theirs.
+
+        Ending the least recently used session to make room would end each one just before
+        its target's next run, so every run would be a plain fork and a preparation.
+        """
+        from celery_probe.run.runner import ProbeRunner
+
+        probes, record = tmp_path / "probes", tmp_path / "runs.jsonl"
+        probes.mkdir()
+        (probes / "probe_where.py").write_text(WHERE_PROBE)
+        record.write_text("")
+        old = time.time() - 30  # written well before any preparation reads them
+        os.utime(probes / "probe_where.py", (old, old))
+        os.utime(probes, (old, old))
+        monkeypatch.setenv("PROBE_TEST_RUNS", str(record))
+        runner = ProbeRunner(sys.executable, mode=RunMode(warm_sessions=2))
+        loops = {name: ProbeLoop(settings_for(probes=(str(probes),), roundtrip_slow=slow), interval=3600,
+                                 runner=runner)
+                 for name, slow in (("a", "2.5"), ("b", "2.4"), ("c", "2.3"))}
+
+        async def run(name: str) -> int:
+            snapshot = await loops[name].run_once()
+            assert snapshot.verdict["status"] == "healthy", snapshot.verdict["reasons"]
+            return json.loads(record.read_text().splitlines()[-1])["ppid"]
+
+        async def main() -> None:
+            runner.start()
+            assert await asyncio.wait_for(runner.started(), READY)
+            try:
+                assert runner.server is not None and runner.server.pid is not None
+                server = runner.server.pid
+                parents = [{name: await run(name) for name in "abc"} for _cycle in range(4)]
+                for cycle in parents[2:]:  # from the third turn on: a and b warm, c plain
+                    assert cycle["c"] == server, parents
+                    assert cycle["a"] != server and cycle["b"] != server, parents
+                assert parents[2] == parents[3], f"a warm session was prepared again: {parents}"
+                sessions = set(children_of(server)) - {os.getpid()}
+                assert {parents[3]["a"], parents[3]["b"]} <= sessions and len(sessions) == 2, sessions
+                # b stops asking (it left the targets file): once it has missed two of its own
+                # gaps, c's next passing run prepares a session in b's room.
+                for _turn in range(20):  # bounded: b's gap is one turn of three runs
+                    if await run("c") != server:
+                        break
+                    await run("a")
+                else:
+                    raise AssertionError("c never got the room b left")
+                await until(lambda: parents[3]["b"] not in children_of(server), 10, "b's warm session to end")
+                assert await run("a") == parents[3]["a"]  # a, on its schedule all along, kept its own
+            finally:
+                for loop in loops.values():
+                    await loop.stop()
+                await runner.close()
+
+        asyncio.run(main())

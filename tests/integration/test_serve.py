@@ -258,6 +258,35 @@ class TestFreshRuns:
                 if b"celery_probe\0run\0" in seen[pid]:
                     assert parent == server.pid  # serve's own child, no runner in between
 
+    def test_no_warm_sessions_forks_every_run_from_the_resident_runner(self, deployment, tmp_path):
+        """``--warm-sessions 0``: the resident runner forks every run itself, from no prepared run."""
+        env, _worker = deployment
+        probes, record = tmp_path / "probes", tmp_path / "runs.txt"
+        probes.mkdir()
+        (probes / "probe_parent.py").write_text(
+            "import os\n\n\ndef probe_parent():\n"
+            "    with open(os.environ['PROBE_TEST_RUNS'], 'a') as out:\n"
+            "        out.write(f'{os.getppid()}\\n')\n")
+        with ServeProcess(*serve_args("--warm-sessions", "0", "--probes", str(probes), interval="0.5"),
+                          env={**env, "PROBE_TEST_RUNS": str(record)}, cwd=tmp_path) as server:
+            wait_until(lambda: record.exists() and len(record.read_text().split()) >= 5, timeout=60,
+                       interval=0.1, what="five probe runs")
+            server.wait_status("healthy", timeout=20)
+            runners = [pid for pid in server.descendants()
+                       if b"celery_probe.run.resident\x00--warm-sessions\x000\x00" in _cmdline(pid)]
+            assert len(runners) == 1, [_cmdline(pid) for pid in server.descendants()]
+            parents = [int(pid) for pid in record.read_text().split()]
+            forked = [pid for pid in parents if pid != server.pid]  # (fresh while the runner started)
+            assert set(forked) == {runners[0]}, f"a run was forked from a warm session: {parents} vs {runners}"
+            assert len(forked) >= 3, parents
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""  # ended meanwhile
+
 
 class TestCredentials:
     def test_password_never_on_a_command_line_or_in_a_response(self, tmp_path):

@@ -220,3 +220,11 @@ def test_no_help_text_writes_its_default_by_hand(name):
     assert "%" not in spec.help, "argparse (pytest --help) would read it as a format"
     if "{default}" in spec.help:
         assert spec.show(spec.default) in spec.help_text
+
+
+def test_serve_s_default_warm_sessions_is_the_resident_runner_s():
+    """The command line repeats the default so that --help need not import the resident runner."""
+    from celery_probe.cli.serve import DEFAULT_WARM_SESSIONS
+    from celery_probe.run.resident import MAX_WARM
+
+    assert DEFAULT_WARM_SESSIONS == MAX_WARM

@@ -10,7 +10,7 @@ import types
 import pytest
 
 from celery_probe.run import metadata_memo, warm
-from celery_probe.run.resident import warm_key
+from celery_probe.run.resident import WarmSession, room_for, warm_key
 
 
 class TestWarmKey:
@@ -121,3 +121,38 @@ class TestMetadataMemo:
         with pytest.raises(importlib.metadata.PackageNotFoundError):
             importlib.metadata.version("x")
         assert importlib.metadata.version("x") == "2.0"
+
+
+class TestRoomForAnotherTarget:
+    """Which warm session gives up its room when the resident runner is full (``room_for``)."""
+
+    @staticmethod
+    def session(key: str, *, asked_at: float, gap: float | None, busy: bool = False) -> WarmSession:
+        session = WarmSession(key=key, pid=0, control=None, drains=[], asked_at=asked_at, gap=gap)  # type: ignore[arg-type]
+        session.run = object() if busy else None  # type: ignore[assignment]
+        return session
+
+    def test_targets_on_their_schedule_keep_their_sessions(self):
+        # Every 15 s each target asks; the least recently asked is 14 s ago, within two gaps.
+        sessions = [self.session(f"t{n}", asked_at=100.0 - n, gap=15.0) for n in range(15)]
+        assert room_for(sessions, now=100.0) is None
+
+    def test_a_target_unasked_for_two_of_its_gaps_gives_up_its_room(self):
+        kept = self.session("kept", asked_at=95.0, gap=15.0)
+        left = self.session("left", asked_at=60.0, gap=15.0)  # 40 s > 2 x 15 s: left the targets file
+        assert room_for([kept, left], now=100.0) is left
+
+    def test_the_one_asked_for_longest_ago_goes_first(self):
+        older = self.session("older", asked_at=10.0, gap=5.0)
+        newer = self.session("newer", asked_at=50.0, gap=5.0)
+        assert room_for([newer, older], now=100.0) is older
+
+    def test_each_target_is_judged_by_its_own_gap(self):
+        hourly = self.session("hourly", asked_at=100.0 - 3000, gap=3600.0)  # 50 min: its next run not due yet
+        assert room_for([hourly], now=100.0) is None
+        assert room_for([hourly], now=100.0 + 4300) is hourly
+
+    def test_a_session_making_a_run_or_asked_once_only_is_kept(self):
+        busy = self.session("busy", asked_at=0.0, gap=1.0, busy=True)
+        once = self.session("once", asked_at=0.0, gap=None)  # no gap seen: the idle limit ends it
+        assert room_for([busy, once], now=1000.0) is None

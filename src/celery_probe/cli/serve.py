@@ -13,7 +13,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,9 +30,14 @@ from celery_probe.config.durations import parse_interval as parse_duration_inter
 from celery_probe.errors import ProbeUsageError
 from celery_probe.config.settings import HTTP, OUTPUT, PROBES, TARGET, _parse_env_name, _parse_int, require_target
 
+if TYPE_CHECKING:
+    from celery_probe.run.runner import RunMode
+
 DEFAULT_PREFIX = "/api/interactions"  # repeated from celery_probe.serve.app, which needs the extra
 DEFAULT_HEADER_TIMEOUT = 10.0  # repeated from celery_probe.serve.header_deadline, which needs the extra
 MIN_HEADER_TIMEOUT, MAX_HEADER_TIMEOUT = 0.5, 3600.0
+DEFAULT_WARM_SESSIONS = 64  # repeated from celery_probe.run.resident.MAX_WARM (64 ms to import at each command)
+MAX_WARM_SESSIONS = 10_000
 
 
 def parse_port(raw: str) -> int:
@@ -52,6 +57,14 @@ def parse_header_timeout(raw: str) -> float:
         raise ProbeUsageError(f"invalid header timeout {raw!r}: must be between {MIN_HEADER_TIMEOUT:g} and "
                               f"{MAX_HEADER_TIMEOUT:g} seconds (from --header-timeout)")
     return value
+
+
+def run_mode(fresh_runs: bool, warm_sessions: str) -> RunMode:
+    """How serve starts its runs, from ``--fresh-runs`` and ``--warm-sessions``."""
+    from celery_probe.run.runner import RunMode
+
+    count = _parse_int("warm sessions", warm_sessions, "--warm-sessions", lo=0, hi=MAX_WARM_SESSIONS)
+    return RunMode(resident=not fresh_runs, warm_sessions=count)
 
 
 def parse_secret_path(raw: str | None, flag: str) -> Path | None:
@@ -147,6 +160,9 @@ def bind(host: str, port: int) -> socket.socket:
     click.option("--fresh-runs", is_flag=True,
                  help="Start every probe run as a fresh interpreter: no resident runner forking runs, "
                       "no warm sessions (slower and costlier: docs/production.md)."),
+    click.option("--warm-sessions", default=str(DEFAULT_WARM_SESSIONS), show_default=True, metavar="N",
+                 help="Keep at most N warm sessions at once, one per target, about 20 MB each; "
+                      "targets beyond them get plain forked runs (0: none)."),
     click.option("--header-timeout", default=f"{DEFAULT_HEADER_TIMEOUT:g}", show_default=True, metavar="SECONDS",
                  help="Close a connection whose request line and headers are not all in after this long."),
 )
@@ -164,7 +180,7 @@ def bind(host: str, port: int) -> socket.socket:
                  help="The health JSON and /healthz need the credential too (public by default)."),
 )
 def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path | None, exporter_metrics: bool,
-          fresh_runs: bool, **raw: Any) -> int:
+          fresh_runs: bool, warm_sessions: str, **raw: Any) -> int:
     """Serve the latest verdict over HTTP: health JSON, /healthz, /metrics and ops-alerts.
 
     Probes run in the background every INTERVAL seconds, one at a time per target, each in
@@ -174,9 +190,10 @@ def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path |
     """
     port_number, every, path_prefix = parse_port(port), parse_interval(interval), parse_prefix(prefix)
     guard = _Guard.parse(raw)
+    runs = run_mode(fresh_runs, warm_sessions)
     if targets_file is not None:
         return _serve_targets(targets_file, host, port_number, every, path_prefix, exporter_metrics, guard, raw,
-                              resident=not fresh_runs)
+                              runs=runs)
     settings = _settings_from(raw, remediation=False)  # serve never remediates
     require_target(settings)
     _require_serve_extra()
@@ -188,14 +205,14 @@ def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path |
     _log_to_stderr()
     app = make_app(settings, interval=every, prefix=path_prefix, report_dir=report_dir,
                    exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health,
-                   resident=not fresh_runs)
+                   runs=runs)
     return _run_server(app, sock, f"{path_prefix}/health/celery, /healthz, /metrics "
                                   f"({settings.describe_target()}, a probe run every {every:g}s"
                                   f"{guard.summary(auth)})", guard.header_timeout)
 
 
 def _serve_targets(targets_file: Path, host: str, port: int, every: float, path_prefix: str,
-                   exporter_metrics: bool, guard: _Guard, raw: dict[str, Any], *, resident: bool) -> int:
+                   exporter_metrics: bool, guard: _Guard, raw: dict[str, Any], *, runs: RunMode) -> int:
     """``serve --targets FILE``: one probe loop and set of routes per target (serve/fleet.py)."""
     from celery_probe.cli.main import _cli_overrides
 
@@ -217,7 +234,7 @@ def _serve_targets(targets_file: Path, host: str, port: int, every: float, path_
     _log_to_stderr()
     app = make_fleet_app(specs, prefix=path_prefix, report_dir=report_dir, reload_from=read,
                          exporter_metrics=exporter_metrics, auth=auth, protect_health=guard.protect_health,
-                         resident=resident)
+                         runs=runs)
     return _run_server(app, sock, f"{path_prefix}/health/celery, /healthz, /metrics, /targets/NAME/... "
                                   f"({len(specs)} targets of {targets_file}; SIGHUP reads it again"
                                   f"{guard.summary(auth)})", guard.header_timeout)

@@ -26,6 +26,9 @@ skip the preparation; the server hands it each run's pipes over a Unix socket an
 same bookkeeping (output, hard timeout, ``done``). A warm session is the server's child, so it
 is killed and reaped like a run; its runs are its own children, killed at their hard timeout
 by it, and with it (``PR_SET_PDEATHSIG``) if the server has to kill it.
+At most ``--warm-sessions`` of them live at once (:data:`MAX_WARM` by default, ``serve
+--warm-sessions``); a target beyond that gets one only when another's target has stopped asking
+for runs (:func:`room_for`), and keeps to plain forks meanwhile.
 
 Why a fork server of our own rather than :mod:`multiprocessing`'s ``forkserver`` context:
 that one runs a pickled target after re-running its parent's ``__main__`` preparation in
@@ -56,6 +59,7 @@ Requests (``serve`` to the server) and replies, one JSON object per line:
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import gc
@@ -68,6 +72,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,7 +81,8 @@ from celery_probe.run.file_stamps import first_change, module_files, stamps
 from celery_probe.run.forked import become_run
 
 READ_CHUNK = 65536
-MAX_WARM = 64  # warm sessions at once; targets beyond that get plain forked runs
+MAX_WARM = 64  # warm sessions at once by default (serve --warm-sessions); targets beyond get plain forks
+ABANDONED_AFTER = 2.0  # a target unasked for this many of its own intervals no longer holds its room
 WARM_IDLE = 1800.0  # seconds a warm session may go unused before it ends
 UNFIT_RETRY = 600.0  # seconds before a target whose preparation was unfit is tried warm again
 WARM_CHECK_EVERY = 60.0  # seconds between looks for idle warm sessions
@@ -236,6 +242,25 @@ class WarmSession:
     buffer: bytes = b""
     last_used: float = field(default_factory=time.monotonic)
     gone: bool = False
+    asked_at: float = field(default_factory=time.monotonic)  # its target's latest run request
+    gap: float | None = None  # the longest time between two of its target's run requests
+
+
+def room_for(sessions: Collection[WarmSession], now: float) -> WarmSession | None:
+    """The warm session to end so that another target can have one, or None: keep them all.
+
+    Only a session whose target has stopped asking for runs gives up its room: an idle one not
+    asked for in :data:`ABANDONED_AFTER` times the longest gap seen between its target's runs (the
+    target left the targets file, or its settings changed and it is another key now); the one
+    asked for the longest ago goes first. A target still on its schedule keeps its session. With
+    more targets than room, ending the least recently used one instead would end every session
+    just before its next run (the targets take turns), so every run would be a plain fork and a
+    preparation: the targets beyond the room keep to plain forks instead.
+    """
+    gone = [session for session in sessions
+            if session.run is None and session.gap is not None
+            and now - session.asked_at > ABANDONED_AFTER * session.gap]
+    return min(gone, key=lambda session: session.asked_at, default=None)
 
 
 def warm_key(request: dict[str, Any]) -> str:
@@ -246,8 +271,10 @@ def warm_key(request: dict[str, Any]) -> str:
 class ForkServer:
     """The server's loop: requests in, one forked process per run, replies out."""
 
-    def __init__(self, requests: int, replies: int, start_signals: dict[int, Any]) -> None:
+    def __init__(self, requests: int, replies: int, start_signals: dict[int, Any], *,
+                 max_warm: int = MAX_WARM) -> None:
         self.requests, self.replies = requests, replies
+        self.max_warm = max_warm  # warm sessions at once; 0: every run a plain fork
         # What the preload read: a run forked from here runs these files as they were then.
         self.imported = stamps(module_files())
         self.imports_checked = time.monotonic()
@@ -343,6 +370,10 @@ class ForkServer:
         (and then prepare a warm session for the next runs of that target)."""
         key = warm_key(request)
         session = self.warm.get(key)
+        if session is not None:  # its target's demand: what says when the session is abandoned
+            now = time.monotonic()
+            session.gap = max(session.gap or 0.0, now - session.asked_at)
+            session.asked_at = now
         if session is not None and session.ready and session.run is None and not session.gone:
             self._run_warm(session, request)
             return
@@ -370,11 +401,11 @@ class ForkServer:
         key = warm_key(run.request)
         if run.killed or run.returncode != 0 or self.stopping or self.outdated or key in self.warm:
             return  # (outdated: a new server takes the target's next runs)
-        if len(self.warm) >= MAX_WARM:  # make room: the one unused the longest goes (a target since changed)
-            idle = [session for session in self.warm.values() if session.run is None]
-            if not idle:
-                return
-            self._forget_warm(min(idle, key=lambda session: session.last_used))
+        if len(self.warm) >= self.max_warm:
+            leaving = room_for(list(self.warm.values()), time.monotonic())
+            if leaving is None:
+                return  # every session's target still runs on schedule: this one keeps to plain forks
+            self._forget_warm(leaving)  # its socket closes: it ends (and is reaped) like an idle one
         if time.monotonic() - self.unfit.get(key, -UNFIT_RETRY) >= UNFIT_RETRY:
             self._start_warm(key, run.request)
 
@@ -681,8 +712,11 @@ def not_import_only() -> str | None:
     return None
 
 
-def main() -> int:
-    """``python -m celery_probe.run.resident``: requests on fd 0, replies on fd 1."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m celery_probe.run.resident [--warm-sessions N]``: requests on fd 0, replies on fd 1."""
+    parser = argparse.ArgumentParser(prog="python -m celery_probe.run.resident")
+    parser.add_argument("--warm-sessions", type=int, default=MAX_WARM, metavar="N")
+    options = parser.parse_args(argv)
     start_signals: dict[int, Any] = {sig: signal.getsignal(sig) for sig in signal.valid_signals()
                      if sig not in (signal.SIGKILL, signal.SIGSTOP)}
     requests, replies = os.dup(0), os.dup(1)
@@ -698,7 +732,7 @@ def main() -> int:
     if problem:
         sys.stderr.write(f"celery-probe: the resident runner will not fork runs: {problem}\n")
         return 1
-    server = ForkServer(requests, replies, start_signals)
+    server = ForkServer(requests, replies, start_signals, max_warm=options.warm_sessions)
     server.reply({"op": "ready", "pid": os.getpid(), "preloaded": preloaded})
     return server.serve()
 

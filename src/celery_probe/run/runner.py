@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from celery_probe.config.settings import ENV_PREFIX
-from celery_probe.run.resident import decode, encode
+from celery_probe.run.resident import MAX_WARM, decode, encode
 
 log = logging.getLogger("celery_probe.serve")
 
@@ -43,6 +43,14 @@ RETRY_AFTER = 300.0  # seconds between attempts to start a server that could not
 RETIRE_POLL = 0.1  # seconds between looks at an outdated server's runs still going
 DEATHS_IN_A_ROW = 3  # servers that died during a run, with no run answered between: a crash loop
 LINE_LIMIT = 64 * 1024 * 1024  # a reply carries a run's whole output
+
+
+@dataclass(frozen=True)
+class RunMode:
+    """How serve starts its probe runs (``serve --fresh-runs``, ``--warm-sessions``)."""
+
+    resident: bool = True  # forked from a resident runner; False: a fresh interpreter every run
+    warm_sessions: int = MAX_WARM  # warm sessions the resident runner keeps at once; 0: plain forks
 
 
 @dataclass(frozen=True)
@@ -91,8 +99,9 @@ class ServerGone(Exception):
 class ResidentServer:
     """One fork server process and its pipes; runs are matched to replies by number."""
 
-    def __init__(self, python: str) -> None:
+    def __init__(self, python: str, *, warm_sessions: int = MAX_WARM) -> None:
         self.python = python
+        self.warm_sessions = warm_sessions
         self.proc: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
         self._waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
@@ -110,7 +119,8 @@ class ResidentServer:
         """Start the server and wait for its ``ready`` (its imports done); raise ServerGone if it fails."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
         self.proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "celery_probe.run.resident", env=env, stdin=asyncio.subprocess.PIPE,
+            self.python, "-m", "celery_probe.run.resident", "--warm-sessions", str(self.warm_sessions),
+            env=env, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, start_new_session=True, limit=LINE_LIMIT,
         )
         try:
@@ -226,10 +236,11 @@ class ResidentServer:
 class ProbeRunner:
     """The resident server when it is up, a fresh process otherwise (see the module)."""
 
-    def __init__(self, python: str, *, resident: bool = True) -> None:
+    def __init__(self, python: str, *, mode: RunMode = RunMode()) -> None:
         self.fresh = FreshRunner(python)
         self.python = python
-        self.resident = resident
+        self.mode = mode
+        self.resident = mode.resident
         self.server: ResidentServer | None = None
         self._starting: asyncio.Task[None] | None = None
         self._failed_at: float | None = None
@@ -261,7 +272,7 @@ class ProbeRunner:
         return self.server is not None and self.server.alive
 
     async def _start(self) -> None:
-        server = ResidentServer(self.python)
+        server = ResidentServer(self.python, warm_sessions=self.mode.warm_sessions)
         try:
             await server.start()
         except (ServerGone, OSError) as exc:

@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from celery_probe.present.metrics import ServeLoopTotals, metric_families, render_for
 from celery_probe.present.ops_alerts import get_ops_alerts
 from celery_probe.serve.auth import AuthGate, Credentials, authorization_of, refuse, route_path
-from celery_probe.run.runner import ProbeRunner
+from celery_probe.run.runner import ProbeRunner, RunMode
 from celery_probe.serve.loop import REAP_TIMEOUT, ProbeLoop, Snapshot
 from celery_probe.config.settings import REMEDIATION, Settings, require_target, resolve_settings
 from celery_probe.verdict.mapper import unknown_verdict
@@ -77,13 +77,13 @@ class ProbeService:
         report_dir: Path | None = None,
         exporter_metrics: bool = False,
         runner: ProbeRunner | None = None,
-        resident: bool = True,
+        runs: RunMode = RunMode(),
     ) -> None:
         """``exporter_metrics``: /metrics also serves celery-exporter's series
         (:mod:`celery_probe.present.exporter_compat`); ``runner``: the resident runner shared
-        by several targets' loops (``serve --targets``), else the loop has its own, forking
-        runs from a resident runner unless ``resident`` is false (``serve --fresh-runs``)."""
-        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir, runner=runner, resident=resident)
+        by several targets' loops (``serve --targets``), else the loop has its own, started as
+        ``runs`` says (``serve --fresh-runs``, ``--warm-sessions``)."""
+        self.loop = ProbeLoop(settings, interval=interval, report_dir=report_dir, runner=runner, runs=runs)
         self.interval = interval
         self.exporter_metrics = exporter_metrics
         self._workers: dict[str, float] = {}  # worker -> Unix time it last answered (exporter metrics)
@@ -341,7 +341,7 @@ def make_app(
     exporter_metrics: bool = False,
     auth: Credentials | None = None,
     protect_health: bool = False,
-    resident: bool = True,
+    runs: RunMode = RunMode(),
 ) -> Starlette:
     """A standalone ASGI app serving the verdict routes; its lifespan runs the probe loop.
 
@@ -356,7 +356,7 @@ def make_app(
     from celery_probe.serve.status_view import StatusPage
 
     service = ProbeService(settings, interval=interval, prefix=prefix, report_dir=report_dir,
-                           exporter_metrics=exporter_metrics, resident=resident)
+                           exporter_metrics=exporter_metrics, runs=runs)
     if auth is not None:
         service.protect(health=protect_health)
     status_page = StatusPage(service.loop, interval=interval, report_dir=report_dir)

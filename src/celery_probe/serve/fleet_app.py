@@ -43,7 +43,7 @@ from celery_probe.present.metrics import (
     metric_families,
     render_for,
 )
-from celery_probe.run.runner import ProbeRunner
+from celery_probe.run.runner import ProbeRunner, RunMode
 from celery_probe.serve.app import (
     _STATUS_PAGE_DOC,
     HEALTH_PATH,
@@ -81,14 +81,14 @@ class FleetService:
     def __init__(self, specs: Mapping[str, TargetSpec], *, prefix: str, report_dir: Path | None,
                  reload_from: Callable[[], Mapping[str, TargetSpec]] | None = None,
                  exporter_metrics: bool = False, protected: bool = False, protect_health: bool = False,
-                 resident: bool = True) -> None:
+                 runs: RunMode = RunMode()) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.protected, self.protect_health = protected, protect_health  # behind a credential: private caching
         self.report_dir = report_dir
         self.exporter_metrics = exporter_metrics
         # One resident server for every target: each run still gets its own fork, settings,
         # environment and hard timeout, and a target's hang holds only its own run.
-        self.runner = ProbeRunner(sys.executable, resident=resident)
+        self.runner = ProbeRunner(sys.executable, mode=runs)
         self.fleet = Fleet(specs, self._service, reload_from=reload_from)
         self._workers: dict[str, dict[str, float]] = {}  # target -> worker -> last answered (exporter metrics)
         self._pages: dict[str, Any] = {}  # target -> its StatusPage
@@ -257,7 +257,7 @@ def _shortest(caches: list[str]) -> str:
 def make_fleet_app(specs: Mapping[str, TargetSpec], *, prefix: str, report_dir: Path | None,
                    reload_from: Callable[[], Mapping[str, TargetSpec]] | None = None,
                    exporter_metrics: bool = False, auth: Credentials | None = None,
-                   protect_health: bool = False, resident: bool = True) -> Starlette:
+                   protect_health: bool = False, runs: RunMode = RunMode()) -> Starlette:
     """The Starlette app of ``serve --targets``; its lifespan runs every target's loop.
 
     With ``auth`` every route needs a credential except the health routes, overall and per
@@ -265,7 +265,7 @@ def make_fleet_app(specs: Mapping[str, TargetSpec], *, prefix: str, report_dir: 
     """
     service = FleetService(specs, prefix=prefix, report_dir=report_dir, reload_from=reload_from,
                            exporter_metrics=exporter_metrics, protected=auth is not None,
-                           protect_health=protect_health, resident=resident)
+                           protect_health=protect_health, runs=runs)
     p = service.prefix
     each = TARGETS_PATH + "/{name}"
     openapi_document = service.openapi()

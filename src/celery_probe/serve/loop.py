@@ -48,7 +48,7 @@ from celery_probe.run.child import (
     child_arguments,
     child_environment,
 )
-from celery_probe.run.runner import ProbeRunner
+from celery_probe.run.runner import ProbeRunner, RunMode
 from celery_probe.storage.history import read_last_times
 from celery_probe.storage.reports import LATEST, history_entry, load_report
 from celery_probe.verdict.mapper import unknown_verdict
@@ -88,10 +88,10 @@ class ProbeLoop:
         interval: float,
         report_dir: Path | None = None,
         python: str = sys.executable,
-        resident: bool = True,
+        runs: RunMode = RunMode(),
         runner: ProbeRunner | None = None,
     ) -> None:
-        """``resident``: once started, fork runs from a resident server (see the module).
+        """``runs``: once started, fork runs from a resident server (see the module), or not.
 
         ``runner``: one shared with other loops (several targets, each with its own settings,
         through one resident server); its owner starts and closes it, not this loop.
@@ -102,7 +102,7 @@ class ProbeLoop:
         self.report_dir = report_dir
         self.python = python
         self._owns_runner = runner is None
-        self.runner = runner if runner is not None else ProbeRunner(python, resident=resident)
+        self.runner = runner if runner is not None else ProbeRunner(python, mode=runs)
         self.hard_timeout = settings.deadline + PROCESS_SLACK
         self.snapshot = Snapshot(unknown_verdict(
             "no probe run has finished yet: the first one starts when the server does",
