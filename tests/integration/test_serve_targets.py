@@ -183,6 +183,51 @@ class TestIsolation:
                 assert slowest < FAST, slowest
                 assert statuses(server)["main"] == "healthy"
 
+    def test_a_frozen_broker_holds_a_run_slot_for_a_second_at_most(self, main_deployment, tmp_path):
+        """One slot for both targets: the frozen target's 3 s runs must not keep main's from starting."""
+        with RedisServer() as frozen:
+            path = tmp_path / "targets.toml"
+            path.write_text("[defaults]\ndeadline = 3\nroundtrip-slow = 4\n"
+                            + table("main", main_deployment.url(0), main_deployment.url(1))
+                            + table("frozen", frozen.url(0), frozen.url(1)))
+            frozen.freeze()
+            try:
+                with ServeProcess("--targets", str(path), "--interval", "1", "--runs-at-once", "1",
+                                  cwd=tmp_path) as server:
+                    wait_until(lambda: statuses(server).get("main") == "healthy", timeout=40, interval=0.2,
+                               what="main healthy")
+                    before = runs_of(server)
+                    time.sleep(8)
+                    after = runs_of(server)
+            finally:
+                frozen.thaw()
+        # A slot held for whole runs would leave main about one run per frozen run (3 s each).
+        assert after["main"] - before["main"] >= 4, (before, after)
+        assert after["frozen"] - before["frozen"] >= 1, (before, after)
+
+
+class TestManyTargets:
+    def test_two_dozen_targets_started_together_all_get_a_fair_first_run(self, main_deployment, tmp_path):
+        """24 targets on one worker, all due at serve's start on this small host: runs take turns
+        for the CPUs, so none is killed at its hard timeout or reads the prober's own crowding
+        as a worker that did not answer."""
+        names = [f"t{n:02d}" for n in range(24)]
+        path = tmp_path / "targets.toml"
+        path.write_text("[defaults]\nexpect-workers = 1\nroundtrip-slow = 4\n"
+                        + "".join(table(name, main_deployment.url(0), main_deployment.url(1)) for name in names))
+        with ServeProcess("--targets", str(path), "--interval", "60", cwd=tmp_path) as server:
+            seen: set[str] = set()
+
+            def all_healthy() -> bool:
+                now = statuses(server)
+                seen.update(now.values())
+                return set(now.values()) == {"healthy"}
+
+            wait_until(all_healthy, timeout=45, interval=0.3, what="every target's first verdict healthy")
+            assert seen <= {"unknown", "healthy"}, seen
+            assert "was killed" not in server.log_text() and "DOWN" not in server.log_text(), server.log_text()
+            assert min(runs_of(server).values()) == 1  # one run each, none repeated to get there
+
 
 class TestReload:
     def test_sighup_adds_removes_and_keeps_unchanged_targets_running(self, main_deployment, tmp_path):

@@ -38,6 +38,7 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # repeated from celery_probe.serve.header_deadlin
 MIN_HEADER_TIMEOUT, MAX_HEADER_TIMEOUT = 0.5, 3600.0
 DEFAULT_WARM_SESSIONS = 64  # repeated from celery_probe.run.resident.MAX_WARM (64 ms to import at each command)
 MAX_WARM_SESSIONS = 10_000
+MAX_RUNS_AT_ONCE = 1000
 
 
 def parse_port(raw: str) -> int:
@@ -59,12 +60,15 @@ def parse_header_timeout(raw: str) -> float:
     return value
 
 
-def run_mode(fresh_runs: bool, warm_sessions: str) -> RunMode:
-    """How serve starts its runs, from ``--fresh-runs`` and ``--warm-sessions``."""
+def run_mode(fresh_runs: bool, warm_sessions: str, runs_at_once: str | None) -> RunMode:
+    """How serve starts its runs, from ``--fresh-runs``, ``--warm-sessions`` and ``--runs-at-once``."""
     from celery_probe.run.runner import RunMode
 
-    count = _parse_int("warm sessions", warm_sessions, "--warm-sessions", lo=0, hi=MAX_WARM_SESSIONS)
-    return RunMode(resident=not fresh_runs, warm_sessions=count)
+    warm = _parse_int("warm sessions", warm_sessions, "--warm-sessions", lo=0, hi=MAX_WARM_SESSIONS)
+    if runs_at_once is None:
+        return RunMode(resident=not fresh_runs, warm_sessions=warm)
+    at_once = _parse_int("runs at once", runs_at_once, "--runs-at-once", lo=1, hi=MAX_RUNS_AT_ONCE)
+    return RunMode(resident=not fresh_runs, warm_sessions=warm, runs_at_once=at_once)
 
 
 def parse_secret_path(raw: str | None, flag: str) -> Path | None:
@@ -163,6 +167,9 @@ def bind(host: str, port: int) -> socket.socket:
     click.option("--warm-sessions", default=str(DEFAULT_WARM_SESSIONS), show_default=True, metavar="N",
                  help="Keep at most N warm sessions at once, one per target, about 20 MB each; "
                       "targets beyond them get plain forked runs (0: none)."),
+    click.option("--runs-at-once", metavar="N",
+                 help="At most N probe runs in their first second at once, all targets together; a run "
+                      "due meanwhile waits its turn (default: 2 per CPU)."),
     click.option("--header-timeout", default=f"{DEFAULT_HEADER_TIMEOUT:g}", show_default=True, metavar="SECONDS",
                  help="Close a connection whose request line and headers are not all in after this long."),
 )
@@ -180,7 +187,7 @@ def bind(host: str, port: int) -> socket.socket:
                  help="The health JSON and /healthz need the credential too (public by default)."),
 )
 def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path | None, exporter_metrics: bool,
-          fresh_runs: bool, warm_sessions: str, **raw: Any) -> int:
+          fresh_runs: bool, warm_sessions: str, runs_at_once: str | None, **raw: Any) -> int:
     """Serve the latest verdict over HTTP: health JSON, /healthz, /metrics and ops-alerts.
 
     Probes run in the background every INTERVAL seconds, one at a time per target, each in
@@ -190,7 +197,7 @@ def serve(host: str, port: str, interval: str, prefix: str, targets_file: Path |
     """
     port_number, every, path_prefix = parse_port(port), parse_interval(interval), parse_prefix(prefix)
     guard = _Guard.parse(raw)
-    runs = run_mode(fresh_runs, warm_sessions)
+    runs = run_mode(fresh_runs, warm_sessions, runs_at_once)
     if targets_file is not None:
         return _serve_targets(targets_file, host, port_number, every, path_prefix, exporter_metrics, guard, raw,
                               runs=runs)

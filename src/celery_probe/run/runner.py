@@ -28,8 +28,8 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from celery_probe.config.settings import ENV_PREFIX
 from celery_probe.run.resident import MAX_WARM, decode, encode
@@ -43,14 +43,60 @@ RETRY_AFTER = 300.0  # seconds between attempts to start a server that could not
 RETIRE_POLL = 0.1  # seconds between looks at an outdated server's runs still going
 DEATHS_IN_A_ROW = 3  # servers that died during a run, with no run answered between: a crash loop
 LINE_LIMIT = 64 * 1024 * 1024  # a reply carries a run's whole output
+RUNS_PER_CPU = 2  # serve's default --runs-at-once, per CPU
+SLOT_HOLD = 1.0  # seconds a run holds its slot at most (RunSlots)
 
 
 @dataclass(frozen=True)
 class RunMode:
-    """How serve starts its probe runs (``serve --fresh-runs``, ``--warm-sessions``)."""
+    """How serve starts its probe runs (``serve --fresh-runs``, ``--warm-sessions``,
+    ``--runs-at-once``)."""
 
     resident: bool = True  # forked from a resident runner; False: a fresh interpreter every run
     warm_sessions: int = MAX_WARM  # warm sessions the resident runner keeps at once; 0: plain forks
+    runs_at_once: int = field(default_factory=lambda: default_runs_at_once())  # see RunSlots
+
+
+def default_runs_at_once() -> int:
+    """Two per CPU this process may use: a run spends most of its time waiting on the network."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return RUNS_PER_CPU * usable
+
+
+class RunSlots:
+    """At most N probe runs in their first :data:`SLOT_HOLD` seconds at once; the others wait.
+
+    Without it, a hundred targets due together start a hundred runs together on a few CPUs:
+    each waits for a CPU inside its own measurements, so the deployment looks slower than it
+    is, and a host that also runs the workers has them slowed by the prober itself (seen:
+    70 targets on one worker, 2 CPUs, 61 of them ``down`` for lack of a ping reply within
+    the window). A run holds its slot until it ends, or for its first :data:`SLOT_HOLD`
+    seconds at most: a run's CPU goes mostly on its start and a healthy run ends within a
+    second, while a run waiting on a frozen broker uses no CPU, so a target that hangs holds
+    up no other target for more than that.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free = asyncio.Semaphore(size)
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        await self._free.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._free.release()
+
+        timer = asyncio.get_running_loop().call_later(SLOT_HOLD, release)
+        try:
+            yield
+        finally:
+            timer.cancel()
+            release()
 
 
 @dataclass(frozen=True)
@@ -241,6 +287,8 @@ class ProbeRunner:
         self.python = python
         self.mode = mode
         self.resident = mode.resident
+        # Every loop sharing this runner takes a slot before its run starts (see RunSlots).
+        self.slots = RunSlots(mode.runs_at_once)
         self.server: ResidentServer | None = None
         self._starting: asyncio.Task[None] | None = None
         self._failed_at: float | None = None

@@ -58,6 +58,7 @@ log = logging.getLogger("celery_probe.serve")
 
 REAP_TIMEOUT = runner.REAP_TIMEOUT  # seconds to reap a SIGKILLed run (the app's staleness bound counts it)
 RECENT_RUNS = 100  # history entries kept in memory for the status page
+QUEUED_SAY_EVERY = 600.0  # seconds between two log lines about runs queued for a slot
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,8 @@ class ProbeLoop:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._scratch: Path | None = None  # the private folder when no report_dir is kept
+        self.began = time.monotonic()  # when the latest run started (got its slot)
+        self._queued_said: float | None = None  # when a run's wait for a slot was last logged
 
     def _restore(self, report_dir: Path) -> None:
         """Take the last run and last success from the history of earlier runs (see the module).
@@ -161,7 +164,7 @@ class ProbeLoop:
 
     async def _forever(self) -> None:
         while True:
-            began = time.monotonic()
+            self.began = time.monotonic()  # moved on by run_once when the run gets its slot
             try:
                 await self.run_once()
             except asyncio.CancelledError:
@@ -169,22 +172,40 @@ class ProbeLoop:
             except Exception as exc:  # noqa: BLE001 - a bug here must not end the loop, nor stay silent
                 log.error("celery-probe: probe loop error: %s: %s", type(exc).__name__, exc)
                 self._publish(unknown_verdict(f"the probe loop failed: {type(exc).__name__}: {exc}",
-                                              code="celery_probe_error"), None, began)
-            await asyncio.sleep(max(0.0, began + self.interval - time.monotonic()))
+                                              code="celery_probe_error"), None, self.began)
+            # The next run is due an interval after this one started, not after it was due: runs
+            # that queued for a slot keep the times they got, and so spread over the interval.
+            await asyncio.sleep(max(0.0, self.began + self.interval - time.monotonic()))
 
     # ------------------------------------------------------------------ one run
 
     async def run_once(self) -> Snapshot:
         """Run the probes once in a child process and publish the verdict. One run at a time."""
         async with self._lock:
-            began = time.monotonic()
-            folder = self.report_dir or self._scratch_folder()
-            try:
-                verdict, report = await self._child_run(folder)
-            finally:
-                if self.report_dir is None:
-                    _empty(folder)
-            return self._publish(verdict, report, began)
+            asked = time.monotonic()
+            async with self.runner.slots.hold():  # not started yet: its deadline starts after
+                began = self.began = time.monotonic()
+                self._say_if_queued(began - asked)
+                folder = self.report_dir or self._scratch_folder()
+                try:
+                    verdict, report = await self._child_run(folder)
+                finally:
+                    if self.report_dir is None:
+                        _empty(folder)
+                return self._publish(verdict, report, began)
+
+    def _say_if_queued(self, waited: float) -> None:
+        """Log (every :data:`QUEUED_SAY_EVERY` s at most) a run that waited an interval for a slot:
+        serve has more targets than it runs in their intervals, and their verdicts grow old."""
+        if waited < self.interval:
+            return
+        now = time.monotonic()
+        if self._queued_said is not None and now - self._queued_said < QUEUED_SAY_EVERY:
+            return
+        self._queued_said = now
+        log.warning("celery-probe: a probe run waited %.1fs for one of serve's %d run slots (its interval "
+                    "is %gs): more runs are due than fit; raise --runs-at-once or the intervals",
+                    waited, self.runner.slots.size, self.interval)
 
     def _scratch_folder(self) -> Path:
         if self._scratch is None or not self._scratch.is_dir():
