@@ -7,8 +7,11 @@ solo-pool worker of ``bench/bench_app.py`` on each, and one ``celery-probe serve
 whose file names TARGETS targets: all but one probe the first deployment (each its own
 target, with its own loop and runs), the last one, ``frozen``, probes the second.
 
+0. **Start**: how long after serve started every target's verdict was first healthy (all
+   targets' first runs are due at once).
 1. **Steady state** (WINDOW seconds, no load): this process scrapes ``/metrics`` every
-   second, as Prometheus would, and records every target's ``celery_probe_verdict_age_seconds``.
+   second, as Prometheus would, and records every target's ``celery_probe_verdict_age_seconds``
+   and ``celery_probe_status`` (every deployment is healthy, so any other status is false).
    The CPU of serve and all its descendants (live ones read from /proc, exited ones from
    their parents' ``cutime``/``cstime``) is read at both ends of the window. It prints the CPU
    in % of one core, per probe run, and the oldest verdict any scrape saw against the
@@ -49,6 +52,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 HEALTH = "/api/interactions/health/celery"
 TICK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 120.0
+STATUSES = ("healthy", "degraded", "down", "unknown")
 
 
 def get(port: int, path: str, timeout: float = 5.0, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
@@ -64,10 +68,19 @@ def get(port: int, path: str, timeout: float = 5.0, conn: http.client.HTTPConnec
 
 
 def scrape(port: int) -> dict[tuple[str, str], float]:
-    """``{(sample name, target): value}`` of serve's /metrics."""
+    """``{(sample name, target): value}`` of serve's /metrics, and ``("status", target)``: the
+    status of the target's latest verdict as its index in :data:`STATUSES`."""
     _status, body = get(port, "/metrics")
-    return {(s.name, s.labels.get("target", "")): s.value
-            for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    found: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            target = sample.labels.get("target", "")
+            if sample.name == "celery_probe_status":
+                if sample.value == 1.0:
+                    found[("status", target)] = STATUSES.index(sample.labels["status"])
+            else:
+                found[(sample.name, target)] = sample.value
+    return found
 
 
 def tree_cpu(pid: int) -> tuple[float, float]:
@@ -105,6 +118,7 @@ def steady(port: int, pid: int, window: float, targets: list[str]) -> dict[str, 
     runs0 = sum(v for (name, _t), v in first.items() if name == "celery_probe_runs_total")
     (serve0, rest0), t0 = tree_cpu(pid), time.monotonic()
     oldest = {t: 0.0 for t in targets}
+    seen = dict.fromkeys(STATUSES, 0)  # target verdicts over all scrapes, by status
     scrapes = 0
     while time.monotonic() - t0 < window:
         tick = time.monotonic()
@@ -113,13 +127,15 @@ def steady(port: int, pid: int, window: float, targets: list[str]) -> dict[str, 
         for (name, target), value in samples.items():
             if name == "celery_probe_verdict_age_seconds" and target in oldest:
                 oldest[target] = max(oldest[target], value)
+            elif name == "status" and target in oldest:
+                seen[STATUSES[int(value)]] += 1
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     elapsed = time.monotonic() - t0
     serve1, rest1 = tree_cpu(pid)
     serve_cpu = serve1 - serve0
     cpu = serve_cpu + rest1 - rest0
     runs = sum(v for (name, _t), v in scrape(port).items() if name == "celery_probe_runs_total") - runs0
-    return {"seconds": elapsed, "cpu_s": cpu, "serve_cpu_s": serve_cpu, "runs": runs, "scrapes": scrapes,
+    return {**seen, "seconds": elapsed, "cpu_s": cpu, "serve_cpu_s": serve_cpu, "runs": runs, "scrapes": scrapes,
             "oldest_age_s": max(oldest.values()), "oldest_target": max(oldest, key=oldest.__getitem__)}
 
 
@@ -199,12 +215,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--port", str(port), "--interval", str(args.interval)],
                         env=base, cwd=workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                         start_new_session=True)
+                started = time.monotonic()
 
                 def all_healthy() -> bool:
                     status, body = get(port, "/healthz")
                     return status == 200 and b'"unknown"' not in body and b'"degraded"' not in body
 
                 wait_until(all_healthy, timeout=START_TIMEOUT, interval=0.5, what="every target healthy")
+                first_healthy = time.monotonic() - started
                 print(f"celery-probe {PROBE_VERSION}, Python {platform.python_version()}, {os.cpu_count()} CPUs, "
                       f"load average {os.getloadavg()[0]:.2f}")
                 print(f"serve --targets: {args.targets} targets, interval {args.interval:g}s, deadline "
@@ -216,10 +234,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print()
                 print("| steady state | value |")
                 print("|---|---|")
+                print(f"| every target healthy after serve started | {first_healthy:.1f} s |")
                 print(f"| probe runs in the window | {quiet['runs']:.0f} ({quiet['scrapes']} scrapes) |")
                 print(f"| CPU of serve and its children | {quiet['cpu_s']:.1f} s = {core:.1f} % of one core |")
                 print(f"| of which serve itself (web server, scheduling, reading reports) | {quiet['serve_cpu_s']:.1f} s |")
                 print(f"| CPU per probe run | {per_run:.3f} s |")
+                not_healthy = sum(quiet[s] for s in STATUSES[1:])
+                print(f"| target verdicts not healthy, over all scrapes | {not_healthy:.0f} of "
+                      f"{sum(quiet[s] for s in STATUSES):.0f} (" + ", ".join(
+                          f"{s} {quiet[s]:.0f}" for s in STATUSES[1:]) + ") |")
                 print(f"| oldest verdict at any scrape | {quiet['oldest_age_s']:.1f} s ({quiet['oldest_target']}); "
                       f"contract interval + deadline = {bound:g} s |")
 
@@ -239,10 +262,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"| requests (errors) | {burst['requests']} ({burst['errors']}) |")
                 print(f"| latency p50 / p99 / max | {burst['p50_ms']:.1f} / {burst['p99_ms']:.1f} / "
                       f"{burst['max_ms']:.1f} ms |")
-                print(f"| runs of the other {len(names) - 1} targets meanwhile | {healthy_runs:.0f} |")
-                failed = burst["errors"] > 0 or quiet["oldest_age_s"] > bound
+                print(f"| runs of the other {len(names) - 1} targets meanwhile | {healthy_runs:.0f} "
+                      f"(at one per interval: {(len(names) - 1) * args.load / args.interval:.0f}) |")
+                stale = max(after[("celery_probe_verdict_age_seconds", n)] for n in names if n != "frozen")
+                print(f"| oldest verdict of the other targets at the end | {stale:.1f} s |")
+                failed = burst["errors"] > 0 or max(quiet["oldest_age_s"], stale) > bound or not_healthy > 0
                 if failed:
-                    print("!!! FAILED: request errors, or a verdict older than interval + deadline")
+                    print("!!! FAILED: request errors, a verdict older than interval + deadline, or a "
+                          "healthy deployment not reported healthy")
                 return 1 if failed else 0
             finally:
                 if serve is not None and serve.poll() is None:

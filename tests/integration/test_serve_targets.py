@@ -155,13 +155,18 @@ class TestRoutes:
         assert {"/healthz", "/metrics", HEALTH, "/targets/{name}/healthz", "/targets/{name}" + HEALTH} <= set(paths)
 
 
+def main_and_frozen(folder: Path, main: RedisServer, frozen: RedisServer) -> Path:
+    """A targets file of ``main`` and ``frozen``, whose runs take their 3 s deadline once frozen."""
+    path = folder / "targets.toml"
+    path.write_text("[defaults]\ndeadline = 3\nroundtrip-slow = 4\n"
+                    + table("main", main.url(0), main.url(1)) + table("frozen", frozen.url(0), frozen.url(1)))
+    return path
+
+
 class TestIsolation:
     def test_a_frozen_broker_delays_no_other_target_and_no_answer(self, main_deployment, tmp_path):
         with RedisServer() as frozen:
-            path = tmp_path / "targets.toml"
-            path.write_text("[defaults]\ndeadline = 3\nroundtrip-slow = 4\n"
-                            + table("main", main_deployment.url(0), main_deployment.url(1))
-                            + table("frozen", frozen.url(0), frozen.url(1)))
+            path = main_and_frozen(tmp_path, main_deployment, frozen)
             with ServeProcess("--targets", str(path), "--interval", "1", cwd=tmp_path) as server:
                 wait_until(lambda: statuses(server).get("main") == "healthy", timeout=40, interval=0.2,
                            what="main healthy")
@@ -186,10 +191,7 @@ class TestIsolation:
     def test_a_frozen_broker_holds_a_run_slot_for_a_second_at_most(self, main_deployment, tmp_path):
         """One slot for both targets: the frozen target's 3 s runs must not keep main's from starting."""
         with RedisServer() as frozen:
-            path = tmp_path / "targets.toml"
-            path.write_text("[defaults]\ndeadline = 3\nroundtrip-slow = 4\n"
-                            + table("main", main_deployment.url(0), main_deployment.url(1))
-                            + table("frozen", frozen.url(0), frozen.url(1)))
+            path = main_and_frozen(tmp_path, main_deployment, frozen)
             frozen.freeze()
             try:
                 with ServeProcess("--targets", str(path), "--interval", "1", "--runs-at-once", "1",
