@@ -45,6 +45,7 @@ try:
 
     from celery_probe import __version__ as PROBE_VERSION
     from celery_probe.testing import CeleryWorker, RedisServer, free_port, wait_until
+    from celery_probe.verdict.mapper import STATUSES
 except ImportError:  # pragma: no cover - wrong interpreter or no serve extra
     sys.exit("bench_serve_targets.py: needs celery_probe with its serve extra; run it with the virtualenv's python")
 
@@ -52,7 +53,6 @@ BENCH_DIR = Path(__file__).resolve().parent
 HEALTH = "/api/interactions/health/celery"
 TICK = os.sysconf("SC_CLK_TCK")
 START_TIMEOUT = 120.0
-STATUSES = ("healthy", "degraded", "down", "unknown")
 
 
 def get(port: int, path: str, timeout: float = 5.0, conn: http.client.HTTPConnection | None = None) -> tuple[int, bytes]:
@@ -67,20 +67,24 @@ def get(port: int, path: str, timeout: float = 5.0, conn: http.client.HTTPConnec
             conn.close()
 
 
-def scrape(port: int) -> dict[tuple[str, str], float]:
-    """``{(sample name, target): value}`` of serve's /metrics, and ``("status", target)``: the
-    status of the target's latest verdict as its index in :data:`STATUSES`."""
+def scrape_all(port: int) -> tuple[dict[tuple[str, str], float], dict[str, str]]:
+    """``{(sample name, target): value}`` of serve's /metrics, and ``{target: status}``: the
+    status whose ``celery_probe_status`` sample is 1."""
     _status, body = get(port, "/metrics")
-    found: dict[tuple[str, str], float] = {}
+    samples: dict[tuple[str, str], float] = {}
+    statuses: dict[str, str] = {}
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
             target = sample.labels.get("target", "")
-            if sample.name == "celery_probe_status":
-                if sample.value == 1.0:
-                    found[("status", target)] = STATUSES.index(sample.labels["status"])
-            else:
-                found[(sample.name, target)] = sample.value
-    return found
+            samples[(sample.name, target)] = sample.value
+            if sample.name == "celery_probe_status" and sample.value == 1.0:
+                statuses[target] = sample.labels["status"]
+    return samples, statuses
+
+
+def scrape(port: int) -> dict[tuple[str, str], float]:
+    """``{(sample name, target): value}`` of serve's /metrics."""
+    return scrape_all(port)[0]
 
 
 def tree_cpu(pid: int) -> tuple[float, float]:
@@ -122,13 +126,14 @@ def steady(port: int, pid: int, window: float, targets: list[str]) -> dict[str, 
     scrapes = 0
     while time.monotonic() - t0 < window:
         tick = time.monotonic()
-        samples = scrape(port)
+        samples, statuses = scrape_all(port)
         scrapes += 1
         for (name, target), value in samples.items():
             if name == "celery_probe_verdict_age_seconds" and target in oldest:
                 oldest[target] = max(oldest[target], value)
-            elif name == "status" and target in oldest:
-                seen[STATUSES[int(value)]] += 1
+        for target, status in statuses.items():
+            if target in oldest:
+                seen[status] += 1
         time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
     elapsed = time.monotonic() - t0
     serve1, rest1 = tree_cpu(pid)
@@ -239,10 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"| CPU of serve and its children | {quiet['cpu_s']:.1f} s = {core:.1f} % of one core |")
                 print(f"| of which serve itself (web server, scheduling, reading reports) | {quiet['serve_cpu_s']:.1f} s |")
                 print(f"| CPU per probe run | {per_run:.3f} s |")
-                not_healthy = sum(quiet[s] for s in STATUSES[1:])
+                others = [s for s in STATUSES if s != "healthy"]
+                not_healthy = sum(quiet[s] for s in others)
                 print(f"| target verdicts not healthy, over all scrapes | {not_healthy:.0f} of "
                       f"{sum(quiet[s] for s in STATUSES):.0f} (" + ", ".join(
-                          f"{s} {quiet[s]:.0f}" for s in STATUSES[1:]) + ") |")
+                          f"{s} {quiet[s]:.0f}" for s in others) + ") |")
                 print(f"| oldest verdict at any scrape | {quiet['oldest_age_s']:.1f} s ({quiet['oldest_target']}); "
                       f"contract interval + deadline = {bound:g} s |")
 
