@@ -144,7 +144,7 @@ def all_commands() -> dict[str, click.Command]:
     SEVERAL_TARGETS,
     targets_file_option(),
     click.option("--parallel", metavar="N",
-                 help="Worker processes for --targets (default: one per CPU, at most one per target)."),
+                 help="Worker processes for --targets (default: one per CPU it may use, at most one per target)."),
 )
 @in_section(ALERTS, alert_options)
 @remediation_options
@@ -189,7 +189,9 @@ def _run_targets(targets_file: Path, parallel: str | None, verbose: bool, raw: d
 
 def _parse_parallel(raw: str | None, targets: int) -> int:
     if raw is None:
-        return max(1, min(targets, os.cpu_count() or 1))
+        from celery_probe.run.cpus import usable_cpus
+
+        return max(1, min(targets, usable_cpus()))
     return _parse_int("parallel", raw, "--parallel", lo=1, hi=256)
 
 

@@ -169,7 +169,8 @@ def bind(host: str, port: int) -> socket.socket:
                       "targets beyond them get plain forked runs (0: none)."),
     click.option("--runs-at-once", metavar="N",
                  help="At most N probe runs in their first second at once, all targets together; a run "
-                      "due meanwhile waits its turn (default: 2 per CPU)."),
+                      "due meanwhile waits its turn (default: 2 per CPU serve may use, a container's CPU "
+                      "limit counted)."),
     click.option("--header-timeout", default=f"{DEFAULT_HEADER_TIMEOUT:g}", show_default=True, metavar="SECONDS",
                  help="Close a connection whose request line and headers are not all in after this long."),
 )

@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from celery_probe.config.settings import ENV_PREFIX
+from celery_probe.run.cpus import usable_cpus
 from celery_probe.run.resident import MAX_WARM, decode, encode
 
 log = logging.getLogger("celery_probe.serve")
@@ -58,9 +59,9 @@ class RunMode:
 
 
 def default_runs_at_once() -> int:
-    """Two per CPU this process may use: a run spends most of its time waiting on the network."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return RUNS_PER_CPU * usable
+    """Two per CPU this process may use (its affinity and its cgroup's quota): a run spends
+    most of its time waiting on the network."""
+    return RUNS_PER_CPU * usable_cpus()
 
 
 class RunSlots:
