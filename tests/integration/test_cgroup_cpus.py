@@ -19,8 +19,8 @@ from celery_probe.run.cpus import CGROUP_ROOT, CGROUP_V1_CPU
 
 QUOTA = "100000"  # one CPU per 100 ms period
 PERIOD = "100000"
-PRINT_DEFAULTS = ("from celery_probe.run.cpus import usable_cpus; from celery_probe.run.runner import RunMode; "
-                  "print(usable_cpus(), RunMode().runs_at_once)")
+PRINT_DEFAULTS = ("from celery_probe.run.cpus import usable_cpus; from celery_probe.run.runner import RunSlots; "
+                  "print(usable_cpus(), RunSlots().size)")
 
 
 def make_cgroup() -> tuple[Path, Path]:

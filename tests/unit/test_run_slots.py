@@ -48,11 +48,26 @@ def test_a_long_run_gives_its_slot_back_after_the_hold(monkeypatch):
 def test_a_slot_is_given_back_once_even_after_the_hold_expired(monkeypatch):
     monkeypatch.setattr(runner, "SLOT_HOLD", 0.01)
 
-    async def main() -> bool:
-        slots = RunSlots(1)
+    async def main() -> list[str]:
+        slots, order = RunSlots(1), []
         async with slots.hold():
             await asyncio.sleep(0.05)  # the hold expired inside: released then, not again at the end
-        async with slots.hold():
-            return slots._free.locked()  # this run holds the only slot: none extra appeared
+        monkeypatch.setattr(runner, "SLOT_HOLD", 5.0)
 
-    assert asyncio.run(main()) is True
+        async def run(name: str) -> None:
+            async with slots.hold():
+                order.append(f"{name} starts")
+                await asyncio.sleep(0.1)
+                order.append(f"{name} ends")
+
+        await asyncio.gather(run("a"), run("b"))  # one slot: b waits for a (two would start both)
+        return order
+
+    assert asyncio.run(main()) == ["a starts", "a ends", "b starts", "b ends"]
+
+
+def test_the_default_size_is_two_per_usable_cpu():
+    from celery_probe.run.cpus import usable_cpus
+
+    assert RunSlots().size == runner.RUNS_PER_CPU * usable_cpus()
+    assert RunSlots(3).size == 3

@@ -228,3 +228,11 @@ def test_serve_s_default_warm_sessions_is_the_resident_runner_s():
     from celery_probe.run.resident import MAX_WARM
 
     assert DEFAULT_WARM_SESSIONS == MAX_WARM
+
+
+def test_serve_s_runs_per_cpu_is_the_runner_s():
+    """--help says the default of --runs-at-once without importing the runner."""
+    from celery_probe.cli.serve import RUNS_PER_CPU
+    from celery_probe.run import runner
+
+    assert RUNS_PER_CPU == runner.RUNS_PER_CPU

@@ -38,7 +38,8 @@ DEFAULT_HEADER_TIMEOUT = 10.0  # repeated from celery_probe.serve.header_deadlin
 MIN_HEADER_TIMEOUT, MAX_HEADER_TIMEOUT = 0.5, 3600.0
 DEFAULT_WARM_SESSIONS = 64  # repeated from celery_probe.run.resident.MAX_WARM (64 ms to import at each command)
 MAX_WARM_SESSIONS = 10_000
-MAX_RUNS_AT_ONCE = 1000
+RUNS_PER_CPU = 2  # repeated from celery_probe.run.runner.RUNS_PER_CPU, for --help
+MAX_RUNS_AT_ONCE = 1000  # a typo's bound: a thousand runs starting together is no turn-taking at all
 
 
 def parse_port(raw: str) -> int:
@@ -65,9 +66,8 @@ def run_mode(fresh_runs: bool, warm_sessions: str, runs_at_once: str | None) -> 
     from celery_probe.run.runner import RunMode
 
     warm = _parse_int("warm sessions", warm_sessions, "--warm-sessions", lo=0, hi=MAX_WARM_SESSIONS)
-    if runs_at_once is None:
-        return RunMode(resident=not fresh_runs, warm_sessions=warm)
-    at_once = _parse_int("runs at once", runs_at_once, "--runs-at-once", lo=1, hi=MAX_RUNS_AT_ONCE)
+    at_once = None if runs_at_once is None else _parse_int("runs at once", runs_at_once, "--runs-at-once",
+                                                           lo=1, hi=MAX_RUNS_AT_ONCE)
     return RunMode(resident=not fresh_runs, warm_sessions=warm, runs_at_once=at_once)
 
 
@@ -169,8 +169,8 @@ def bind(host: str, port: int) -> socket.socket:
                       "targets beyond them get plain forked runs (0: none)."),
     click.option("--runs-at-once", metavar="N",
                  help="At most N probe runs in their first second at once, all targets together; a run "
-                      "due meanwhile waits its turn (default: 2 per CPU serve may use, a container's CPU "
-                      "limit counted)."),
+                      f"due meanwhile waits its turn (default: {RUNS_PER_CPU} per CPU serve may use, a "
+                      "container's CPU limit counted)."),
     click.option("--header-timeout", default=f"{DEFAULT_HEADER_TIMEOUT:g}", show_default=True, metavar="SECONDS",
                  help="Close a connection whose request line and headers are not all in after this long."),
 )

@@ -29,7 +29,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from celery_probe.config.settings import ENV_PREFIX
 from celery_probe.run.cpus import usable_cpus
@@ -55,7 +55,7 @@ class RunMode:
 
     resident: bool = True  # forked from a resident runner; False: a fresh interpreter every run
     warm_sessions: int = MAX_WARM  # warm sessions the resident runner keeps at once; 0: plain forks
-    runs_at_once: int = field(default_factory=lambda: default_runs_at_once())  # see RunSlots
+    runs_at_once: int | None = None  # runs in their first second at once (RunSlots); None: the default
 
 
 def default_runs_at_once() -> int:
@@ -77,9 +77,9 @@ class RunSlots:
     up no other target for more than that.
     """
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._free = asyncio.Semaphore(size)
+    def __init__(self, size: int | None = None) -> None:
+        self.size = default_runs_at_once() if size is None else size
+        self._free = asyncio.Semaphore(self.size)
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

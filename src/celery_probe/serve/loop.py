@@ -120,7 +120,7 @@ class ProbeLoop:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._scratch: Path | None = None  # the private folder when no report_dir is kept
-        self.began = time.monotonic()  # when the latest run started (got its slot)
+        self._began = time.monotonic()  # when the latest run started (got its slot)
         self._queued_said: float | None = None  # when a run's wait for a slot was last logged
 
     def _restore(self, report_dir: Path) -> None:
@@ -164,7 +164,7 @@ class ProbeLoop:
 
     async def _forever(self) -> None:
         while True:
-            self.began = time.monotonic()  # moved on by run_once when the run gets its slot
+            self._began = time.monotonic()  # moved on by run_once when the run gets its slot
             try:
                 await self.run_once()
             except asyncio.CancelledError:
@@ -172,10 +172,10 @@ class ProbeLoop:
             except Exception as exc:  # noqa: BLE001 - a bug here must not end the loop, nor stay silent
                 log.error("celery-probe: probe loop error: %s: %s", type(exc).__name__, exc)
                 self._publish(unknown_verdict(f"the probe loop failed: {type(exc).__name__}: {exc}",
-                                              code="celery_probe_error"), None, self.began)
+                                              code="celery_probe_error"), None, self._began)
             # The next run is due an interval after this one started, not after it was due: runs
             # that queued for a slot keep the times they got, and so spread over the interval.
-            await asyncio.sleep(max(0.0, self.began + self.interval - time.monotonic()))
+            await asyncio.sleep(max(0.0, self._began + self.interval - time.monotonic()))
 
     # ------------------------------------------------------------------ one run
 
@@ -184,7 +184,7 @@ class ProbeLoop:
         async with self._lock:
             asked = time.monotonic()
             async with self.runner.slots.hold():  # not started yet: its deadline starts after
-                began = self.began = time.monotonic()
+                began = self._began = time.monotonic()
                 self._say_if_queued(began - asked)
                 folder = self.report_dir or self._scratch_folder()
                 try:
