@@ -64,6 +64,15 @@ def test_v1_a_container_mount_with_the_hosts_path_walks_up_to_its_own_quota(tmp_
     assert cgroup_quota_cpus(proc, root) == 3
 
 
+def test_a_path_above_the_namespace_root_reads_the_mount_only(tmp_path):
+    root = tmp_path / "cgroup"
+    write(root, cpu_max="200000 100000\n")
+    write(tmp_path, cpu_max="100000 100000\n")  # outside the mount: never read
+    proc = tmp_path / "proc-cgroup"
+    proc.write_text("0::/../..\n")
+    assert cgroup_quota_cpus(proc, root) == 2
+
+
 def test_no_quota_anywhere_or_nothing_to_read(tmp_path):
     root = tmp_path / "cgroup"
     write(root / "cpu", cpu_cfs_quota_us="-1\n", cpu_cfs_period_us="100000\n")

@@ -75,7 +75,8 @@ def _along(mount: Path, path: str, quota_of: Callable[[Path], int | None]) -> li
     mount is a container's own cgroup, ``path`` names the host's folders, which are absent
     here: the walk goes on up to the mount."""
     quotas = []
-    folder = mount.joinpath(*[part for part in path.split("/") if part])
+    # A process outside its cgroup namespace's root sees "/../..": nothing below the mount to read.
+    folder = mount.joinpath(*[part for part in path.split("/") if part not in ("", ".", "..")])
     while True:
         quota = quota_of(folder)
         if quota is not None:
