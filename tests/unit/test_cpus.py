@@ -32,54 +32,36 @@ def test_v1_says_minus_one_for_no_quota():
     assert quota_cpus(250000, 100000) == 3
 
 
-def write(folder: Path, **files: str) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
+# (case, files under the test folder, /proc/self/cgroup, CPUs); "cgroup/" is the mount
+TREES = [
+    ("v2: the smallest quota from the process's cgroup up to the root",
+     {"cgroup/kubepods/cpu.max": "400000 100000\n", "cgroup/kubepods/pod1/cpu.max": "200000 100000\n",
+      "cgroup/kubepods/pod1/serve/cpu.max": "max 100000\n"},
+     "0::/kubepods/pod1/serve\n", 2),
+    ("v2 inside a cgroup namespace: the mount itself",
+     {"cgroup/cpu.max": "100000 100000\n"}, "0::/\n", 1),
+    ("v1: a container's mount, the host's path: up to the mount's own quota",
+     {"cgroup/cpu,cpuacct/cpu.cfs_quota_us": "300000\n", "cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+     "12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n", 3),
+    ("a path above the namespace's root: the mount only, never a folder outside it",
+     {"cgroup/cpu.max": "200000 100000\n", "cpu.max": "100000 100000\n"}, "0::/../..\n", 2),
+    ("v1 without a quota",
+     {"cgroup/cpu/cpu.cfs_quota_us": "-1\n", "cgroup/cpu/cpu.cfs_period_us": "100000\n"}, "4:cpu:/\n", None),
+]
+
+
+@pytest.mark.parametrize(("files", "proc_cgroup", "cpus"), [case[1:] for case in TREES],
+                         ids=[case[0] for case in TREES])
+def test_cgroup_quota(tmp_path: Path, files: dict[str, str], proc_cgroup: str, cpus: int | None):
     for name, text in files.items():
-        (folder / name.replace("_", ".", 1)).write_text(text)
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "proc-cgroup").write_text(proc_cgroup)
+    assert cgroup_quota_cpus(tmp_path / "proc-cgroup", tmp_path / "cgroup") == cpus
 
 
-def test_v2_the_smallest_quota_from_the_process_cgroup_up_to_the_root(tmp_path):
-    root = tmp_path / "cgroup"
-    write(root / "kubepods", cpu_max="400000 100000\n")
-    write(root / "kubepods" / "pod1", cpu_max="200000 100000\n")
-    write(root / "kubepods" / "pod1" / "serve", cpu_max="max 100000\n")
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("0::/kubepods/pod1/serve\n")
-    assert cgroup_quota_cpus(proc, root) == 2
-
-
-def test_v2_inside_a_cgroup_namespace_reads_the_mount_itself(tmp_path):
-    root = tmp_path / "cgroup"
-    write(root, cpu_max="100000 100000\n")
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("0::/\n")
-    assert cgroup_quota_cpus(proc, root) == 1
-
-
-def test_v1_a_container_mount_with_the_hosts_path_walks_up_to_its_own_quota(tmp_path):
-    root = tmp_path / "cgroup"
-    write(root / "cpu,cpuacct", cpu_cfs_quota_us="300000\n", cpu_cfs_period_us="100000\n")
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("12:memory:/docker/abc\n4:cpu,cpuacct:/docker/abc\n0::/\n")
-    assert cgroup_quota_cpus(proc, root) == 3
-
-
-def test_a_path_above_the_namespace_root_reads_the_mount_only(tmp_path):
-    root = tmp_path / "cgroup"
-    write(root, cpu_max="200000 100000\n")
-    write(tmp_path, cpu_max="100000 100000\n")  # outside the mount: never read
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("0::/../..\n")
-    assert cgroup_quota_cpus(proc, root) == 2
-
-
-def test_no_quota_anywhere_or_nothing_to_read(tmp_path):
-    root = tmp_path / "cgroup"
-    write(root / "cpu", cpu_cfs_quota_us="-1\n", cpu_cfs_period_us="100000\n")
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("4:cpu:/\n")
-    assert cgroup_quota_cpus(proc, root) is None
-    assert cgroup_quota_cpus(tmp_path / "absent", root) is None
+def test_no_proc_cgroup_to_read(tmp_path):
+    assert cgroup_quota_cpus(tmp_path / "absent", tmp_path) is None
 
 
 def test_usable_cpus_is_at_least_one_and_at_most_the_affinity():
