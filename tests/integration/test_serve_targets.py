@@ -231,6 +231,37 @@ class TestManyTargets:
             assert min(runs_of(server).values()) == 1  # one run each, none repeated to get there
 
 
+    def test_a_verdict_stale_for_want_of_a_run_slot_says_so(self, main_deployment, tmp_path):
+        """One slot, 15 targets on a frozen broker (each run holds the slot for its first second):
+        main's next run waits longer than its verdict stays fresh. It turns unknown, never down,
+        and the reason names the run slots and what to change."""
+        with RedisServer() as frozen:
+            path = tmp_path / "targets.toml"
+            path.write_text("[defaults]\ndeadline = 1\nroundtrip-slow = 4\n"
+                            + table("main", main_deployment.url(0), main_deployment.url(1))
+                            + "".join(table(f"f{n:02d}", frozen.url(0), frozen.url(1)) for n in range(15)))
+            with ServeProcess("--targets", str(path), "--interval", "1", "--runs-at-once", "1",
+                              cwd=tmp_path) as server:
+                wait_until(lambda: statuses(server).get("main") == "healthy", timeout=60, interval=0.2,
+                           what="main healthy")
+                frozen.freeze()
+                try:
+                    seen: set[str] = set()
+
+                    def stale_for_a_slot() -> bool:
+                        document = server.get("/targets/main" + HEALTH).json()
+                        seen.add(document["status"])
+                        reason = (document.get("reasons") or [{}])[0]
+                        return reason.get("code") == "celery_probe_stale" and "run slots" in reason["message"]
+
+                    wait_until(stale_for_a_slot, timeout=90, interval=0.5, what="main stale, waiting for a slot")
+                    message = server.get("/targets/main" + HEALTH).json()["reasons"][0]["message"]
+                finally:
+                    frozen.thaw()
+        assert seen <= {"healthy", "unknown"}, seen
+        assert "one of serve's 1 run slots" in message and "--runs-at-once" in message, message
+
+
 class TestReload:
     def test_sighup_adds_removes_and_keeps_unchanged_targets_running(self, main_deployment, tmp_path):
         path = tmp_path / "targets.toml"

@@ -148,9 +148,14 @@ class ProbeService:
         return published, time.monotonic() - snapshot.produced_mono
 
     def _stale(self, published: _Published, age: float) -> _Published:
+        queued = self.loop.queued_since
+        why = "" if queued is None else (
+            f"; the next run has waited {time.monotonic() - queued:.0f}s for one of serve's "
+            f"{self.loop.runner.slots.size} run slots: more runs are due than fit (raise --runs-at-once "
+            "or the intervals)")
         verdict = unknown_verdict(
             f"the latest verdict is {age:.0f}s old: no probe run has finished since "
-            f"(one is due every {self.interval:g}s)",
+            f"(one is due every {self.interval:g}s){why}",
             code="celery_probe_stale",
         )
         verdict["target"] = published.snapshot.verdict.get("target")

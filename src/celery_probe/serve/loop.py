@@ -121,6 +121,7 @@ class ProbeLoop:
         self._lock = asyncio.Lock()
         self._scratch: Path | None = None  # the private folder when no report_dir is kept
         self._began = time.monotonic()  # when the latest run started (got its slot)
+        self.queued_since: float | None = None  # when the run now waiting for a slot asked for one
         self._queued_said: float | None = None  # when a run's wait for a slot was last logged
 
     def _restore(self, report_dir: Path) -> None:
@@ -182,17 +183,21 @@ class ProbeLoop:
     async def run_once(self) -> Snapshot:
         """Run the probes once in a child process and publish the verdict. One run at a time."""
         async with self._lock:
-            asked = time.monotonic()
-            async with self.runner.slots.hold():  # not started yet: its deadline starts after
-                began = self._began = time.monotonic()
-                self._say_if_queued(began - asked)
-                folder = self.report_dir or self._scratch_folder()
-                try:
-                    verdict, report = await self._child_run(folder)
-                finally:
-                    if self.report_dir is None:
-                        _empty(folder)
-                return self._publish(verdict, report, began)
+            asked = self.queued_since = time.monotonic()
+            try:
+                async with self.runner.slots.hold():  # not started yet: its deadline starts after
+                    self.queued_since = None
+                    began = self._began = time.monotonic()
+                    self._say_if_queued(began - asked)
+                    folder = self.report_dir or self._scratch_folder()
+                    try:
+                        verdict, report = await self._child_run(folder)
+                    finally:
+                        if self.report_dir is None:
+                            _empty(folder)
+                    return self._publish(verdict, report, began)
+            finally:
+                self.queued_since = None  # also when cancelled while waiting
 
     def _say_if_queued(self, waited: float) -> None:
         """Log (every :data:`QUEUED_SAY_EVERY` s at most) a run that waited an interval for a slot:
