@@ -16,7 +16,7 @@ import pytest
 
 from celery_probe.testing import RedisServer, free_port, wait_until
 from tests.support.environment import app_env, run_cli
-from tests.support.serving import HEALTH, ServeProcess, parse_metrics
+from tests.support.serving import HEALTH, ServeProcess
 
 pytestmark = pytest.mark.redis_only  # private redis-servers; nothing here depends on --broker
 
@@ -91,7 +91,7 @@ class TestRoutes:
 
     def test_every_series_names_its_target(self, server):
         server, _tmp = server
-        samples = server.metrics()  # parse_metrics: a duplicate sample or a timestamp fails
+        samples = server.metrics()  # parsed by parse_metrics: a duplicate sample or a timestamp fails
         assert samples[("celery_probe_status", (("status", "healthy"), ("target", "main")))] == 1.0
         assert samples[("celery_probe_status", (("status", "down"), ("target", "gone")))] == 1.0
         unlabelled = [(name, labels) for name, labels in samples if "target" not in dict(labels)]
